@@ -1,0 +1,8 @@
+"""biscale: two-tier GPU energy optimisation for prefill/decode-disaggregated LLM serving.
+
+Tier 1 plans placement (instance counts, TP degree, baseline SM clock) every few minutes; tier 2 sets each
+GPU's SM clock every iteration. See ``docs/`` for the hardware model, workloads, simulator, predictors and
+the real-GPU control plane.
+"""
+
+__version__ = "0.1.0"

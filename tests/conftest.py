@@ -1,0 +1,43 @@
+"""Shared test fixtures: the CLI runner and the path to the shared reference data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: ``../shared/data`` beside the checkout (present on developer machines and in CI).
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``biscale ARGS...`` in-process; returns exit code, stdout and stderr."""
+    from biscale.cli.main import main
+
+    def _run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return _run
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared reference data directory (calibration, traces, lengths)."""
+    assert SHARED_DATA.is_dir(), f"shared data not found at {SHARED_DATA}"
+    return SHARED_DATA
