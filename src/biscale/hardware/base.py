@@ -86,9 +86,7 @@ class DecodeShape:
             raise ValueError("context_lengths must be 1-D")
         if ctx.size and ctx.min() <= 0:
             raise ValueError("context lengths must be positive")
-        return DecodeShape(
-            batch_size=int(ctx.size), context_sum=int(ctx.sum()), context_sq_sum=float(np.dot(ctx, ctx))
-        )
+        return DecodeShape(batch_size=int(ctx.size), context_sum=int(ctx.sum()), context_sq_sum=float(np.dot(ctx, ctx)))
 
 
 @runtime_checkable
@@ -196,8 +194,6 @@ class HardwareModel(ABC):
         """One prefill iteration over prompts (or chunks with ``prefix_lengths`` earlier tokens each)."""
         return self.prefill_cost(PrefillShape.from_lengths(input_lengths, prefix_lengths), tp, sm_clock_mhz)
 
-    def decode(
-        self, context_lengths: Sequence[int] | np.ndarray, tp: int, sm_clock_mhz: int | None
-    ) -> IterationCost:
+    def decode(self, context_lengths: Sequence[int] | np.ndarray, tp: int, sm_clock_mhz: int | None) -> IterationCost:
         """One decode iteration: one new token for each request with these context lengths."""
         return self.decode_cost(DecodeShape.from_lengths(context_lengths), tp, sm_clock_mhz)
