@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# CI machines are slow and noisy: no per-example deadline; a fixed derandomised profile keeps runs reproducible.
+settings.register_profile(
+    "biscale", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], max_examples=60
+)
+settings.load_profile("biscale")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: ``../shared/data`` beside the checkout (present on developer machines and in CI).
