@@ -104,6 +104,12 @@ class CostModel(Protocol):
 
     def kv_capacity_tokens(self, tp: int) -> int: ...
 
+    @property
+    def kv_bytes_per_token(self) -> int: ...
+
+    @property
+    def governor(self) -> GovernorModel: ...
+
 
 @dataclass(frozen=True, slots=True)
 class GovernorModel:
