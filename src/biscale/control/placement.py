@@ -1,0 +1,171 @@
+"""The :class:`Placement` type: which instances a cluster runs (phase, TP degree, count, baseline clock).
+
+One schema for every producer and consumer: ``biscale plan`` (roadmap item 1) writes it, ``biscale simulate``
+and the live runtime read it. Two spellings:
+
+* the compact SPEC string ``prefill:2xTP2,decode:3xTP4@1410`` (grammar in ``docs/simulator.md``);
+* a JSON file ``{"instances": [{"phase": "prefill", "tp": 2, "count": 2, "clock": 1410}, ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from biscale.errors import InputError
+
+Phase = Literal["prefill", "decode"]
+PHASES: tuple[str, str] = ("prefill", "decode")
+
+#: A baseline clock: a lockable SM clock in MHz, ``"max"`` (the top clock) or ``"default"`` (the GPU's governor).
+ClockSetting = int | Literal["max", "default"]
+
+
+class InstanceSpec(BaseModel):
+    """A group of identical instances."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase: Phase
+    """``prefill`` or ``decode``."""
+    tp: int = Field(ge=1)
+    """Tensor-parallel degree (GPUs per instance; a TP group never spans nodes)."""
+    count: int = Field(default=1, ge=1)
+    """Number of instances of this kind."""
+    clock: ClockSetting | None = None
+    """Baseline SM clock (MHz, ``"max"`` or ``"default"``); ``None``: the run's default (top clock)."""
+    capacity_rps: float | None = Field(default=None, gt=0)
+    """Sustainable request rate of one such instance, req/s (the planner's R_c); routers weight by it."""
+
+    @field_validator("clock")
+    @classmethod
+    def _positive_clock(cls, v: ClockSetting | None) -> ClockSetting | None:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
+        return v
+
+    def token(self) -> str:
+        """This group in SPEC syntax, e.g. ``prefill:2xTP2@1410``."""
+        clock = "" if self.clock is None else f"@{self.clock}"
+        return f"{self.phase}:{self.count}xTP{self.tp}{clock}"
+
+
+class Placement(BaseModel):
+    """A cluster placement: a list of instance groups. Order is kept (it fixes instance ids)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instances: tuple[InstanceSpec, ...]
+    """The instance groups; at least one prefill and one decode instance."""
+
+    @field_validator("instances")
+    @classmethod
+    def _both_phases(cls, v: tuple[InstanceSpec, ...]) -> tuple[InstanceSpec, ...]:
+        phases = {g.phase for g in v}
+        for phase in PHASES:
+            if phase not in phases:
+                raise ValueError(f"a placement needs at least one {phase} instance")
+        return v
+
+    # --- views -------------------------------------------------------------------------------------------
+    def expand(self) -> Iterator[InstanceSpec]:
+        """One spec (count 1) per instance, in placement order."""
+        for group in self.instances:
+            for _ in range(group.count):
+                yield group.model_copy(update={"count": 1})
+
+    def num_instances(self, phase: str | None = None) -> int:
+        return sum(g.count for g in self.instances if phase is None or g.phase == phase)
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs the placement occupies."""
+        return sum(g.count * g.tp for g in self.instances)
+
+    def spec(self) -> str:
+        """The compact SPEC string (round-trips through :meth:`parse`)."""
+        return ",".join(g.token() for g in self.instances)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True)
+
+    # --- constructors ------------------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, spec: str) -> Placement:
+        """Parse a SPEC string; a bad token raises :class:`InputError` naming it."""
+        return parse_placement(spec)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Placement:
+        """Read a placement JSON file."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except OSError as err:
+            raise InputError(f"cannot read placement file: {err.strerror}", path=p) from err
+        except json.JSONDecodeError as err:
+            raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise InputError(first["msg"], path=p, field=loc or None) from err
+
+
+_TOKEN = re.compile(r"^(?P<phase>[a-z]+):(?:(?P<count>\d+)x)?tp(?P<tp>\d+)(?:@(?P<clock>\d+|max|default))?$")
+
+
+def parse_placement(spec: str) -> Placement:
+    """Parse ``PHASE:[N x]TP<k>[@CLOCK]`` groups separated by commas (case-insensitive, spaces ignored)."""
+    text = spec.strip()
+    if not text:
+        raise InputError("empty placement spec (expected e.g. 'prefill:2xTP2,decode:3xTP4')", field="placement")
+    groups: list[InstanceSpec] = []
+    for raw in text.split(","):
+        token = "".join(raw.split()).lower()
+        m = _TOKEN.match(token)
+        if m is None:
+            raise InputError(
+                f"bad placement token '{raw.strip()}' (expected PHASE:NxTPk[@MHZ|max|default], e.g. 'prefill:2xTP2')",
+                field="placement",
+            )
+        phase = m.group("phase")
+        if phase not in PHASES:
+            raise InputError(
+                f"bad placement token '{raw.strip()}': phase must be 'prefill' or 'decode'", field="placement"
+            )
+        count = int(m.group("count")) if m.group("count") is not None else 1
+        tp = int(m.group("tp"))
+        if count < 1 or tp < 1:
+            raise InputError(f"bad placement token '{raw.strip()}': count and TP must be >= 1", field="placement")
+        clock_text = m.group("clock")
+        clock: ClockSetting | None
+        if clock_text is None:
+            clock = None
+        elif clock_text in ("max", "default"):
+            clock = clock_text  # type: ignore[assignment]
+        else:
+            clock = int(clock_text)
+            if clock <= 0:
+                raise InputError(f"bad placement token '{raw.strip()}': clock must be > 0 MHz", field="placement")
+        groups.append(InstanceSpec(phase=phase, tp=tp, count=count, clock=clock))  # type: ignore[arg-type]
+    try:
+        return Placement(instances=tuple(groups))
+    except ValidationError as err:
+        raise InputError(f"bad placement '{spec}': {err.errors()[0]['msg']}", field="placement") from err
+
+
+def load_placement(spec_or_path: str) -> Placement:
+    """A SPEC string, or the path of a placement JSON file (anything ending in ``.json`` or an existing file)."""
+    p = Path(spec_or_path)
+    if spec_or_path.endswith(".json") or (":" not in spec_or_path and p.exists()):
+        if not p.exists():
+            raise InputError("placement file not found", path=p)
+        return Placement.load(p)
+    return parse_placement(spec_or_path)

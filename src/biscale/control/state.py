@@ -1,0 +1,122 @@
+"""What controllers and planners may see: state a real engine can observe, never the cost model.
+
+The simulator fills these snapshots from its own bookkeeping; a live engine adapter (vLLM scheduler hook,
+roadmap item 4) fills the same fields from its scheduler, so one controller runs unchanged in both worlds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from biscale.control.placement import Placement
+
+#: ``decide`` returns this to hand the clock back to the GPU's default governor (clocks unlocked).
+GOVERNOR_MHZ = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """Latency objectives, checked at ``percentile``."""
+
+    ttft_s: float = 0.600
+    """Time-to-first-token target, seconds (paper: 600 ms at P99)."""
+    tpot_s: float = 0.100
+    """Time-per-output-token target, seconds (paper: 100 ms at P99)."""
+    percentile: float = 99.0
+    """Percentile at which both targets must hold, percent."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceState:
+    """A snapshot of one instance just before an iteration (what ``ClockController.decide`` sees)."""
+
+    time_s: float
+    """Current time, seconds since the run started."""
+    instance_id: int
+    phase: str
+    """``prefill`` or ``decode``."""
+    tp: int
+    """GPUs of the instance."""
+    clock_mhz: int
+    """SM clock now in force, MHz (``GOVERNOR_MHZ`` = 0 under the default governor)."""
+    pending_clock_mhz: int | None
+    """Clock requested but not yet in force (switch latency), MHz; ``None`` if no switch is in flight."""
+    supported_clocks_mhz: tuple[int, ...]
+    """Clocks the instance may lock to, ascending, MHz."""
+    waiting_prompt_tokens: np.ndarray
+    """Prompt tokens still to prefill for each waiting request, FCFS order (prefill) / prompt length (decode)."""
+    waiting_time_s: np.ndarray
+    """Time each waiting request has waited since arrival, seconds (same order)."""
+    running_context_tokens: np.ndarray
+    """Context length (prompt + tokens so far) of each request in the running batch, tokens (decode)."""
+    running_generated_tokens: np.ndarray
+    """Tokens generated so far by each running request (first token included), tokens (decode)."""
+    kv_used_tokens: int
+    """KV-cache tokens held (running, waiting to run and in-flight transfers), tokens."""
+    kv_capacity_tokens: int
+    """KV-cache capacity of the instance, tokens."""
+    recent_latencies_s: tuple[float, ...]
+    """Latencies of the most recent iterations, oldest first, seconds."""
+    slo: Slo = field(default_factory=Slo)
+
+    @property
+    def kv_use_pct(self) -> float:
+        """KV-cache use, percent of capacity."""
+        return 100.0 * self.kv_used_tokens / self.kv_capacity_tokens if self.kv_capacity_tokens else 0.0
+
+    @property
+    def queue_len(self) -> int:
+        return int(self.waiting_prompt_tokens.size)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.running_context_tokens.size)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """A compact per-instance view for planners."""
+
+    instance_id: int
+    phase: str
+    tp: int
+    clock_mhz: int
+    """SM clock in force, MHz (0 = default governor)."""
+    status: str
+    """``starting``, ``ready`` or ``draining``."""
+    queue_len: int
+    batch_size: int
+    kv_used_tokens: int
+    busy_energy_j: float
+    """Busy energy since the instance started, joules."""
+    idle_energy_j: float
+    """Idle energy since the instance started, joules."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterObservation:
+    """What a planner sees at a window boundary (the previous window's load and the current cluster)."""
+
+    time_s: float
+    """Window boundary, seconds since the start."""
+    window_s: float
+    """Window length, seconds."""
+    arrivals: int
+    """Requests that arrived during the last window."""
+    arrival_rate_rps: float
+    """``arrivals / window_s``, requests per second."""
+    mean_input_tokens: float
+    """Mean prompt length of the last window's arrivals, tokens (NaN if none)."""
+    mean_output_tokens: float
+    """Mean output length of the requests completed during the last window, tokens (NaN if none): output
+    lengths are known only once served."""
+    completions: int
+    """Requests completed during the last window."""
+    placement: Placement
+    """Placement in force (instances being drained excluded)."""
+    instances: tuple[InstanceSummary, ...]
+    total_gpus: int
+    """GPUs in the cluster."""
+    slo: Slo = field(default_factory=Slo)
