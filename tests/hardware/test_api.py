@@ -1,0 +1,140 @@
+"""The public API of the hardware model: names, clocks, memory, validation, array vs shape API."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from biscale.errors import InputError
+from biscale.hardware import DecodeShape, HardwareModel, PrefillShape, get_hardware, list_hardware
+
+
+@pytest.fixture(scope="module")
+def h100() -> HardwareModel:
+    return get_hardware("h100-sxm", "llama-3.3-70b")
+
+
+def test_required_pairs_listed() -> None:
+    pairs = list_hardware()
+    assert ("h100-sxm", "llama-3.3-70b") in pairs
+    assert ("a100-sxm-80gb", "llama-3.1-8b") in pairs
+    assert ("h100-sxm", "llama-3.1-8b") in pairs  # any combination that fits
+    assert pairs == sorted(pairs)
+
+
+def test_names(h100: HardwareModel) -> None:
+    assert h100.gpu_name == "h100-sxm"
+    assert h100.model_name == "llama-3.3-70b"
+
+
+def test_unknown_gpu_names_valid_ones() -> None:
+    with pytest.raises(InputError) as err:
+        get_hardware("h200", "llama-3.3-70b")
+    msg = str(err.value)
+    assert "unknown GPU 'h200'" in msg
+    assert "h100-sxm" in msg and "a100-sxm-80gb" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_model_names_valid_ones() -> None:
+    with pytest.raises(InputError) as err:
+        get_hardware("h100-sxm", "llama-9")
+    assert "unknown model 'llama-9'" in str(err.value)
+    assert "llama-3.3-70b" in str(err.value)
+
+
+def test_h100_clock_table(h100: HardwareModel) -> None:
+    clocks = h100.supported_clocks_mhz
+    assert clocks[-1] == 1980 == h100.max_clock_mhz
+    assert 330 <= clocks[0] <= 360
+    assert all(b - a == 15 for a, b in itertools.pairwise(clocks))
+    assert all(isinstance(f, int) for f in clocks)
+
+
+def test_a100_clock_table() -> None:
+    hw = get_hardware("a100-sxm-80gb", "llama-3.1-8b")
+    assert hw.max_clock_mhz == 1410
+    assert all(b - a == 15 for a, b in itertools.pairwise(hw.supported_clocks_mhz))
+
+
+def test_memory_facts(h100: HardwareModel) -> None:
+    # 2 (K, V) x 80 layers x 8 KV heads x 128 dims x 2 bytes = 320 KiB
+    assert h100.kv_bytes_per_token == 320 * 1024
+    # 70.6e9 params x 2 bytes = 141 GB: does not fit one 80 GB GPU, fits two.
+    assert h100.min_tp == 2
+    assert get_hardware("a100-sxm-80gb", "llama-3.1-8b").min_tp == 1
+    caps = [h100.kv_capacity_tokens(tp) for tp in (2, 4, 8)]
+    assert caps[0] < caps[1] < caps[2]
+    # Going from TP4 to TP8 adds four GPUs' worth of memory and no weights.
+    per_gpu_tokens = (caps[2] - caps[1]) / 4
+    assert 0.85 * 80e9 / (320 * 1024) < per_gpu_tokens < 80e9 / (320 * 1024)
+    # TP4: 4 x ~77 GB usable minus ~141 GB of weights -> roughly 0.45 M tokens.
+    assert 350_000 < caps[1] < 550_000
+
+
+def test_bad_tp_and_clock_are_rejected(h100: HardwareModel) -> None:
+    with pytest.raises(ValueError, match="tp=1 not available"):
+        h100.kv_capacity_tokens(1)
+    with pytest.raises(ValueError, match="tp=3"):
+        h100.decode([100], 3, None)
+    with pytest.raises(ValueError, match="sm_clock_mhz=1000 is not a supported clock"):
+        h100.prefill([100], 4, 1000)
+    with pytest.raises(ValueError, match="not a supported clock"):
+        h100.idle_power_w(4, 2000)
+
+
+def test_default_governor_is_top_clock_when_busy(h100: HardwareModel) -> None:
+    assert h100.decode([800] * 16, 4, None) == h100.decode([800] * 16, 4, h100.max_clock_mhz)
+    big = h100.prefill([4096], 2, None)
+    assert big == h100.prefill([4096], 2, 1980)
+    assert big.effective_clock_mhz < 1980  # a compute-bound TP2 prefill hits the power limit
+
+
+def test_idle_power(h100: HardwareModel) -> None:
+    locked = [h100.idle_power_w(4, f) for f in h100.supported_clocks_mhz]
+    assert locked == sorted(locked)
+    unlocked = h100.idle_power_w(4, None)
+    assert 64 <= unlocked <= 75
+    assert unlocked < locked[-1]
+    gov = h100.governor
+    assert gov.idle_power_w == unlocked
+    assert gov.shallow_idle_power_w == pytest.approx(locked[-1])
+    assert gov.idle_energy_j(0.0) == 0.0
+    long_gap = 10.0
+    expect = gov.downclock_after_s * gov.shallow_idle_power_w + (long_gap - gov.downclock_after_s) * unlocked
+    assert gov.idle_energy_j(long_gap) == pytest.approx(expect)
+    assert gov.wake_penalty_s(long_gap) == gov.wake_delay_s > 0
+    assert gov.wake_penalty_s(gov.downclock_after_s / 2) == 0.0
+
+
+def test_array_api_matches_shape_api(h100: HardwareModel) -> None:
+    lengths = [100, 900, 30]
+    assert h100.prefill(lengths, 4, 1500) == h100.prefill_cost(PrefillShape.from_lengths(lengths), 4, 1500)
+    assert h100.decode(lengths, 4, 1500) == h100.decode_cost(DecodeShape.from_lengths(lengths), 4, 1500)
+
+
+def test_costs_are_finite_and_positive(h100: HardwareModel) -> None:
+    for tp in (2, 4, 8):
+        for f in (h100.supported_clocks_mhz[0], 1200, None):
+            for c in (h100.prefill([1], tp, f), h100.prefill([8192] * 4, tp, f), h100.decode([1] * 512, tp, f)):
+                assert c.latency_s > 0 and math.isfinite(c.latency_s)
+                assert 0 < c.power_w <= 700
+                assert c.energy_per_gpu_j == pytest.approx(c.latency_s * c.power_w)
+
+
+def test_chunked_prefill_prefix_costs_more(h100: HardwareModel) -> None:
+    plain = h100.prefill([512], 4, 1980).latency_s
+    chunk = h100.prefill([512], 4, 1980, prefix_lengths=[4096]).latency_s
+    assert chunk > plain
+
+
+def test_second_pair_is_plausible() -> None:
+    hw = get_hardware("a100-sxm-80gb", "llama-3.1-8b")
+    # 8B on one A100: ~16 GB of weights streamed at ~2 TB/s -> roughly 8-12 ms per decode step.
+    d = hw.decode([500] * 8, 1, None).latency_s
+    assert 0.006 < d < 0.02
+    assert hw.prefill([2048], 1, None).power_w <= 400
+    h = get_hardware("h100-sxm", "llama-3.1-8b")
+    assert h.decode([500] * 8, 1, None).latency_s < d  # H100 has more bandwidth
