@@ -860,26 +860,32 @@ class Simulator:
         shape = DecodeShape(b, inst.ctx_sum, float(inst.ctx_sq))
         if not inst.fast or inst.pending_clock is not None:
             end = self._run_iteration(inst, t, self.cm.decode_cost, shape)
-        else:  # fast path: static clock, no switch in flight (same arithmetic as _run_iteration)
+        else:  # fast path: static clock, no switch in flight
             t0 = inst.t_acc
             if t > t0:
                 inst.e_idle += inst.idle_p * (t - t0)
-            tp = inst.tp
-            c = self._decode_cost(shape, tp, inst.clock)
-            lat = c.latency_s
-            p = c.power_w * tp
-            end = t + lat
-            e = lat * p
-            inst.e_busy += e
-            inst.it_e = e
-            inst.it_p = p
-            inst.it_segs = None
-            inst.t_acc = inst.idle_start = inst.it_end = end
-            inst.it_start = t
-            inst.busy = True
-            inst.iters += 1
-            inst.recent.append(lat)
+            end = self._static_decode_iteration(inst, t, shape)
         self._heappush(self.heap, (end, self._next_seq(), _EV_DECODE_END, inst))
+
+    def _static_decode_iteration(self, inst: Instance, t: float, shape: DecodeShape) -> float:
+        """Book one decode iteration at the instance's static clock starting at ``t`` (same arithmetic as
+        ``_run_iteration`` without switch handling); returns its end time."""
+        tp = inst.tp
+        c = self._decode_cost(shape, tp, inst.clock)
+        lat = c.latency_s
+        p = c.power_w * tp
+        end = t + lat
+        e = lat * p
+        inst.e_busy += e
+        inst.it_e = e
+        inst.it_p = p
+        inst.it_segs = None
+        inst.t_acc = inst.idle_start = inst.it_end = end
+        inst.it_start = t
+        inst.busy = True
+        inst.iters += 1
+        inst.recent.append(lat)
+        return end
 
     def _end_decode(self, inst: Instance, t: float) -> None:
         inst.busy = False
@@ -938,21 +944,7 @@ class Simulator:
             self._start_decode(inst, t)
             return
         # fast path: the same batch runs on back to back at a static clock (no idle gap, no switch in flight)
-        tp = inst.tp
-        c = self._decode_cost(DecodeShape(len(running), inst.ctx_sum, float(inst.ctx_sq)), tp, inst.clock)
-        lat = c.latency_s
-        p = c.power_w * tp
-        end = t + lat
-        e = lat * p
-        inst.e_busy += e
-        inst.it_e = e
-        inst.it_p = p
-        inst.it_segs = None
-        inst.t_acc = inst.idle_start = inst.it_end = end
-        inst.it_start = t
-        inst.busy = True
-        inst.iters += 1
-        inst.recent.append(lat)
+        end = self._static_decode_iteration(inst, t, DecodeShape(len(running), inst.ctx_sum, float(inst.ctx_sq)))
         self._heappush(self.heap, (end, self._next_seq(), _EV_DECODE_END, inst))
 
     def _instance_ready(self, inst: Instance, t: float) -> None:
