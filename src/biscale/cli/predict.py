@@ -1,10 +1,359 @@
-"""CLI commands for `predict` (placeholder until its issue lands)."""
+"""CLI: ``biscale profile`` (measure), ``biscale fit`` (learn predictors), ``biscale predict-check`` (accuracy of an
+artifact on another profile) and ``biscale predict`` (query a predictor)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
 import typer
+
+from biscale.cli.common import print_json, print_table, progress_bar
+from biscale.errors import InputError
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise InputError(f"{option} values must be positive, got {text!r}")
+    return values
+
+
+def profile(
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Profile to write (.csv or .parquet); a .meta.json sidecar is written beside it."
+    ),
+    backend: str = typer.Option("sim", help="sim (the hardware model, measured like a GPU) or torch (the local GPU)."),
+    gpu: str = typer.Option("h100-sxm", help="GPU name (sim: a hardware-model GPU; torch: a label for the rows)."),
+    model: str = typer.Option("llama-3.3-70b", help="LLM (layer shape)."),
+    tp: str | None = typer.Option(None, help="TP degrees, e.g. 2,4,8 (default: every TP the model fits at)."),
+    clocks: str | None = typer.Option(
+        None, help="SM clocks in MHz, e.g. 990,1410,1980 (sim default: 24 from lowest to highest supported)."
+    ),
+    lengths: str = typer.Option(
+        "sharegpt-v3", help="Length mix the batch shapes are drawn from (bundled name or CSV)."
+    ),
+    shapes: int = typer.Option(64, min=4, help="Batch shapes per phase and TP (each measured at every clock)."),
+    max_prefill_tokens: int = typer.Option(16384, min=16, help="Largest prefill batch, tokens."),
+    max_decode_batch: int = typer.Option(512, min=1, help="Largest decode batch, requests."),
+    seed: int = typer.Option(0, help="Seed for shapes and measurement noise."),
+    layers: int = typer.Option(2, min=2, help="torch: full-size layers to instantiate (scaled to full depth)."),
+    device: int = typer.Option(0, min=0, help="torch: CUDA device index."),
+    sweep_clocks: bool = typer.Option(
+        False, "--sweep-clocks", help="torch: lock each --clocks value via NVML (root); clocks are reset afterwards."
+    ),
+    min_window_s: float = typer.Option(1.0, min=0.05, help="torch: measurement window per shape, s."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Measure iteration latency and power over batch shapes x clocks x TP degrees into a profile file."""
+    from biscale.predict.profilers import load_length_mix
+    from biscale.predict.schema import file_sha256, write_profile
+
+    if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise InputError("--output must end in .csv or .parquet", path=output)
+    tps = _int_list(tp, "--tp")
+    clock_list = _int_list(clocks, "--clocks")
+    inputs, outputs, label = load_length_mix(lengths)
+    t0 = time.perf_counter()
+    if backend == "sim":
+        from biscale.hardware import get_hardware
+        from biscale.predict.profilers.sim import SimProfileConfig, default_clocks, simulate_profile
+
+        hw = get_hardware(gpu, model)
+        valid_tps = tuple(t for t in (1, 2, 4, 8) if t >= hw.min_tp and _tp_ok(hw, t))
+        tps = tps or valid_tps
+        bad = [t for t in tps if t not in valid_tps]
+        if bad:
+            raise InputError(f"--tp {bad[0]} is not available for {model} on {gpu} (valid: {list(valid_tps)})")
+        supported = hw.supported_clocks_mhz
+        if clock_list is None:
+            clock_list = default_clocks(supported)
+        bad = [c for c in clock_list if c not in supported]
+        if bad:
+            raise InputError(
+                f"--clocks {bad[0]} MHz is not a supported clock of {gpu} ({supported[0]}..{supported[-1]} MHz, "
+                f"step {supported[1] - supported[0]})"
+            )
+        if len(set(clock_list)) < 2:
+            raise InputError("--clocks needs at least 2 distinct clocks to learn the clock dependence")
+        cfg = SimProfileConfig(
+            tps=tuple(tps),
+            clocks_mhz=tuple(sorted(set(clock_list))),
+            shapes_per_tp=shapes,
+            max_prefill_tokens=max_prefill_tokens,
+            max_decode_batch=max_decode_batch,
+            seed=seed,
+        )
+        with progress_bar("profiling (sim)", total=len(cfg.tps) * len(cfg.clocks_mhz)) as bar:
+            df, meta = simulate_profile(
+                hw, cfg, inputs, outputs, lengths_name=label, progress=lambda k: bar.update(advance=k)
+            )
+    elif backend == "torch":
+        from biscale.predict.profilers.torch_gpu import TorchProfileConfig, require_torch, torch_profile
+
+        require_torch()  # exits 2 with a clear message without torch or without a GPU
+        if sweep_clocks and not clock_list:
+            raise InputError("--sweep-clocks needs --clocks (the clocks to lock)")
+        tcfg = TorchProfileConfig(
+            model=model,
+            tps=tps or (1,),
+            layers=layers,
+            shapes_per_tp=shapes,
+            max_prefill_tokens=max_prefill_tokens,
+            max_decode_batch=max_decode_batch,
+            min_window_s=min_window_s,
+            device=device,
+            sweep_clocks=sweep_clocks,
+            clocks_mhz=clock_list or (),
+            seed=seed,
+        )
+        with progress_bar("profiling (torch)", total=None) as bar:
+            df, meta = torch_profile(tcfg, inputs, outputs, gpu_name=gpu, progress=lambda k: bar.update(advance=k))
+    else:
+        raise InputError(f"--backend must be 'sim' or 'torch', got {backend!r}")
+    meta.command = _profile_command(
+        backend, gpu, model, tps, clock_list, lengths, shapes, max_prefill_tokens, max_decode_batch, seed
+    )
+    path = write_profile(df, output, meta)
+    elapsed = time.perf_counter() - t0
+    clocks_seen = sorted({int(c) for c in df["sm_clock_mhz"]})
+    summary: dict[str, Any] = {
+        "profile": str(path),
+        "sha256": file_sha256(path),
+        "backend": backend,
+        "gpu": gpu,
+        "model": model,
+        "rows_total": len(df),
+        "prefill_rows": int((df["phase"] == "prefill").sum()),
+        "decode_rows": int((df["phase"] == "decode").sum()),
+        "tps": sorted({int(t) for t in df["tp"]}),
+        "clocks_mhz": clocks_seen,
+        "elapsed_s": elapsed,
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(
+            f"wrote {path} ({summary['rows_total']} rows: {summary['prefill_rows']} prefill, "
+            f"{summary['decode_rows']} decode; TP {summary['tps']}; {len(summary['clocks_mhz'])} clocks "
+            f"{summary['clocks_mhz'][0]}-{summary['clocks_mhz'][-1]} MHz) in {elapsed:.1f} s"
+        )
+
+
+def _profile_command(
+    backend: str,
+    gpu: str,
+    model: str,
+    tps: tuple[int, ...] | None,
+    clocks: tuple[int, ...] | None,
+    lengths: str,
+    shapes: int,
+    max_prefill_tokens: int,
+    max_decode_batch: int,
+    seed: int,
+) -> str:
+    parts = [f"biscale profile --backend {backend} --gpu {gpu} --model {model}"]
+    if tps:
+        parts.append("--tp " + ",".join(str(t) for t in tps))
+    if clocks:
+        parts.append("--clocks " + ",".join(str(c) for c in clocks))
+    parts.append(f"--lengths {lengths} --shapes {shapes} --max-prefill-tokens {max_prefill_tokens}")
+    parts.append(f"--max-decode-batch {max_decode_batch} --seed {seed}")
+    return " ".join(parts)
+
+
+def _tp_ok(hw: object, tp: int) -> bool:
+    try:
+        hw.kv_capacity_tokens(tp)  # type: ignore[attr-defined]
+    except (ValueError, KeyError):
+        return False
+    return True
+
+
+def _accuracy_rows(errors: dict[str, object]) -> list[list[object]]:
+    from biscale.predict.fit import BARS_PCT, PREDICTORS
+
+    forms = {
+        "prefill_latency": "roofline-LS",
+        "decode_latency": "roofline-LS",
+        "prefill_power": "energy-LS/latency",
+        "decode_power": "energy-LS/latency",
+    }
+    rows: list[list[object]] = []
+    for name in PREDICTORS:
+        mape = errors.get(f"{name}_mape_pct")
+        base = errors.get(f"baseline_{name}_mape_pct")
+        rows.append(
+            [
+                name,
+                forms[name],
+                mape,
+                BARS_PCT[name],
+                "yes" if isinstance(mape, float) and mape <= BARS_PCT[name] else "NO",
+                base if base is not None else "-",
+            ]
+        )
+    return rows
+
+
+def fit(
+    profile_path: Path = typer.Argument(
+        ..., metavar="PROFILE", help="Profile (.csv/.parquet) from biscale profile or your own tools."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Artifact directory to write (predictor.json + coefficients.npz)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the held-out split (and of the baseline)."),
+    test_fraction: float = typer.Option(0.2, help="Share of batch shapes held out for the accuracy report."),
+    baseline: bool = typer.Option(
+        True, "--baseline/--no-baseline", help="Also fit the paper's HGB baseline for comparison."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Fit prefill/decode latency and power predictors; report held-out MAPE; save a JSON/NPZ artifact."""
+    from biscale.predict.fit import fit_profile_file
+
+    result = fit_profile_file(profile_path, seed=seed, test_fraction=test_fraction, baseline=baseline)
+    result.predictor.meta["produced_by"] = (
+        f"biscale fit {profile_path.name} -o {output.name} --seed {seed} --test-fraction {test_fraction}"
+        + ("" if baseline else " --no-baseline")
+    )
+    out = result.predictor.save(output)
+    errors = result.errors
+    if json_out:
+        flat = {k: v for k, v in errors.items() if k != "per_tp"}
+        flat["artifact"] = str(out)
+        flat["per_tp"] = errors["per_tp"]
+        flat["power_ceiling_w"] = result.predictor.meta.get("power_ceiling_w")
+        print_json(flat)
+        return
+    print_table(
+        f"held-out accuracy ({errors['rows_test']} of {errors['rows_train'] + errors['rows_test']} rows)",
+        ["predictor", "form", "MAPE %", "bar %", "meets", "HGB MAPE %"],
+        _accuracy_rows(errors),
+    )
+    per_tp = errors["per_tp"]
+    assert isinstance(per_tp, dict)
+    print_table(
+        "held-out MAPE % per TP",
+        ["tp", "prefill latency", "decode latency", "prefill power", "decode power"],
+        [
+            [
+                k,
+                v.get("prefill_latency_mape_pct"),
+                v.get("decode_latency_mape_pct"),
+                v.get("prefill_power_mape_pct"),
+                v.get("decode_power_mape_pct"),
+            ]
+            for k, v in per_tp.items()
+        ],
+    )
+    typer.echo(f"wrote {out}")
+
+
+def predict_check(
+    artifact: Path = typer.Argument(..., help="Artifact directory (from biscale fit)."),
+    profile_path: Path = typer.Argument(
+        ..., metavar="PROFILE", help="Profile to score it on (e.g. real measurements)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """MAPE of a fitted predictor on every row of another profile (flags rows outside its training ranges)."""
+    from biscale.predict.features import raw_from_profile
+    from biscale.predict.fit import mape_pct
+    from biscale.predict.predictor import load_predictor
+    from biscale.predict.schema import read_profile
+
+    pred = load_predictor(artifact)
+    df = read_profile(profile_path)
+    out: dict[str, object] = {"artifact": str(artifact), "profile": str(profile_path), "rows_total": len(df)}
+    oor_total = 0
+    for phase in ("prefill", "decode"):
+        rows = df[df["phase"] == phase]
+        lat_p, pow_p, lat_t, pow_t = [], [], [], []
+        for key, grp in rows.groupby(["tp", "sm_clock_mhz"], sort=True):
+            tp_k, clk = (int(v) for v in cast(tuple, key))
+            p = pred.predict(phase, tp_k, raw_from_profile(phase, grp), [clk])
+            lat_p.append(p.latency_s[:, 0])
+            pow_p.append(p.power_w[:, 0])
+            lat_t.append(grp["latency_s"].to_numpy(np.float64))
+            pow_t.append(grp["power_w"].to_numpy(np.float64))
+            oor_total += int(p.out_of_range.sum())
+        out[f"{phase}_latency_mape_pct"] = mape_pct(np.concatenate(lat_p), np.concatenate(lat_t))
+        out[f"{phase}_power_mape_pct"] = mape_pct(np.concatenate(pow_p), np.concatenate(pow_t))
+    out["rows_out_of_range"] = oor_total
+    if json_out:
+        print_json(out)
+        return
+    typer.echo(f"artifact: {artifact}\nprofile:  {profile_path}")
+    print_table(
+        "accuracy (all rows)",
+        ["predictor", "MAPE %"],
+        [[k.removesuffix("_mape_pct"), v] for k, v in out.items() if k.endswith("_mape_pct")],
+    )
+    typer.echo(f"rows outside the training ranges: {oor_total} of {len(df)}")
+
+
+def predict_cmd(
+    phase: str = typer.Option(..., help="prefill or decode."),
+    tp: int = typer.Option(..., help="TP degree."),
+    lengths: str = typer.Option(
+        ..., help="Prompt lengths (prefill) or context lengths (decode) of one batch, comma-separated, tokens."
+    ),
+    clocks: str | None = typer.Option(None, help="SM clocks, MHz (default: the profiled clocks)."),
+    artifact: Path | None = typer.Option(None, help="Artifact directory (default: the bundled predictor)."),
+    gpu: str = typer.Option("h100-sxm", help="GPU of the bundled predictor."),
+    model: str = typer.Option("llama-3.3-70b", help="Model of the bundled predictor."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Predicted latency, power and energy of one batch at each clock."""
+    from biscale.hardware.base import DecodeShape, PrefillShape
+    from biscale.predict.predictor import default_predictor, load_predictor
+
+    if phase not in ("prefill", "decode"):
+        raise InputError(f"--phase must be prefill or decode, got {phase!r}")
+    pred = load_predictor(artifact) if artifact is not None else default_predictor(gpu, model)
+    lens = _int_list(lengths, "--lengths")
+    assert lens is not None
+    clock_list = _int_list(clocks, "--clocks") or pred.clocks_mhz(phase, tp)
+    if phase == "prefill":
+        p = pred.predict_prefill_shapes([PrefillShape.from_lengths(lens)], tp, clock_list)
+    else:
+        p = pred.predict_decode_shapes([DecodeShape.from_lengths(lens)], tp, clock_list)
+    rows = [
+        [c, float(p.latency_s[0, i]) * 1e3, float(p.power_w[0, i]), float(p.energy_j[0, i]), bool(p.out_of_range[0, i])]
+        for i, c in enumerate(clock_list)
+    ]
+    if json_out:
+        print_json(
+            {
+                "phase": phase,
+                "tp": tp,
+                "clocks_mhz": list(clock_list),
+                "latency_ms": [r[1] for r in rows],
+                "power_w": [r[2] for r in rows],
+                "energy_per_gpu_j": [r[3] for r in rows],
+                "out_of_range": [r[4] for r in rows],
+            }
+        )
+        return
+    print_table(
+        f"{phase} batch of {len(lens)} at tp={tp}",
+        ["clock MHz", "latency ms", "power W/GPU", "energy J/GPU", "out of range"],
+        rows,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    del app
+    """Add ``profile``, ``fit``, ``predict-check`` and ``predict`` to the root app."""
+    app.command("profile")(profile)
+    app.command("fit")(fit)
+    app.command("predict-check")(predict_check)
+    app.command("predict")(predict_cmd)
