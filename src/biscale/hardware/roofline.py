@@ -232,9 +232,14 @@ class RooflineHardwareModel(HardwareModel):
             )
 
     # ------------------------------------------------------------ evaluation
-    def _prefill_eval(self, k: _TpConsts, n: float, seqs: float, pairs: float, f: float) -> tuple[float, float, float]:
-        """(latency_s, power_w, throttle_power_w) of a prefill at clock ``f`` MHz, before the power cap."""
-        c = self.consts
+    def _gemm_parts(
+        self, k: _TpConsts, n: float, seqs: float, f: float
+    ) -> tuple[float, float, float, float, float, float, float, float, float]:
+        """Roofline of the per-layer linear layers (``n`` tokens) and the LM head (``seqs`` rows) at clock ``f``.
+
+        Returns (clock factor g, memory-clock factor hm, fmax/f, linear time, linear compute time, linear memory
+        time, head time, head compute time, head memory time); times in seconds, memory times before ``hm``.
+        """
         inv = self._fmax / f
         g = self._g.get(f)
         if g is None:
@@ -242,18 +247,24 @@ class RooflineHardwareModel(HardwareModel):
         hm = self._h.get(f)
         if hm is None:
             hm = self.memory_clock_factor(f)
-        layers = k.layers
         lin_c = n * k.lin_compute_per_tok * inv
         lin_m = k.lin_mem_fixed + n * k.lin_mem_per_tok
         lin = lin_m * hm
         if lin_c > lin:
             lin = lin_c
-        attn = pairs * k.attn_compute_per_pair * inv
         head_c = seqs * k.head_compute_per_seq * inv
         head_m = k.head_mem_fixed + seqs * k.head_mem_per_seq
         head = head_m * hm
         if head_c > head:
             head = head_c
+        return g, hm, inv, lin, lin_c, lin_m, head, head_c, head_m
+
+    def _prefill_eval(self, k: _TpConsts, n: float, seqs: float, pairs: float, f: float) -> tuple[float, float, float]:
+        """(latency_s, power_w, throttle_power_w) of a prefill at clock ``f`` MHz, before the power cap."""
+        c = self.consts
+        g, hm, inv, lin, lin_c, lin_m, head, head_c, head_m = self._gemm_parts(k, n, seqs, f)
+        layers = k.layers
+        attn = pairs * k.attn_compute_per_pair * inv
         elem_m = n * (k.elem_per_tok + k.kv_write_per_tok)
         kern = layers * (lin + attn + elem_m * hm) + head
         comp = layers * (lin_c + attn) + head_c  # tensor-core busy time
@@ -279,24 +290,8 @@ class RooflineHardwareModel(HardwareModel):
     def _decode_parts(self, k: _TpConsts, b: float, f: float) -> tuple[float, float, float, float]:
         """(time s, energy J) without the KV reads, and (time s, energy J) of the KV read per context token."""
         c = self.consts
-        inv = self._fmax / f
-        g = self._g.get(f)
-        if g is None:
-            g = self.clock_factor(f)
-        hm = self._h.get(f)
-        if hm is None:
-            hm = self.memory_clock_factor(f)
+        g, hm, _, lin, lin_c, lin_m, head, head_c, head_m = self._gemm_parts(k, b, b, f)
         layers = k.layers
-        lin_c = b * k.lin_compute_per_tok * inv
-        lin_m = k.lin_mem_fixed + b * k.lin_mem_per_tok
-        lin = lin_m * hm
-        if lin_c > lin:
-            lin = lin_c
-        head_c = b * k.head_compute_per_seq * inv
-        head_m = k.head_mem_fixed + b * k.head_mem_per_seq
-        head = head_m * hm
-        if head_c > head:
-            head = head_c
         elem_m = b * (k.elem_per_tok + k.kv_write_per_tok)
         kern = layers * (lin + elem_m * hm) + head
         comp = layers * lin_c + head_c
