@@ -9,24 +9,28 @@ import pandas as pd
 import pytest
 
 SPEC = "prefill:2xTP2,decode:3xTP4"
+#: 30 s of the Azure conv trace at 8 req/s with ShareGPT lengths, seed 3.
+RUN_30S = (
+    "simulate",
+    "--trace",
+    "azure-conv",
+    "--rate",
+    "8",
+    "--lengths",
+    "sharegpt-v3",
+    "--placement",
+    SPEC,
+    "--duration",
+    "30",
+    "--seed",
+    "3",
+)
 
 
 def test_json_summary_and_files(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "run"
     res = run_cli(
-        "simulate",
-        "--trace",
-        "azure-conv",
-        "--rate",
-        "8",
-        "--lengths",
-        "sharegpt-v3",
-        "--placement",
-        SPEC,
-        "--duration",
-        "30",
-        "--seed",
-        "3",
+        *RUN_30S,
         "--out",
         str(out),
         "--json",
@@ -82,19 +86,7 @@ def test_json_summary_and_files(run_cli, tmp_path: Path) -> None:  # type: ignor
     assert on_disk["meta"]["placement"] == SPEC
     # the same seed gives the same run
     again = run_cli(
-        "simulate",
-        "--trace",
-        "azure-conv",
-        "--rate",
-        "8",
-        "--lengths",
-        "sharegpt-v3",
-        "--placement",
-        SPEC,
-        "--duration",
-        "30",
-        "--seed",
-        "3",
+        *RUN_30S,
         "--json",
     )
     s2 = json.loads(again.out)
