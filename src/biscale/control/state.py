@@ -16,6 +16,14 @@ from biscale.control.placement import Placement
 GOVERNOR_MHZ = 0
 
 
+def _no_tokens() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _no_times() -> np.ndarray:
+    return np.zeros(0, dtype=np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class Slo:
     """Latency objectives, checked at ``percentile``."""
@@ -46,7 +54,8 @@ class InstanceState:
     supported_clocks_mhz: tuple[int, ...]
     """Clocks the instance may lock to, ascending, MHz."""
     waiting_prompt_tokens: np.ndarray
-    """Prompt tokens still to prefill for each waiting request, FCFS order (prefill) / prompt length (decode)."""
+    """The queue *behind* the scheduled batch: prompt tokens still to prefill for each waiting request, FCFS
+    order (prefill) / prompt length of each request whose KV arrived but that has not joined the batch (decode)."""
     waiting_time_s: np.ndarray
     """Time each waiting request has waited since arrival, seconds (same order)."""
     running_context_tokens: np.ndarray
@@ -60,6 +69,23 @@ class InstanceState:
     recent_latencies_s: tuple[float, ...]
     """Latencies of the most recent iterations, oldest first, seconds."""
     slo: Slo = field(default_factory=Slo)
+    batch_new_tokens: np.ndarray = field(default_factory=_no_tokens)
+    """Prefill: new tokens of each sequence in the batch about to run (its chunk), FCFS order; the clock being
+    decided applies to this batch. Decode: empty (the running batch is ``running_*``)."""
+    batch_prefix_tokens: np.ndarray = field(default_factory=_no_tokens)
+    """Prefill: tokens of each batch sequence already prefilled by earlier chunks (same order)."""
+    batch_prompt_tokens: np.ndarray = field(default_factory=_no_tokens)
+    """Prefill: whole prompt length of each batch sequence; its chunk completes the prompt iff
+    ``prefix + new == prompt`` (otherwise the rest waits at the head of the queue)."""
+    batch_waiting_time_s: np.ndarray = field(default_factory=_no_times)
+    """Prefill: time since arrival of each batch sequence, seconds (same order)."""
+    token_budget: int = 0
+    """Batching rule: most new tokens one prefill iteration processes (longer prompts are chunked), tokens
+    (0 = unknown)."""
+    max_batch_seqs: int = 0
+    """Batching rule: most sequences in one iteration (prefill max seqs / decode max batch) (0 = unknown)."""
+    baseline_clock_mhz: int | None = None
+    """The baseline clock tier 1 gave this instance, MHz (``None``: none given; 0: the default governor)."""
 
     @property
     def kv_use_pct(self) -> float:
