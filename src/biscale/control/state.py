@@ -86,6 +86,11 @@ class InstanceState:
     """Batching rule: most sequences in one iteration (prefill max seqs / decode max batch) (0 = unknown)."""
     baseline_clock_mhz: int | None = None
     """The baseline clock tier 1 gave this instance, MHz (``None``: none given; 0: the default governor)."""
+    running_decode_time_s: np.ndarray = field(default_factory=_no_times)
+    """Decode: time since each running request's first token, seconds (same order as ``running_*``); its
+    TPOT so far is this divided by ``running_generated_tokens - 1``."""
+    preemptions: int = 0
+    """Requests preempted on this instance so far (KV memory ran out), count."""
 
     @property
     def kv_use_pct(self) -> float:
