@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from biscale.control import GOVERNOR_MHZ, ClockController, InstanceState, parse_placement
-from biscale.gpu.actuator import ClockActuator
+from biscale.control.actuator import ClockActuator
 from biscale.sim import SimClockActuator, SimConfig, Simulator
 from biscale.sim.toy import ToyCostModel
 from biscale.workload import Trace

@@ -314,7 +314,7 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Predicted latency, power and energy of one batch at each clock."""
-    from biscale.hardware.base import DecodeShape, PrefillShape
+    from biscale.costmodel import DecodeShape, PrefillShape
     from biscale.predict.predictor import default_predictor, load_predictor
 
     if phase not in ("prefill", "decode"):

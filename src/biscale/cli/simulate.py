@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from biscale.cli.common import print_json, print_table, progress_bar
+from biscale.costmodel import CostModel
 from biscale.errors import InputError
-from biscale.hardware.base import CostModel
 
 
 def register(app: typer.Typer) -> None:

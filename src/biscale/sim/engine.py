@@ -25,8 +25,8 @@ from biscale.control.controllers import BaselineClock, ClockController, snap_clo
 from biscale.control.placement import InstanceSpec, Placement
 from biscale.control.planner import Planner
 from biscale.control.state import GOVERNOR_MHZ, ClusterObservation, InstanceState, InstanceSummary
+from biscale.costmodel import CostModel, DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware.base import CostModel, DecodeShape, PrefillShape
 from biscale.sim.actuator import SimClockActuator
 from biscale.sim.cluster import GpuPool, check_fits
 from biscale.sim.config import SimConfig

@@ -15,7 +15,7 @@ import pandas as pd
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
 from biscale.control.planner import Planner
-from biscale.hardware.base import CostModel
+from biscale.costmodel import CostModel
 from biscale.sim.config import SimConfig
 from biscale.sim.engine import DONE, REJECTED, STATE_NAMES, STATUS_NAMES, Simulator
 from biscale.workload.trace import Trace

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from biscale.hardware.base import DecodeShape, HardwareModel, PrefillShape
+from biscale.costmodel import DecodeShape, PrefillShape
+from biscale.hardware.base import HardwareModel
 from biscale.predict.schema import GovernorMeta, ProfileMeta
 
 #: Power-counter readings averaged per row at least.
