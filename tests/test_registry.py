@@ -31,7 +31,6 @@ def test_register_as_decorator_with_help_from_argument_or_docstring() -> None:
     assert reg.help("plain") == "A plain widget." and reg.help("fancy") == "a fancy one"
     assert reg.names() == ("fancy", "plain") and list(reg) == ["fancy", "plain"] and len(reg) == 2
     assert "plain" in reg and "other" not in reg
-    assert reg.describe() == "fancy: a fancy one; plain: A plain widget."
 
 
 def test_unknown_name_is_an_input_error_naming_field_and_choices() -> None:

@@ -3,8 +3,8 @@ profilers.
 
 A :class:`Registry` maps a string key to an entry (usually a factory) with one help line. The CLI and the
 configuration files resolve names through it, so an unknown name is always the same one-line
-:class:`~biscale.errors.InputError` naming the field and listing the choices, and ``--help`` texts come from the
-entries themselves. New policies register where they are defined::
+:class:`~biscale.errors.InputError` naming the field and listing the choices. New policies register where they
+are defined::
 
     @CONTROLLERS.register("mpc", "model predictive control of the prefill clock")
     class MpcController(ClockController): ...
@@ -75,10 +75,6 @@ class Registry(Generic[T]):
     def names(self) -> tuple[str, ...]:
         """Registered names, sorted."""
         return tuple(sorted(self._entries))
-
-    def describe(self) -> str:
-        """``name: help`` for every entry, ``; ``-separated (for ``--help`` texts)."""
-        return "; ".join(f"{n}: {self._help[n]}" for n in self.names())
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

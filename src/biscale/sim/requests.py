@@ -130,9 +130,6 @@ class RequestTable:
         """Tokens delivered, set when the run is collected (see :meth:`to_frame`)."""
         self.reject_reason: dict[int, str] = {}
 
-    def __len__(self) -> int:
-        return self.size
-
     def reject(self, r: int, reason: str) -> None:
         """Refuse request ``r`` with a one-line reason."""
         self.state[r] = RequestState.REJECTED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
 from biscale.control.planner import Planner
 from biscale.costmodel import CostModel
-from biscale.jsonio import to_json_text, write_json
+from biscale.jsonio import write_json
 from biscale.metrics import summarize
 from biscale.sim.config import SimConfig
 from biscale.sim.engine import Simulator
@@ -130,13 +129,3 @@ def collect(sim: Simulator) -> SimResult:
     }
     config = {"sim": cfg.model_dump(mode="json")}
     return SimResult(requests, sim.timeline.to_frame(), instances, summary, segments, meta, config)
-
-
-def summary_json(result: SimResult) -> str:
-    """The summary as one JSON line."""
-    return to_json_text(result.summary)
-
-
-def read_summary(path: str | Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    return data
