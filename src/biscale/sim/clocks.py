@@ -70,7 +70,9 @@ class ClockControl:
     def prepare(self, inst: Instance, t: float) -> None:
         """Before pricing the batch just formed on ``inst`` at ``t``: commit idle energy up to ``t`` (landing a
         switch that arrived meanwhile), then let a dynamic controller decide the clock for this batch."""
-        inst.ledger.account_idle(t)
+        led = inst.ledger
+        if t > led.accounted_until_s or led.pending_clock_mhz is not None:
+            led.account_idle(t)
         if inst.dynamic:
             self.decide(inst, t)
 

@@ -19,7 +19,7 @@ from biscale.costmodel import CostModel, DecodeShape
 from biscale.sim.clocks import ClockControl
 from biscale.sim.events import Event, EventQueue
 from biscale.sim.fleet import Fleet
-from biscale.sim.instance import DecodeInstance, Instance
+from biscale.sim.instance import DecodeInstance
 from biscale.sim.kv import KvPolicy
 from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.transfer import KvTransfers
@@ -58,11 +58,16 @@ class DecodeStage:
         self._heap = events.heap
         self._next_seq = events.next_seq
 
-    def start_iteration(self, inst: Instance, t: float) -> None:
+    def on_kick(self, inst: DecodeInstance, t: float) -> None:
+        """The kick scheduled when ``inst`` got work while idle."""
+        inst.kick_pending = False
+        if not inst.busy:
+            self.start_iteration(inst, t)
+
+    def start_iteration(self, inst: DecodeInstance, t: float) -> None:
         """Admit ready requests into the batch of ``inst``, let its controller see the batch, price it."""
         if t > self.horizon_s:
             return
-        assert isinstance(inst, DecodeInstance)
         ready = inst.ready
         running = inst.running
         if ready:
@@ -166,8 +171,7 @@ class DecodeStage:
         """At the end of a run: decode energy and tokens so far of requests still in a running batch."""
         rq = self.requests
         join = rq.decode_join_iteration
-        for inst in self.fleet.instances:
-            if isinstance(inst, DecodeInstance):
-                for r in inst.running:
-                    rq.decode_energy_j[r] = inst.decode_energy_since(join[r])
-                    rq.tokens_generated[r] = inst.generated_tokens(join[r])
+        for inst in self.fleet.decode_instances:
+            for r in inst.running:
+                rq.decode_energy_j[r] = inst.decode_energy_since(join[r])
+                rq.tokens_generated[r] = inst.generated_tokens(join[r])

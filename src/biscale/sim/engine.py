@@ -48,7 +48,8 @@ from biscale.sim.timeline import Timeline
 from biscale.sim.transfer import KvTransfers
 from biscale.workload.trace import Trace
 
-_PREFILL_END, _DECODE_END, _KV_DONE, _KICK = Event.PREFILL_END, Event.DECODE_END, Event.KV_DONE, Event.KICK
+_PREFILL_END, _DECODE_END, _KV_DONE = Event.PREFILL_END, Event.DECODE_END, Event.KV_DONE
+_KICK_PREFILL, _KICK_DECODE = Event.KICK_PREFILL, Event.KICK_DECODE
 _STOPPED = InstanceStatus.STOPPED
 
 
@@ -178,15 +179,6 @@ class Simulator:
             return
         self.prefill.submit(r, t)
 
-    def _kick(self, inst: Instance, t: float) -> None:
-        inst.kick_pending = False
-        if inst.busy:
-            return
-        if inst.phase == "prefill":
-            self.prefill.start_batch(inst, t)
-        else:
-            self.decode.start_iteration(inst, t)
-
     # ------------------------------------------------------------------ main loop
     def run(self) -> float:
         """Run to completion (or the horizon); returns the end time of the run, seconds. Call once."""
@@ -213,7 +205,8 @@ class Simulator:
         end_prefill = self.prefill.end_batch
         end_decode = self.decode.end_iteration
         kv_done = self.transfers.arrive
-        kick = self._kick
+        kick_prefill = self.prefill.on_kick
+        kick_decode = self.decode.on_kick
         arrive = self._arrive
         events = 0
         t = 0.0
@@ -255,8 +248,10 @@ class Simulator:
                     end_prefill(obj, t)
                 elif kind == _KV_DONE:
                     kv_done(obj, t)
-                elif kind == _KICK:
-                    kick(obj, t)
+                elif kind == _KICK_DECODE:
+                    kick_decode(obj, t)
+                elif kind == _KICK_PREFILL:
+                    kick_prefill(obj, t)
                 else:
                     fleet.on_ready(obj, t)
             if progress is not None and events % 20000 == 0:

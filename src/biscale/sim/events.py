@@ -26,8 +26,11 @@ class Event(IntEnum):
     """A request's KV transfer ended [request id]."""
     READY = 3
     """An instance finished starting up [Instance]."""
-    KICK = 4
-    """An idle instance got work: it forms a batch after every other event of the same instant [Instance]."""
+    KICK_PREFILL = 4
+    """An idle prefill instance got work: it forms a batch after every other event of the same instant
+    [PrefillInstance]."""
+    KICK_DECODE = 5
+    """The same for a decode instance [DecodeInstance]."""
 
 
 class EventQueue:
@@ -48,4 +51,5 @@ class EventQueue:
         """Wake an idle instance *after* every other event at ``t`` (so simultaneous arrivals share a batch)."""
         if not inst.kick_pending:
             inst.kick_pending = True
-            heapq.heappush(self.heap, (t, self.next_seq(), Event.KICK, inst))
+            kind = Event.KICK_PREFILL if inst.phase == "prefill" else Event.KICK_DECODE
+            heapq.heappush(self.heap, (t, self.next_seq(), kind, inst))

@@ -63,6 +63,9 @@ class Fleet:
         self.min_tp: int | None = int(min_tp) if isinstance(min_tp, int) else None
         self.pool = GpuPool(nodes, gpus_per_node)
         self.instances: list[Instance] = []
+        """Every instance that ever existed; ``instances[id]``."""
+        self.prefill_instances: list[PrefillInstance] = []
+        self.decode_instances: list[DecodeInstance] = []
         self.check(placement)
         self.target = placement
         """The placement being served (draining instances excluded)."""
@@ -79,11 +82,11 @@ class Fleet:
     # ------------------------------------------------------------------ queries
     def ready_prefill(self) -> list[PrefillInstance]:
         """Ready prefill instances, id order."""
-        return [i for i in self.instances if i.status == _READY and isinstance(i, PrefillInstance)]
+        return [i for i in self.prefill_instances if i.status == _READY]
 
     def ready_decode(self) -> list[DecodeInstance]:
         """Ready decode instances, id order."""
-        return [i for i in self.instances if i.status == _READY and isinstance(i, DecodeInstance)]
+        return [i for i in self.decode_instances if i.status == _READY]
 
     def check(self, placement: Placement) -> None:
         """Raise :class:`InputError` unless ``placement`` fits the cluster and the cost model supports its TPs."""
@@ -124,8 +127,14 @@ class Fleet:
         iid = len(self.instances)
         cm = self.cost_model
         ledger = EnergyLedger(iid, spec.tp, t, cm, cm.governor, self.segments, self.recent_latencies)
-        kind = PrefillInstance if spec.phase == "prefill" else DecodeInstance
-        inst = kind(iid, spec, gpus, self.pool.node_of(gpus[0]), t, int(cm.kv_capacity_tokens(spec.tp)), ledger)
+        args = (iid, spec, gpus, self.pool.node_of(gpus[0]), t, int(cm.kv_capacity_tokens(spec.tp)), ledger)
+        inst: Instance
+        if spec.phase == "prefill":
+            inst = PrefillInstance(*args)
+            self.prefill_instances.append(inst)
+        else:
+            inst = DecodeInstance(*args)
+            self.decode_instances.append(inst)
         self.instances.append(inst)
         self.clocks.attach(inst, t)
         inst.ready_s = t + startup_s

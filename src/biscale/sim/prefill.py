@@ -20,7 +20,7 @@ from biscale.costmodel import CostModel, PrefillShape
 from biscale.sim.clocks import ClockControl
 from biscale.sim.events import Event, EventQueue
 from biscale.sim.fleet import Fleet
-from biscale.sim.instance import Instance, InstanceStatus, PrefillInstance
+from biscale.sim.instance import InstanceStatus, PrefillInstance
 from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.router import PrefillRouter
 from biscale.sim.transfer import KvTransfers
@@ -127,9 +127,14 @@ class PrefillStage:
             self.events.kick(inst, t)
         return True
 
-    def start_batch(self, inst: Instance, t: float) -> None:
+    def on_kick(self, inst: PrefillInstance, t: float) -> None:
+        """The kick scheduled when ``inst`` got work while idle."""
+        inst.kick_pending = False
+        if not inst.busy:
+            self.start_batch(inst, t)
+
+    def start_batch(self, inst: PrefillInstance, t: float) -> None:
         """Form the next batch of ``inst`` at ``t``, let its controller see it, price it, schedule its end."""
-        assert isinstance(inst, PrefillInstance)
         queue = inst.queue
         if inst.busy or not queue or t > self.horizon_s or inst.status == _STARTING:
             return

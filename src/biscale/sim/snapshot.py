@@ -9,6 +9,7 @@ Snapshots are built only for dynamic controllers (static ones are asked once, wh
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -41,10 +42,9 @@ class SnapshotBuilder:
 
     def state(self, inst: Instance, t: float) -> InstanceState:
         """The snapshot of ``inst`` at ``t``: after its next batch is formed, before that batch is priced."""
-        if isinstance(inst, PrefillInstance):
-            return self._prefill(inst, t)
-        assert isinstance(inst, DecodeInstance)
-        return self._decode(inst, t)
+        if inst.phase == "prefill":
+            return self._prefill(cast(PrefillInstance, inst), t)
+        return self._decode(cast(DecodeInstance, inst), t)
 
     def _prefill(self, inst: PrefillInstance, t: float) -> InstanceState:
         rq = self.requests

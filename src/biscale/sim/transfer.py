@@ -11,6 +11,7 @@ memory frees (never dropped).
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 from biscale.sim.config import NetworkConfig
 from biscale.sim.events import Event, EventQueue
@@ -90,8 +91,7 @@ class KvTransfers:
     def arrive(self, r: int, t: float) -> None:
         """The KV of ``r`` arrived: its first token is delivered and it waits to join the decode batch."""
         rq = self.requests
-        inst = self.fleet.instances[rq.decode_instance[r]]
-        assert isinstance(inst, DecodeInstance)
+        inst = cast(DecodeInstance, self.fleet.instances[rq.decode_instance[r]])
         inst.incoming -= 1
         rq.kv_transfer_end_s[r] = t
         rq.first_token_s[r] = t
