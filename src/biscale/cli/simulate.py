@@ -2,7 +2,7 @@
 
 The run is described by a :class:`~biscale.sim.runconfig.SimulateConfig` read from ``--config FILE`` (TOML or
 JSON); each option below that is given overrides the file. Options default to "not given": the defaults live in
-the configuration models, not here.
+the configuration models (``biscale config schema`` shows them), not here.
 """
 
 from __future__ import annotations
@@ -40,25 +40,24 @@ def simulate_cmd(
         help="Controller for every instance: a locked clock, max, default (GPU governor) or a registered "
         "controller. Default: each instance's baseline from the placement (top clock if it has none).",
     ),
-    gpu: str | None = typer.Option(None, "--gpu", help="GPU of the cost model [h100-sxm]."),
-    model: str | None = typer.Option(None, "--model", help="LLM of the cost model [llama-3.3-70b]."),
+    gpu: str | None = typer.Option(None, "--gpu", help="GPU of the cost model."),
+    model: str | None = typer.Option(None, "--model", help="LLM of the cost model."),
     cost_model: str | None = typer.Option(
         None,
         "--cost-model",
-        help="What prices iterations: 'hardware' (ground truth) or 'predictor' (the bundled learned predictors) "
-        "[hardware].",
+        help="What prices iterations: 'hardware' (ground truth) or 'predictor' (the bundled learned predictors).",
     ),
-    nodes: int | None = typer.Option(None, "--nodes", help="Nodes in the cluster [2]."),
-    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per node [8]."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes in the cluster."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per node."),
     duration: float | None = typer.Option(None, "--duration", help="Only requests arriving before S s."),
     max_time: float | None = typer.Option(
         None, "--max-time", help="Horizon, s: stop starting work then; the rest is reported unfinished."
     ),
-    switch_latency_ms: float | None = typer.Option(None, "--switch-latency-ms", help="Clock switch latency, ms [10]."),
-    ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", help="TTFT target, ms [600]."),
-    tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", help="TPOT target, ms [100]."),
-    sample_interval: float | None = typer.Option(None, "--sample-interval", help="Timeline sampling interval, s [1]."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for rescaling and length sampling [0]."),
+    switch_latency_ms: float | None = typer.Option(None, "--switch-latency-ms", help="Clock switch latency, ms."),
+    ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", help="TTFT target, ms."),
+    tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", help="TPOT target, ms."),
+    sample_interval: float | None = typer.Option(None, "--sample-interval", help="Timeline sampling interval, s."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for rescaling and length sampling."),
     out: Path | None = typer.Option(
         None, "--out", help="Write requests/timeline/instances Parquet, summary.json and config.json."
     ),

@@ -24,9 +24,9 @@ from biscale.sim.kv import KvPolicy
 from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.transfer import KvTransfers
 
-_DECODING = RequestState.DECODING
-_DONE = RequestState.DONE
-_DECODE_END = Event.DECODE_END
+_DECODING = int(RequestState.DECODING)
+_DONE = int(RequestState.DONE)
+_DECODE_END = int(Event.DECODE_END)
 
 
 class DecodeStage:

@@ -48,9 +48,10 @@ from biscale.sim.timeline import Timeline
 from biscale.sim.transfer import KvTransfers
 from biscale.workload.trace import Trace
 
-_PREFILL_END, _DECODE_END, _KV_DONE = Event.PREFILL_END, Event.DECODE_END, Event.KV_DONE
-_KICK_PREFILL, _KICK_DECODE = Event.KICK_PREFILL, Event.KICK_DECODE
-_STOPPED = InstanceStatus.STOPPED
+# Plain ints: comparisons between IntEnum members miss CPython's fast path for exact ints.
+_PREFILL_END, _DECODE_END, _KV_DONE = int(Event.PREFILL_END), int(Event.DECODE_END), int(Event.KV_DONE)
+_KICK_PREFILL, _KICK_DECODE = int(Event.KICK_PREFILL), int(Event.KICK_DECODE)
+_STOPPED = int(InstanceStatus.STOPPED)
 
 
 class Simulator:

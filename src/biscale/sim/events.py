@@ -33,6 +33,10 @@ class Event(IntEnum):
     """The same for a decode instance [DecodeInstance]."""
 
 
+# Heap entries carry plain ints (comparisons between IntEnum members miss CPython's fast path for exact ints).
+_KICK_PREFILL, _KICK_DECODE = int(Event.KICK_PREFILL), int(Event.KICK_DECODE)
+
+
 class EventQueue:
     """The heap plus the two operations every stage needs: schedule an event, wake an idle instance."""
 
@@ -51,5 +55,5 @@ class EventQueue:
         """Wake an idle instance *after* every other event at ``t`` (so simultaneous arrivals share a batch)."""
         if not inst.kick_pending:
             inst.kick_pending = True
-            kind = Event.KICK_PREFILL if inst.phase == "prefill" else Event.KICK_DECODE
+            kind = _KICK_PREFILL if inst.phase == "prefill" else _KICK_DECODE
             heapq.heappush(self.heap, (t, self.next_seq(), kind, inst))

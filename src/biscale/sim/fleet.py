@@ -21,12 +21,8 @@ from biscale.sim.events import Event, EventQueue
 from biscale.sim.instance import DecodeInstance, Instance, InstanceStatus, PrefillInstance
 from biscale.sim.ledger import EnergyLedger, Segment
 
-_STARTING, _READY, _DRAINING, _STOPPED = (
-    InstanceStatus.STARTING,
-    InstanceStatus.READY,
-    InstanceStatus.DRAINING,
-    InstanceStatus.STOPPED,
-)
+_STARTING, _READY, _DRAINING, _STOPPED = (int(s) for s in InstanceStatus)
+_READY_EVENT = int(Event.READY)
 
 #: Instances that match one another across placements.
 _MatchKey = tuple[str, int, Any, Any]
@@ -139,7 +135,7 @@ class Fleet:
         self.clocks.attach(inst, t)
         inst.ready_s = t + startup_s
         if startup_s > 0:
-            self.events.push(t + startup_s, Event.READY, inst)
+            self.events.push(t + startup_s, _READY_EVENT, inst)
         else:
             inst.status = _READY
         return inst

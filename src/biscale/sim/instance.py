@@ -84,7 +84,8 @@ class Instance(ABC):
         self.node = node
         self.weight = float(spec.capacity_rps) if spec.capacity_rps else float(spec.tp)
         """Relative capacity for routers: the placement's ``capacity_rps``, else the TP degree."""
-        self.status = InstanceStatus.STARTING
+        self.status: int = InstanceStatus.STARTING.value
+        """An :class:`InstanceStatus` code, stored as a plain int (hot-path comparisons)."""
         self.start_s = start_s
         self.ready_s = start_s
         self.stop_s = float("nan")

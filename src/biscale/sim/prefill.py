@@ -25,11 +25,11 @@ from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.router import PrefillRouter
 from biscale.sim.transfer import KvTransfers
 
-_STARTING = InstanceStatus.STARTING
-_WAITING_PREFILL = RequestState.WAITING_PREFILL
-_PREFILLING = RequestState.PREFILLING
-_DONE = RequestState.DONE
-_PREFILL_END = Event.PREFILL_END
+_STARTING = int(InstanceStatus.STARTING)
+_WAITING_PREFILL = int(RequestState.WAITING_PREFILL)
+_PREFILLING = int(RequestState.PREFILLING)
+_DONE = int(RequestState.DONE)
+_PREFILL_END = int(Event.PREFILL_END)
 
 
 def take_chunks(remaining_tokens: Iterable[int], token_budget: int, max_seqs: int) -> list[int]:

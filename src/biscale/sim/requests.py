@@ -109,7 +109,8 @@ class RequestTable:
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
         """Output tokens including the first one (produced by prefill)."""
-        self.state: list[int] = [RequestState.NOT_ARRIVED] * n
+        self.state: list[int] = [RequestState.NOT_ARRIVED.value] * n
+        """:class:`RequestState` codes, stored as plain ints (hot-path comparisons)."""
         self.prefill_instance = [-1] * n
         self.decode_instance = [-1] * n
         self.prefill_start_s = [nan] * n
@@ -132,7 +133,7 @@ class RequestTable:
 
     def reject(self, r: int, reason: str) -> None:
         """Refuse request ``r`` with a one-line reason."""
-        self.state[r] = RequestState.REJECTED
+        self.state[r] = RequestState.REJECTED.value
         self.reject_reason[r] = reason
 
     def to_frame(self) -> pd.DataFrame:

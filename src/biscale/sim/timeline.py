@@ -25,7 +25,7 @@ TIMELINE_COLUMNS = (
     "kv_capacity_tokens",
 )
 
-_STOPPED = InstanceStatus.STOPPED
+_STOPPED = int(InstanceStatus.STOPPED)
 
 
 class Timeline:

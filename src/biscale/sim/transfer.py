@@ -21,9 +21,10 @@ from biscale.sim.kv import KvPolicy
 from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.router import DecodeRouter
 
-_WAITING_DECODE_MEMORY = RequestState.WAITING_DECODE_MEMORY
-_TRANSFERRING = RequestState.TRANSFERRING
-_WAITING_DECODE = RequestState.WAITING_DECODE
+_WAITING_DECODE_MEMORY = int(RequestState.WAITING_DECODE_MEMORY)
+_TRANSFERRING = int(RequestState.TRANSFERRING)
+_WAITING_DECODE = int(RequestState.WAITING_DECODE)
+_KV_DONE = int(Event.KV_DONE)
 
 
 def transfer_end_s(network: NetworkConfig, start_s: float, kv_bytes: float, src: Instance, dst: Instance) -> float:
@@ -85,7 +86,7 @@ class KvTransfers:
         rq.state[r] = _TRANSFERRING
         src = self.fleet.instances[rq.prefill_instance[r]]
         end = transfer_end_s(self.network, t, self.kv_bytes_per_token * rq.input_tokens[r], src, inst)
-        self.events.push(end, Event.KV_DONE, r)
+        self.events.push(end, _KV_DONE, r)
         return True
 
     def arrive(self, r: int, t: float) -> None:
