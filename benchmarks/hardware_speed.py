@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 
-from biscale.hardware import DecodeShape, PrefillShape, get_hardware
+from biscale.costmodel import DecodeShape, PrefillShape
+from biscale.hardware import get_hardware
 
 
 def main() -> None:

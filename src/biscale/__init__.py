@@ -5,4 +5,10 @@ GPU's SM clock every iteration. See ``docs/`` for the hardware model, workloads,
 the real-GPU control plane.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("biscale")
+    """The installed distribution's version (recorded in every output folder)."""
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"

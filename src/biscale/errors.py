@@ -1,7 +1,13 @@
-"""Errors that mean "the user gave us bad input".
+"""Every error biscale raises on purpose derives from :class:`BiscaleError`.
 
-The CLI turns every :class:`InputError` into a one-line message on stderr and exit code 2, never a
-traceback. Library code raises it with a message that names the file, row (line) or field at fault.
+* :class:`InputError` means "the user gave us bad input": the CLI turns it into a one-line message on stderr and
+  exit code 2, never a traceback. Library code raises it with a message naming the file, row (line) or field.
+* :class:`PermissionRequiredError` and :class:`NoGpuError` also exit 2 (the user must change something).
+* :class:`NvmlCallError` and :class:`ControlSuspendedError` come from the real-GPU control plane
+  (:mod:`biscale.gpu`); they live here so that code catching them need not import NVML.
+
+Each also derives from the built-in class it used to be (``ValueError`` / ``RuntimeError``), so callers that
+catch those keep working.
 """
 
 from __future__ import annotations
@@ -9,7 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class InputError(ValueError):
+class BiscaleError(Exception):
+    """Root of every error biscale raises deliberately (``except BiscaleError`` catches them all)."""
+
+
+class InputError(BiscaleError, ValueError):
     """Bad user input (file, row, field or option). ``str(err)`` is the one-line reason shown to the user."""
 
     def __init__(
@@ -39,9 +49,21 @@ class InputError(ValueError):
         return " ".join(text.split())  # always one line
 
 
-class PermissionRequiredError(RuntimeError):
+class PermissionRequiredError(BiscaleError, RuntimeError):
     """An operation needs privileges the process does not have (e.g. setting GPU clocks needs root)."""
 
 
-class NoGpuError(RuntimeError):
+class NoGpuError(BiscaleError, RuntimeError):
     """A GPU (or the NVML library) is needed but not present."""
+
+
+class NvmlCallError(BiscaleError, RuntimeError):
+    """An NVML call still failed after the bounded retries."""
+
+    def __init__(self, fn: str, gpu: int, code: int | None, name: str, attempts: int) -> None:
+        self.fn, self.gpu, self.code, self.attempts = fn, gpu, code, attempts
+        super().__init__(f"{fn} on GPU {gpu} failed {attempts} time(s): {name}")
+
+
+class ControlSuspendedError(BiscaleError, RuntimeError):
+    """Clock control is suspended (NVML kept failing, or the watchdog fired); clocks were restored."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from biscale.control import (
     GOVERNOR_MHZ,
+    PLANNERS,
     BaselineClock,
     DefaultGovernor,
     FixedClock,
@@ -144,8 +145,14 @@ def test_controllers_from_clock_option() -> None:
     assert isinstance(controller_from_clock("default"), DefaultGovernor)
     fixed = controller_from_clock("1410")
     assert isinstance(fixed, FixedClock) and fixed.clock_mhz == 1410
-    with pytest.raises(InputError, match="bad clock 'fast'"):
+    with pytest.raises(
+        InputError, match=r"bad clock 'fast': not MHz and unknown controller 'fast' \(choices: baseline"
+    ):
         controller_from_clock("fast")
+    with pytest.raises(InputError, match="the fixed controller needs a clock"):
+        controller_from_clock("fixed")
+    assert isinstance(controller_from_clock("governor"), DefaultGovernor)
+    assert isinstance(controller_from_clock(990), FixedClock)
     with pytest.raises(InputError, match="fixed clock must be > 0 MHz"):
         FixedClock(0)
     assert all(c.is_static for c in (MaxClock(), DefaultGovernor(), BaselineClock(), FixedClock(1000)))
@@ -174,3 +181,9 @@ def test_planners() -> None:
     assert sched.plan(Obs(600.0)) == b  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ScheduledPlanner([])
+    assert isinstance(PLANNERS.get("static")(a, []), StaticPlanner)
+    assert PLANNERS.get("scheduled")(a, [(0.0, a), (60.0, b)]).plan(Obs(90.0)) == b  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="field 'schedule': the scheduled planner needs a schedule"):
+        PLANNERS.get("scheduled")(a, [])
+    with pytest.raises(InputError, match=r"field 'planner': unknown planner 'oracle' \(choices: scheduled, static\)"):
+        PLANNERS.get("oracle")

@@ -8,10 +8,10 @@ import time
 import pynvml
 import pytest
 
-from biscale.errors import InputError, NoGpuError, PermissionRequiredError
-from biscale.gpu.actuator import ClockActuator
+from biscale.control.actuator import ClockActuator
+from biscale.errors import ControlSuspendedError, InputError, NoGpuError, NvmlCallError, PermissionRequiredError
 from biscale.gpu.fake_nvml import FORBIDDEN_SETTERS, FakeNvml, default_state
-from biscale.gpu.nvml import ControlSuspendedError, NvmlActuator, NvmlCallError, nearest_clocks
+from biscale.gpu.nvml import NvmlActuator, nearest_clocks
 
 SET = "nvmlDeviceSetGpuLockedClocks"
 RESET = "nvmlDeviceResetGpuLockedClocks"

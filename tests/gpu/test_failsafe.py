@@ -13,10 +13,11 @@ from types import FrameType
 
 import pytest
 
+from biscale.errors import ControlSuspendedError
 from biscale.gpu.failsafe import FailSafe, Watchdog
 from biscale.gpu.fake_nvml import FakeNvml, read_state
 from biscale.gpu.guard import Guard
-from biscale.gpu.nvml import ControlSuspendedError, NvmlActuator
+from biscale.gpu.nvml import NvmlActuator
 
 
 def test_signal_handler_restores_then_chains_to_the_previous_handler() -> None:

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
+from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware import DecodeShape, HardwareModel, PrefillShape, get_hardware, list_hardware
+from biscale.hardware import HardwareModel, get_hardware, list_hardware
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from biscale.hardware.base import PrefillShape
+from biscale.costmodel import PrefillShape
 
 
 def test_predict_json_matches_api(run_cli, fitted) -> None:  # type: ignore[no-untyped-def]

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
+from biscale.costmodel import CostModel, DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware.base import CostModel, DecodeShape, PrefillShape
 from biscale.predict import PredictorCostModel, load_predictor
 
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware.base import DecodeShape, PrefillShape
 from biscale.predict import Predictor, load_predictor
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from biscale.control import GOVERNOR_MHZ, ClockController, InstanceState, parse_placement
-from biscale.gpu.actuator import ClockActuator
+from biscale.control.actuator import ClockActuator
 from biscale.sim import SimClockActuator, SimConfig, Simulator
 from biscale.sim.toy import ToyCostModel
 from biscale.workload import Trace
@@ -31,17 +31,17 @@ def test_actuator_contract_and_delay() -> None:
     assert act.current_clock_mhz(gpus) == {g: top for g in gpus}
     with pytest.raises(ValueError, match="not a supported clock"):
         act.set_clock(gpus, 1234)
-    inst = sim.instances[1]
-    sim.now = 100.0
+    ledger = sim.instances[1].ledger
+    sim.clocks.now_s = 100.0
     act.set_clock(gpus, TOY.clocks[0])
-    assert inst.pending_clock == TOY.clocks[0] and inst.pending_t == pytest.approx(100.01)
+    assert ledger.pending_clock_mhz == TOY.clocks[0] and ledger.pending_at_s == pytest.approx(100.01)
     assert act.current_clock_mhz(gpus) == {g: top for g in gpus}  # not yet in force
-    sim._account_idle(inst, 100.02)
+    ledger.account_idle(100.02)
     assert act.current_clock_mhz(gpus) == {g: TOY.clocks[0] for g in gpus}
     act.reset(gpus)
-    sim._account_idle(inst, 100.05)
+    ledger.account_idle(100.05)
     assert act.current_clock_mhz(gpus) == {g: None for g in gpus}
-    assert inst.switches == 2
+    assert ledger.clock_switches == 2
 
 
 class Flip(ClockController):
@@ -63,4 +63,4 @@ def test_superseded_switch_only_counts_when_it_lands() -> None:
         tr, parse_placement("prefill:TP1,decode:TP1"), TOY, {"prefill": Flip(), "decode": Flip()}, config=cfg
     )
     sim.run()
-    assert sum(i.switches for i in sim.instances) == 0
+    assert sum(i.ledger.clock_switches for i in sim.instances) == 0

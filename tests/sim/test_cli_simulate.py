@@ -128,7 +128,16 @@ def test_placement_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-unt
         (["--placement", "prefill:1xTP16,decode:1xTP4"], "TP16 does not fit a node of 8 GPUs"),
         (["--placement", "prefill:1xTP2,decode:1xTP4", "--clock", "fast"], "bad clock 'fast'"),
         (["--placement", "missing.json"], "missing.json: placement file not found"),
-        (["--placement", "prefill:1xTP2,decode:1xTP4", "--rate", "0"], "rate must be > 0 req/s"),
+        (
+            ["--placement", "prefill:1xTP2,decode:1xTP4", "--rate", "0"],
+            "field 'rate_rps': Input should be greater than 0",
+        ),
+        (["--placement", "prefill:1xTP2,decode:1xTP4", "--nodes", "0"], "field 'sim.nodes': Input should be greater"),
+        (
+            ["--placement", "prefill:1xTP2,decode:1xTP4", "--cost-model", "oracle"],
+            "field 'cost_model': unknown cost model 'oracle' (choices: hardware, predictor)",
+        ),
+        ([], "field 'placement': missing (give it in the configuration file or as a command-line option)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(run_cli, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -137,3 +146,107 @@ def test_bad_input_exits_2_with_one_line(run_cli, args: list[str], message: str)
     assert message in res.err
     assert res.err.startswith("biscale: error: ") and len(res.err.strip().splitlines()) == 1
     assert "Traceback" not in res.err
+
+
+CONFIG_TOML = """
+trace = "azure-conv"
+placement = "prefill:1xTP2,decode:1xTP4"
+rate_rps = 6.0
+lengths = "sharegpt-v3"
+seed = 2
+clock = "max"
+
+[sim]
+nodes = 1
+duration_s = 12.0
+
+[sim.slo]
+ttft_s = 0.5
+"""
+
+
+def test_config_file_options_override_it_and_config_json_reruns_it(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CONFIG_TOML)
+    out = tmp_path / "out"
+    res = run_cli("simulate", "--config", cfg, "--out", out, "--json")
+    assert res.code == 0, res.err
+    s = json.loads(res.out)
+    assert s["slo_ttft_ms"] == 500.0 and s["placement"] == "prefill:1xTP2,decode:1xTP4"
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["trace"] == "azure-conv" and resolved["rate_rps"] == 6.0 and resolved["seed"] == 2
+    assert resolved["sim"]["nodes"] == 1 and resolved["sim"]["gpus_per_node"] == 8  # defaults resolved
+    assert resolved["sim"]["slo"] == {"ttft_s": 0.5, "tpot_s": 0.1, "percentile": 99.0}
+    meta = json.loads((out / "summary.json").read_text())["meta"]
+    assert meta["biscale_version"] and meta["controllers"] == {"prefill": "max", "decode": "max"}
+    # config.json is itself a configuration: the same run again
+    again = run_cli("simulate", "--config", out / "config.json", "--json")
+    assert again.code == 0, again.err
+    assert {k: v for k, v in json.loads(again.out).items() if k != "out"} == {k: v for k, v in s.items() if k != "out"}
+    # a given option overrides the file; absent options keep the file's values
+    over = run_cli("simulate", "--config", cfg, "--ttft-slo-ms", "700", "--json")
+    o = json.loads(over.out)
+    assert o["slo_ttft_ms"] == 700.0 and o["requests_total"] == s["requests_total"]
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "message"),
+    [
+        (
+            'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[sim]\nnodez = 1\n',
+            ".toml",
+            "field 'sim.nodez': Extra inputs are not permitted",
+        ),
+        (
+            '{"trace": "azure-conv", "placement": "prefill:TP2,decode:TP4", "sim": {"window_s": 0}}',
+            ".json",
+            "field 'sim.window_s': Input should be greater than 0",
+        ),
+        (
+            '{"trace": "azure-conv", "placement": "prefill:TP2,decode:TP4", "planner": "oracle"}',
+            ".json",
+            "field 'planner': unknown planner 'oracle'",
+        ),
+        ("trace = [", ".toml", "not valid TOML"),
+        ("{}", ".yaml", "a configuration file must end in .toml or .json"),
+    ],
+)
+def test_bad_config_file_names_file_and_field(run_cli, tmp_path: Path, text: str, suffix: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / f"bad{suffix}"
+    f.write_text(text)
+    res = run_cli("simulate", "--config", f)
+    assert res.code == 2
+    assert res.err.startswith(f"biscale: error: {f}") and message in res.err
+    assert len(res.err.strip().splitlines()) == 1
+
+
+def test_schedule_in_a_config_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "sched.json"
+    f.write_text(
+        json.dumps(
+            {
+                "trace": "azure-conv",
+                "placement": "prefill:1xTP2,decode:1xTP4",
+                "schedule": [
+                    {"from_s": 0, "placement": "prefill:1xTP2,decode:1xTP4"},
+                    {"from_s": 10, "placement": "prefill:2xTP2,decode:1xTP4"},
+                ],
+                "sim": {"nodes": 1, "window_s": 5.0, "duration_s": 20.0},
+            }
+        )
+    )
+    out = tmp_path / "o"
+    res = run_cli("simulate", "--config", f, "--out", out, "--json")
+    assert res.code == 0, res.err
+    inst = pd.read_parquet(out / "instances.parquet")
+    assert len(inst) == 3 and inst["start_s"].max() == 10.0
+    assert json.loads((out / "summary.json").read_text())["meta"]["planner"] == "scheduled"
+
+
+def test_config_schema_command(run_cli) -> None:  # type: ignore[no-untyped-def]
+    res = run_cli("config", "schema")
+    assert res.code == 0
+    schema = json.loads(res.out)
+    assert set(schema["required"]) == {"trace", "placement"}
+    assert "rate_rps" in schema["properties"] and "sim" in schema["properties"]
+    assert "req/s" in schema["properties"]["rate_rps"]["description"]

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from biscale.control import MaxClock, parse_placement
-from biscale.hardware import CostModel, get_hardware
+from biscale.costmodel import CostModel
+from biscale.hardware import get_hardware
 from biscale.predict import PredictorCostModel, default_predictor
 from biscale.sim import SimConfig, simulate
 from biscale.workload import load_lengths, load_trace, rescale_rate, with_lengths

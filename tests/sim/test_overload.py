@@ -1,8 +1,9 @@
-"""Overload: at 3x a rate the placement sustains, the run still ends, in bounded memory, and reports violations."""
+"""Overload: at 3x a rate the placement sustains, the run still ends, in bounded memory, and reports violations.
+
+(How fast it ends is a benchmark matter: ``benchmarks/sim_speed.py``.)"""
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 from biscale.control import MaxClock, parse_placement
@@ -25,13 +26,10 @@ def test_three_times_capacity_finishes_bounded_and_reports_violations() -> None:
 
     over_cfg = SimConfig(nodes=1, gpus_per_node=8, duration_s=120.0, max_time_s=150.0)
     tracemalloc.start()
-    t0 = time.perf_counter()
     res = simulate(workload(45.0), PLACEMENT, HW, MaxClock(), config=over_cfg)
-    wall = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     s = res.summary
-    assert wall < 30.0
     assert peak < 64 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"
     assert s["requests_total"] > 2.5 * ok["requests_total"]
     assert s["requests_unfinished"] > 0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from biscale.control import ClockController, InstanceState, MaxClock, parse_placement
-from biscale.hardware import DecodeShape, PrefillShape, get_hardware
+from biscale.costmodel import DecodeShape, PrefillShape
+from biscale.hardware import get_hardware
 from biscale.sim import SimConfig, simulate
 from biscale.workload import Trace
 

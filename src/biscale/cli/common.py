@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterator, Mapping
@@ -15,32 +14,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from biscale.errors import InputError
+from biscale.jsonio import to_json_text
 
 #: Human-readable output goes here; ``--json`` output goes to plain stdout.
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def to_json_text(obj: Mapping[str, Any]) -> str:
-    """One JSON object on one line; NaN/inf become null so every consumer can parse it."""
-    return json.dumps(_jsonable(obj), sort_keys=False, allow_nan=False)
 
 
 def print_json(obj: Mapping[str, Any]) -> None:

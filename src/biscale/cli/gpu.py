@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from biscale.cli.common import console, print_json, print_table
-from biscale.errors import InputError, NoGpuError
+from biscale.errors import ControlSuspendedError, InputError, NoGpuError
 
 gpu_app = typer.Typer(help="Real-GPU control plane: status, clock lock/reset, live watch, Prometheus exporter.")
 
@@ -104,7 +104,7 @@ def lock(
     from biscale.gpu.exporter import ControlPlaneMetrics
     from biscale.gpu.failsafe import FailSafe
     from biscale.gpu.guard import Guard
-    from biscale.gpu.nvml import ControlSuspendedError, NvmlActuator
+    from biscale.gpu.nvml import NvmlActuator
 
     _setup_logging()
     if watchdog_s <= 0:

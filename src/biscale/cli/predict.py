@@ -53,73 +53,46 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Measure iteration latency and power over batch shapes x clocks x TP degrees into a profile file."""
-    from biscale.predict.profilers import load_length_mix
+    from biscale.predict.profilers import PROFILERS, ProfileRequest, load_length_mix
     from biscale.predict.schema import file_sha256, write_profile
 
     if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise InputError("--output must end in .csv or .parquet", path=output)
-    tps = _int_list(tp, "--tp")
-    clock_list = _int_list(clocks, "--clocks")
+    profiler = PROFILERS.get(backend)()
     inputs, outputs, label = load_length_mix(lengths)
-    t0 = time.perf_counter()
-    if backend == "sim":
-        from biscale.hardware import get_hardware
-        from biscale.predict.profilers.sim import SimProfileConfig, default_clocks, simulate_profile
-
-        hw = get_hardware(gpu, model)
-        valid_tps = tuple(t for t in (1, 2, 4, 8) if t >= hw.min_tp and _tp_ok(hw, t))
-        tps = tps or valid_tps
-        bad = [t for t in tps if t not in valid_tps]
-        if bad:
-            raise InputError(f"--tp {bad[0]} is not available for {model} on {gpu} (valid: {list(valid_tps)})")
-        supported = hw.supported_clocks_mhz
-        if clock_list is None:
-            clock_list = default_clocks(supported)
-        bad = [c for c in clock_list if c not in supported]
-        if bad:
-            raise InputError(
-                f"--clocks {bad[0]} MHz is not a supported clock of {gpu} ({supported[0]}..{supported[-1]} MHz, "
-                f"step {supported[1] - supported[0]})"
-            )
-        if len(set(clock_list)) < 2:
-            raise InputError("--clocks needs at least 2 distinct clocks to learn the clock dependence")
-        cfg = SimProfileConfig(
-            tps=tuple(tps),
-            clocks_mhz=tuple(sorted(set(clock_list))),
-            shapes_per_tp=shapes,
+    request = profiler.prepare(
+        ProfileRequest(
+            gpu=gpu,
+            model=model,
+            input_lengths=inputs,
+            output_lengths=outputs,
+            lengths_label=label,
+            tps=_int_list(tp, "--tp"),
+            clocks_mhz=_int_list(clocks, "--clocks"),
+            shapes=shapes,
             max_prefill_tokens=max_prefill_tokens,
             max_decode_batch=max_decode_batch,
             seed=seed,
-        )
-        with progress_bar("profiling (sim)", total=len(cfg.tps) * len(cfg.clocks_mhz)) as bar:
-            df, meta = simulate_profile(
-                hw, cfg, inputs, outputs, lengths_name=label, progress=lambda k: bar.update(advance=k)
-            )
-    elif backend == "torch":
-        from biscale.predict.profilers.torch_gpu import TorchProfileConfig, require_torch, torch_profile
-
-        require_torch()  # exits 2 with a clear message without torch or without a GPU
-        if sweep_clocks and not clock_list:
-            raise InputError("--sweep-clocks needs --clocks (the clocks to lock)")
-        tcfg = TorchProfileConfig(
-            model=model,
-            tps=tps or (1,),
             layers=layers,
-            shapes_per_tp=shapes,
-            max_prefill_tokens=max_prefill_tokens,
-            max_decode_batch=max_decode_batch,
-            min_window_s=min_window_s,
             device=device,
             sweep_clocks=sweep_clocks,
-            clocks_mhz=clock_list or (),
-            seed=seed,
+            min_window_s=min_window_s,
         )
-        with progress_bar("profiling (torch)", total=None) as bar:
-            df, meta = torch_profile(tcfg, inputs, outputs, gpu_name=gpu, progress=lambda k: bar.update(advance=k))
-    else:
-        raise InputError(f"--backend must be 'sim' or 'torch', got {backend!r}")
+    )
+    t0 = time.perf_counter()
+    with progress_bar(f"profiling ({backend})", total=profiler.total_steps(request)) as bar:
+        df, meta = profiler.run(request, lambda k: bar.update(advance=k))
     meta.command = _profile_command(
-        backend, gpu, model, tps, clock_list, lengths, shapes, max_prefill_tokens, max_decode_batch, seed
+        backend,
+        gpu,
+        model,
+        request.tps,
+        request.clocks_mhz,
+        lengths,
+        shapes,
+        max_prefill_tokens,
+        max_decode_batch,
+        seed,
     )
     path = write_profile(df, output, meta)
     elapsed = time.perf_counter() - t0
@@ -167,14 +140,6 @@ def _profile_command(
     parts.append(f"--lengths {lengths} --shapes {shapes} --max-prefill-tokens {max_prefill_tokens}")
     parts.append(f"--max-decode-batch {max_decode_batch} --seed {seed}")
     return " ".join(parts)
-
-
-def _tp_ok(hw: object, tp: int) -> bool:
-    try:
-        hw.kv_capacity_tokens(tp)  # type: ignore[attr-defined]
-    except (ValueError, KeyError):
-        return False
-    return True
 
 
 def _accuracy_rows(errors: dict[str, object]) -> list[list[object]]:
@@ -314,7 +279,7 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Predicted latency, power and energy of one batch at each clock."""
-    from biscale.hardware.base import DecodeShape, PrefillShape
+    from biscale.costmodel import DecodeShape, PrefillShape
     from biscale.predict.predictor import default_predictor, load_predictor
 
     if phase not in ("prefill", "decode"):

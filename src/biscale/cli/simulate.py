@@ -1,14 +1,19 @@
-"""``biscale simulate``: replay a trace on a placement with the hardware model; write Parquet + JSON."""
+"""``biscale simulate``: replay a trace on a placement; write Parquet + JSON.
+
+The run is described by a :class:`~biscale.sim.runconfig.SimulateConfig` read from ``--config FILE`` (TOML or
+JSON); each option below that is given overrides the file. Options default to "not given": the defaults live in
+the configuration models (``biscale config schema`` shows them), not here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from biscale.cli.common import print_json, print_table, progress_bar
 from biscale.errors import InputError
-from biscale.hardware.base import CostModel
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +22,12 @@ def register(app: typer.Typer) -> None:
 
 
 def simulate_cmd(
-    trace: str = typer.Option(..., "--trace", metavar="NAME|PATH", help="Bundled trace name or trace file."),
-    placement: str = typer.Option(
-        ..., "--placement", metavar="SPEC|FILE", help="e.g. 'prefill:2xTP2,decode:3xTP4' or a placement JSON file."
+    config: Path | None = typer.Option(
+        None, "--config", metavar="FILE", help="Run configuration, .toml or .json (schema: biscale config schema)."
+    ),
+    trace: str | None = typer.Option(None, "--trace", metavar="NAME|PATH", help="Bundled trace name or trace file."),
+    placement: str | None = typer.Option(
+        None, "--placement", metavar="SPEC|FILE", help="e.g. 'prefill:2xTP2,decode:3xTP4' or a placement JSON file."
     ),
     rate: float | None = typer.Option(None, "--rate", help="Rescale the trace to this mean rate, req/s."),
     lengths: str | None = typer.Option(
@@ -28,77 +36,68 @@ def simulate_cmd(
     clock: str | None = typer.Option(
         None,
         "--clock",
-        metavar="MHZ|max|default",
-        help="Clock for every instance: a locked clock, max, or default (GPU governor). Default: each "
-        "instance's baseline from the placement (top clock if it has none).",
+        metavar="MHZ|max|default|NAME",
+        help="Controller for every instance: a locked clock, max, default (GPU governor) or a registered "
+        "controller. Default: each instance's baseline from the placement (top clock if it has none).",
     ),
-    gpu: str = typer.Option("h100-sxm", "--gpu", help="GPU of the hardware model."),
-    model: str = typer.Option("llama-3.3-70b", "--model", help="LLM of the hardware model."),
-    cost_model: str = typer.Option(
-        "hardware",
+    gpu: str | None = typer.Option(None, "--gpu", help="GPU of the cost model."),
+    model: str | None = typer.Option(None, "--model", help="LLM of the cost model."),
+    cost_model: str | None = typer.Option(
+        None,
         "--cost-model",
         help="What prices iterations: 'hardware' (ground truth) or 'predictor' (the bundled learned predictors).",
     ),
-    nodes: int = typer.Option(2, "--nodes", min=1, help="Nodes in the cluster."),
-    gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, help="GPUs per node."),
-    duration: float | None = typer.Option(None, "--duration", min=0.0, help="Only requests arriving before S s."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes in the cluster."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per node."),
+    duration: float | None = typer.Option(None, "--duration", help="Only requests arriving before S s."),
     max_time: float | None = typer.Option(
-        None, "--max-time", min=0.0, help="Horizon, s: stop starting work then; the rest is reported unfinished."
+        None, "--max-time", help="Horizon, s: stop starting work then; the rest is reported unfinished."
     ),
-    switch_latency_ms: float = typer.Option(10.0, "--switch-latency-ms", min=0.0, help="Clock switch latency, ms."),
-    ttft_slo_ms: float = typer.Option(600.0, "--ttft-slo-ms", min=0.0, help="TTFT target at P99, ms."),
-    tpot_slo_ms: float = typer.Option(100.0, "--tpot-slo-ms", min=0.0, help="TPOT target at P99, ms."),
-    sample_interval: float = typer.Option(1.0, "--sample-interval", min=1e-6, help="Timeline sampling interval, s."),
-    seed: int = typer.Option(0, "--seed", help="Seed for rescaling and length sampling."),
-    out: Path | None = typer.Option(None, "--out", help="Write requests/timeline/instances Parquet + summary.json."),
+    switch_latency_ms: float | None = typer.Option(None, "--switch-latency-ms", help="Clock switch latency, ms."),
+    ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", help="TTFT target, ms."),
+    tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", help="TPOT target, ms."),
+    sample_interval: float | None = typer.Option(None, "--sample-interval", help="Timeline sampling interval, s."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for rescaling and length sampling."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write requests/timeline/instances Parquet, summary.json and config.json."
+    ),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Simulate a disaggregated cluster iteration by iteration; report latency, SLOs and energy."""
-    from biscale.control import controller_from_clock, load_placement
-    from biscale.control.state import Slo
-    from biscale.hardware import get_hardware
-    from biscale.sim import SimConfig, simulate
-    from biscale.workload import load_lengths, load_trace, rescale_rate, with_lengths
+    from biscale.sim.runconfig import load_simulate_config
 
-    plc = load_placement(placement)
-    hw = get_hardware(gpu, model)
-    cm: CostModel = hw
-    if cost_model == "predictor":
-        from biscale.predict import PredictorCostModel, default_predictor
-
-        cm = PredictorCostModel(default_predictor(gpu, model))
-    elif cost_model != "hardware":
-        raise InputError(f"unknown cost model '{cost_model}' (expected 'hardware' or 'predictor')", field="cost-model")
-    ctrl = controller_from_clock(clock)
-    tr = load_trace(trace)
-    if rate is not None:
-        if rate <= 0:
-            raise InputError(f"rate must be > 0 req/s, got {rate}", field="rate")
-        tr = rescale_rate(tr, rate, seed=seed)
-    if lengths is not None:
-        tr = with_lengths(tr, load_lengths(lengths), seed=seed)
+    given: dict[str, Any] = {
+        "trace": trace,
+        "placement": placement,
+        "rate_rps": rate,
+        "lengths": lengths,
+        "clock": clock,
+        "gpu": gpu,
+        "model": model,
+        "cost_model": cost_model,
+        "seed": seed,
+        "sim.nodes": nodes,
+        "sim.gpus_per_node": gpus_per_node,
+        "sim.duration_s": duration,
+        "sim.max_time_s": max_time,
+        "sim.switch_latency_s": None if switch_latency_ms is None else switch_latency_ms / 1e3,
+        "sim.slo.ttft_s": None if ttft_slo_ms is None else ttft_slo_ms / 1e3,
+        "sim.slo.tpot_s": None if tpot_slo_ms is None else tpot_slo_ms / 1e3,
+        "sim.sample_interval_s": sample_interval,
+    }
+    cfg = load_simulate_config(config, {k: v for k, v in given.items() if v is not None})
     if out is not None and out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=out)
-    cfg = SimConfig(
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        switch_latency_s=switch_latency_ms / 1e3,
-        slo=Slo(ttft_s=ttft_slo_ms / 1e3, tpot_s=tpot_slo_ms / 1e3),
-        duration_s=duration,
-        max_time_s=max_time,
-        sample_interval_s=sample_interval,
-    )
-    total = duration if duration is not None else tr.duration_s
+    prepared = cfg.prepare()
+    total = cfg.sim.duration_s if cfg.sim.duration_s is not None else prepared.trace.duration_s
     with progress_bar("simulating", total=total or None) as bar:
-        result = simulate(tr, plc, cm, ctrl, config=cfg, progress=lambda t: bar.update(completed=t))
-    result.meta.update(
-        {"gpu": gpu, "model": model, "cost_model": cost_model, "rate_rps": rate, "lengths": lengths, "seed": seed}
-    )
+        result = cfg.run(progress=lambda t: bar.update(completed=t), prepared=prepared)
     if out is not None:
         result.write(out)
     s = result.summary
+    spec = result.meta["placement"]
     if json_out:
-        print_json({**s, "placement": plc.spec(), "out": None if out is None else str(out)})
+        print_json({**s, "placement": spec, "out": None if out is None else str(out)})
         return
     rows = [
         [
@@ -123,6 +122,6 @@ def simulate_cmd(
         ["average power (W)", s["avg_power_w"]],
         ["clock switches", s["clock_switches"]],
     ]
-    print_table(f"biscale simulate: {plc.spec()} on {tr.name}", ["metric", "value"], rows)
+    print_table(f"biscale simulate: {spec} on {result.meta['trace']}", ["metric", "value"], rows)
     if out is not None:
-        typer.echo(f"wrote {out}/requests.parquet, timeline.parquet, instances.parquet, summary.json")
+        typer.echo(f"wrote {out}/requests.parquet, timeline.parquet, instances.parquet, summary.json, config.json")

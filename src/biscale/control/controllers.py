@@ -8,6 +8,9 @@ Return values of :meth:`ClockController.decide`:
 
 A controller whose answer never depends on the state sets ``is_static = True``; the simulator then asks it only
 once, when an instance starts, and skips building per-iteration snapshots (they are the expensive part).
+
+Controllers are registered by name in :data:`CONTROLLERS` (the CLI's ``--clock`` and configuration files select
+them through it); a new one registers where it is defined with ``@CONTROLLERS.register("name", "help line")``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from typing import ClassVar
 
 from biscale.control.state import GOVERNOR_MHZ, InstanceState
 from biscale.errors import InputError
+from biscale.registry import Registry
+
+#: Registry: name -> factory. ``fixed`` takes the clock in MHz; every other built-in takes no argument.
+CONTROLLERS: Registry[Callable[..., ClockController]] = Registry("controller", field="controller")
 
 
 class ClockController(ABC):
@@ -32,6 +39,7 @@ class ClockController(ABC):
         """The clock to run the next iteration at (MHz), ``GOVERNOR_MHZ`` or ``None`` (no change)."""
 
 
+@CONTROLLERS.register("fixed", "lock every instance to one clock, MHz")
 class FixedClock(ClockController):
     """Always the same locked clock."""
 
@@ -47,6 +55,7 @@ class FixedClock(ClockController):
         return self.clock_mhz
 
 
+@CONTROLLERS.register("max", "lock to the top supported clock (DistServe's setting)")
 class MaxClock(ClockController):
     """Lock to the top supported clock (DistServe's setting)."""
 
@@ -57,6 +66,7 @@ class MaxClock(ClockController):
         return state.supported_clocks_mhz[-1]
 
 
+@CONTROLLERS.register("default", "leave clocks unlocked: the GPU's default governor")
 class DefaultGovernor(ClockController):
     """Leave clocks unlocked: the GPU's default governor (what most real clusters run)."""
 
@@ -67,6 +77,7 @@ class DefaultGovernor(ClockController):
         return GOVERNOR_MHZ
 
 
+@CONTROLLERS.register("baseline", "keep each instance at its placement's baseline clock")
 class BaselineClock(ClockController):
     """Keep each instance at the baseline clock its placement gave it (never switches)."""
 
@@ -77,32 +88,23 @@ class BaselineClock(ClockController):
         return None
 
 
-#: Registry: name -> factory taking the CLI/config argument (a clock in MHz where relevant).
-CONTROLLERS: dict[str, Callable[..., ClockController]] = {
-    "fixed": FixedClock,
-    "max": MaxClock,
-    "default": DefaultGovernor,
-    "baseline": BaselineClock,
-}
-
-
-def controller_from_clock(clock: str | int | None) -> ClockController:
-    """``--clock`` value to a controller: ``MHZ`` -> FixedClock, ``max``, ``default``, ``None`` -> BaselineClock."""
+def controller_from_clock(clock: str | int | None, field: str = "clock") -> ClockController:
+    """Parse ``--clock MHZ|max|default|NAME``: a number -> :class:`FixedClock`; a name -> that entry of
+    :data:`CONTROLLERS` (``governor`` is an alias of ``default``); ``None`` -> :class:`BaselineClock`."""
     if clock is None:
         return BaselineClock()
     if isinstance(clock, int):
-        return FixedClock(clock)
+        return CONTROLLERS.get("fixed")(clock)
     text = clock.strip().lower()
-    if text == "max":
-        return MaxClock()
-    if text in ("default", "governor"):
-        return DefaultGovernor()
-    if text == "baseline":
-        return BaselineClock()
-    try:
-        return FixedClock(int(text))
-    except ValueError:
-        raise InputError(f"bad clock '{clock}' (expected MHz, 'max', 'default' or 'baseline')", field="clock") from None
+    if text.isdigit():
+        return CONTROLLERS.get("fixed")(int(text))
+    if text == "governor":
+        text = "default"
+    if text == "fixed":
+        raise InputError("the fixed controller needs a clock: give it in MHz (e.g. 1410)", field=field)
+    if text not in CONTROLLERS:
+        raise InputError(f"bad clock '{clock}': not MHz and {CONTROLLERS.unknown_reason(text)}", field=field)
+    return CONTROLLERS.get(text)()
 
 
 def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:

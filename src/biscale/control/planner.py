@@ -1,4 +1,8 @@
-"""Planners: ``plan(observation) -> Placement`` at every window boundary (default every 5 minutes)."""
+"""Planners: ``plan(observation) -> Placement`` at every window boundary (default every 5 minutes).
+
+Planners are registered by name in :data:`PLANNERS` as factories ``(placement, schedule) -> Planner`` (the initial
+placement and an optional ``[(from_s, placement), ...]`` schedule from the run configuration).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from typing import ClassVar
 
 from biscale.control.placement import Placement
 from biscale.control.state import ClusterObservation
+from biscale.errors import InputError
+from biscale.registry import Registry
+
+#: ``(initial placement, schedule) -> planner``.
+PlannerFactory = Callable[[Placement, Sequence[tuple[float, Placement]]], "Planner"]
 
 
 class Planner(ABC):
@@ -53,4 +62,17 @@ class ScheduledPlanner(Planner):
         return current
 
 
-PLANNERS: dict[str, Callable[..., Planner]] = {"static": StaticPlanner, "scheduled": ScheduledPlanner}
+#: Registry: name -> :data:`PlannerFactory`.
+PLANNERS: Registry[PlannerFactory] = Registry("planner", field="planner")
+
+
+@PLANNERS.register("static", "keep the initial placement (never asked)")
+def _static(placement: Placement, schedule: Sequence[tuple[float, Placement]]) -> Planner:
+    return StaticPlanner(placement)
+
+
+@PLANNERS.register("scheduled", "follow the configured schedule of placements")
+def _scheduled(placement: Placement, schedule: Sequence[tuple[float, Placement]]) -> Planner:
+    if not schedule:
+        raise InputError("the scheduled planner needs a schedule of [from_s, placement] entries", field="schedule")
+    return ScheduledPlanner(schedule)

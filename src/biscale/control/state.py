@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from biscale.control.placement import Placement
 
@@ -24,15 +25,16 @@ def _no_times() -> np.ndarray:
     return np.zeros(0, dtype=np.float64)
 
 
-@dataclass(frozen=True, slots=True)
-class Slo:
-    """Latency objectives, checked at ``percentile``."""
+class Slo(BaseModel):
+    """Latency objectives, checked at ``percentile`` (frozen; part of the serialisable run configuration)."""
 
-    ttft_s: float = 0.600
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    ttft_s: float = Field(default=0.600, gt=0)
     """Time-to-first-token target, seconds (paper: 600 ms at P99)."""
-    tpot_s: float = 0.100
+    tpot_s: float = Field(default=0.100, gt=0)
     """Time-per-output-token target, seconds (paper: 100 ms at P99)."""
-    percentile: float = 99.0
+    percentile: float = Field(default=99.0, gt=0, le=100)
     """Percentile at which both targets must hold, percent."""
 
 

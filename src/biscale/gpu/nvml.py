@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from biscale.errors import InputError, NoGpuError, PermissionRequiredError
-from biscale.gpu.actuator import ClockActuator
+from biscale.control.actuator import ClockActuator
+from biscale.errors import ControlSuspendedError, InputError, NoGpuError, NvmlCallError, PermissionRequiredError
 from biscale.gpu.failsafe import Watchdog
 from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml
 
@@ -194,18 +194,6 @@ def resolve_gpus(nvml: Any, spec: str | None = None, *, env: Mapping[str, str] |
 
 
 # -------------------------------------------------------------------------------------------------- actuator
-class ControlSuspendedError(RuntimeError):
-    """Clock control is suspended (NVML kept failing, or the watchdog fired); clocks were restored."""
-
-
-class NvmlCallError(RuntimeError):
-    """An NVML call still failed after the bounded retries."""
-
-    def __init__(self, fn: str, gpu: int, code: int | None, name: str, attempts: int) -> None:
-        self.fn, self.gpu, self.code, self.attempts = fn, gpu, code, attempts
-        super().__init__(f"{fn} on GPU {gpu} failed {attempts} time(s): {name}")
-
-
 class ActuatorObserver(Protocol):
     """What the actuator reports to (the Prometheus exporter implements it)."""
 

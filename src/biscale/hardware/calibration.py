@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from biscale.hardware.base import DecodeShape, PrefillShape
+from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.hardware.constants import FittedConstants, constants_path, constants_to_json, load_constants
 from biscale.hardware.roofline import RooflineHardwareModel
 from biscale.hardware.specs import data_dir, load_gpu, load_model

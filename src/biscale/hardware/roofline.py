@@ -20,7 +20,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from biscale.hardware.base import DecodeShape, GovernorModel, HardwareModel, IterationCost, PrefillShape
+from biscale.costmodel import DecodeShape, GovernorModel, IterationCost, PrefillShape
+from biscale.hardware.base import HardwareModel
 from biscale.hardware.constants import FittedConstants
 from biscale.hardware.specs import GpuSpec, ModelSpec
 

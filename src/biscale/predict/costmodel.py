@@ -1,4 +1,4 @@
-"""A :class:`~biscale.hardware.base.CostModel` backed by the learned predictors (what controllers believe).
+"""A :class:`~biscale.costmodel.CostModel` backed by the learned predictors (what controllers believe).
 
 The simulator can run on this in place of the hardware model (e.g. the planner's capacity search). Everything it
 reports comes from the artifact: iteration costs from the predictors, and idle power, KV capacity, KV bytes per
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from biscale.costmodel import DecodeShape, GovernorModel, IterationCost, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware.base import DecodeShape, GovernorModel, IterationCost, PrefillShape
 from biscale.predict.predictor import Predictor
 
 

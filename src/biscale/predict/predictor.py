@@ -249,12 +249,12 @@ class Predictor:
         return self.predict("decode", tp, raw, clocks_mhz)
 
     def predict_prefill_shapes(self, shapes: Sequence[Any], tp: int, clocks_mhz: Sequence[int]) -> Prediction:
-        """Like :meth:`predict_prefill` for a sequence of :class:`~biscale.hardware.base.PrefillShape`."""
+        """Like :meth:`predict_prefill` for a sequence of :class:`~biscale.costmodel.PrefillShape`."""
         raw = np.array([(s.num_seqs, s.tokens_sum, s.attn_pairs) for s in shapes], dtype=np.float64)
         return self.predict("prefill", tp, raw.reshape(-1, 3), clocks_mhz)
 
     def predict_decode_shapes(self, shapes: Sequence[Any], tp: int, clocks_mhz: Sequence[int]) -> Prediction:
-        """Like :meth:`predict_decode` for a sequence of :class:`~biscale.hardware.base.DecodeShape`."""
+        """Like :meth:`predict_decode` for a sequence of :class:`~biscale.costmodel.DecodeShape`."""
         raw = np.array([(s.batch_size, s.context_sum) for s in shapes], dtype=np.float64)
         return self.predict("decode", tp, raw.reshape(-1, 2), clocks_mhz)
 

@@ -77,7 +77,7 @@ UNITS = {
 
 
 class GovernorMeta(BaseModel):
-    """The default clock governor's idle behaviour (mirrors :class:`biscale.hardware.base.GovernorModel`)."""
+    """The default clock governor's idle behaviour (mirrors :class:`biscale.costmodel.GovernorModel`)."""
 
     idle_power_w: float = Field(gt=0)
     downclock_after_s: float = Field(ge=0)

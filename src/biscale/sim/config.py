@@ -1,14 +1,22 @@
-"""Simulation settings: cluster shape, network, batching limits, clocks, windows, outputs."""
+"""Simulation settings: cluster shape, network, batching limits, clocks, windows, outputs.
+
+Pydantic models (frozen, unknown keys rejected), so a configuration round-trips through JSON/TOML and has a JSON
+schema (``biscale config schema``). Every field's unit is in its name or its docstring; the docstrings are the
+schema's descriptions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from biscale.control.placement import ClockSetting
 from biscale.control.state import Slo
+from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
+
+_MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(BaseModel):
     """KV-cache transfer links. A transfer of ``b`` bytes between a prefill instance of TP ``p`` and a decode
     instance of TP ``d`` takes ``latency + b / (min(p, d) * bandwidth)``: each GPU ships its own KV shard.
 
@@ -18,71 +26,81 @@ class NetworkConfig:
     latency (50 us) is an assumption (NIC + switch + software handshake).
     """
 
-    nvlink_bw_bytes_per_s: float = 450e9
+    model_config = _MODEL_CONFIG
+
+    nvlink_bw_bytes_per_s: float = Field(default=450e9, gt=0)
     """Per-GPU, per-direction NVLink bandwidth inside a node, bytes/s."""
-    internode_bw_bytes_per_s: float = 50e9
+    internode_bw_bytes_per_s: float = Field(default=50e9, gt=0)
     """Per-GPU inter-node (InfiniBand NDR 400 Gb/s) bandwidth, bytes/s."""
-    nvlink_latency_s: float = 30e-6
+    nvlink_latency_s: float = Field(default=30e-6, ge=0)
     """Fixed cost of one transfer inside a node, seconds."""
-    internode_latency_s: float = 50e-6
+    internode_latency_s: float = Field(default=50e-6, ge=0)
     """Fixed cost of one transfer across nodes, seconds."""
 
 
-@dataclass(frozen=True)
-class SimConfig:
+class SimConfig(BaseModel):
     """Every knob of a simulation run (all times in seconds)."""
 
-    nodes: int = 2
+    model_config = _MODEL_CONFIG
+
+    nodes: int = Field(default=2, ge=1)
     """Nodes in the cluster."""
-    gpus_per_node: int = 8
+    gpus_per_node: int = Field(default=8, ge=1)
     """GPUs per node (a TP group never spans nodes)."""
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    prefill_token_budget: int = 8192
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    """KV-transfer links."""
+    prefill_token_budget: int = Field(default=8192, ge=1)
     """Most new tokens one prefill iteration processes, tokens; longer prompts are chunked."""
-    prefill_max_seqs: int = 1024
+    prefill_max_seqs: int = Field(default=1024, ge=1)
     """Most sequences (prompts or chunks) in one prefill batch."""
-    decode_max_batch: int = 256
+    decode_max_batch: int = Field(default=256, ge=1)
     """Most requests in one decode batch (vLLM's default ``max_num_seqs``)."""
-    switch_latency_s: float = 0.010
+    switch_latency_s: float = Field(default=0.010, ge=0)
     """Delay between a clock request and the new clock taking effect, seconds (0 = immediate)."""
-    startup_s: float = 0.0
+    startup_s: float = Field(default=0.0, ge=0)
     """Time from a new instance's creation (placement change) to serving, seconds; it draws idle power meanwhile."""
-    window_s: float = 300.0
+    window_s: float = Field(default=300.0, gt=0)
     """Planner window, seconds (the planner is asked at every multiple of it after 0)."""
-    sample_interval_s: float = 1.0
+    sample_interval_s: float = Field(default=1.0, gt=0)
     """Per-instance timeline sampling interval, seconds."""
-    slo: Slo = field(default_factory=Slo)
-    duration_s: float | None = None
+    slo: Slo = Field(default_factory=Slo)
+    """Latency objectives the summary checks."""
+    duration_s: float | None = Field(default=None, ge=0)
     """Submit only requests arriving before this time, seconds (``None``: the whole trace)."""
-    max_time_s: float | None = None
+    max_time_s: float | None = Field(default=None, ge=0)
     """Horizon: no iteration starts after it; in-flight iterations and transfers finish; the rest is reported
     unfinished. ``None``: run until every request is done."""
-    initial_clock: int | str = "max"
+    initial_clock: ClockSetting = "max"
     """Clock of an instance whose placement gives none: MHz, ``"max"`` or ``"default"`` (governor)."""
     prefill_router: str = "least-work"
     """Name in :data:`biscale.sim.router.PREFILL_ROUTERS`."""
     decode_router: str = "most-free-kv"
     """Name in :data:`biscale.sim.router.DECODE_ROUTERS`."""
-    recent_latencies: int = 16
+    recent_latencies: int = Field(default=16, ge=1)
     """How many recent iteration latencies the state snapshot carries."""
     record_segments: bool = False
     """Keep every constant-power segment (for checking the energy integral; costs memory)."""
 
-    def __post_init__(self) -> None:
-        positive = {
-            "nodes": self.nodes,
-            "gpus_per_node": self.gpus_per_node,
-            "prefill_token_budget": self.prefill_token_budget,
-            "prefill_max_seqs": self.prefill_max_seqs,
-            "decode_max_batch": self.decode_max_batch,
-            "window_s": self.window_s,
-            "sample_interval_s": self.sample_interval_s,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if self.switch_latency_s < 0 or self.startup_s < 0:
-            raise ValueError("switch_latency_s and startup_s must be >= 0")
+    @field_validator("initial_clock")
+    @classmethod
+    def _positive_clock(cls, v: ClockSetting) -> ClockSetting:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
+        return v
+
+    @field_validator("prefill_router")
+    @classmethod
+    def _known_prefill_router(cls, v: str) -> str:
+        if v not in PREFILL_ROUTERS:
+            raise ValueError(PREFILL_ROUTERS.unknown_reason(v))
+        return v
+
+    @field_validator("decode_router")
+    @classmethod
+    def _known_decode_router(cls, v: str) -> str:
+        if v not in DECODE_ROUTERS:
+            raise ValueError(DECODE_ROUTERS.unknown_reason(v))
+        return v
 
     @property
     def total_gpus(self) -> int:

@@ -1,70 +1,113 @@
-"""Routers: which prefill instance gets a new request, which decode instance gets a prefilled one."""
+"""Routers: which prefill instance gets a new request, which decode instance gets a prefilled one.
+
+Routers are registered classes (:data:`PREFILL_ROUTERS`, :data:`DECODE_ROUTERS`; selected by
+``SimConfig.prefill_router`` / ``decode_router``); the simulator builds a fresh one per run, so a stateful router
+(round robin) starts over. They read only the attributes named in :class:`PrefillRoutable` and
+:class:`DecodeRoutable`, which a live engine adapter can provide too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Protocol, TypeVar
+
+from biscale.registry import Registry
 
 
-class RoutableInstance(Protocol):
-    """What a router may read about an instance."""
+class PrefillRoutable(Protocol):
+    """What a prefill router may read about an instance."""
 
     id: int
-    queued_tokens: int
-    """Prefill: prompt tokens queued or in flight, tokens."""
+    queued_prompt_tokens: int
+    """Prompt tokens queued or in flight and not yet prefilled, tokens."""
     weight: float
     """Relative capacity (the placement's ``capacity_rps``, else the TP degree)."""
-    kv_capacity: int
+
+
+class DecodeRoutable(Protocol):
+    """What a decode router may read about an instance."""
+
+    id: int
+    kv_capacity_tokens: int
     """KV-cache capacity, tokens."""
-    kv_used: int
+    kv_used_tokens: int
     """KV-cache tokens held or reserved, tokens."""
 
 
-PrefillRouter = Callable[[Sequence[RoutableInstance], int], RoutableInstance]
-"""``(ready prefill instances, prompt tokens) -> instance``."""
-DecodeRouter = Callable[[Sequence[RoutableInstance], int], RoutableInstance | None]
-"""``(ready decode instances, KV tokens needed) -> instance`` or ``None`` when none has room now."""
+P = TypeVar("P", bound=PrefillRoutable)
+D = TypeVar("D", bound=DecodeRoutable)
 
 
-def least_work(instances: Sequence[RoutableInstance], prompt_tokens: int) -> RoutableInstance:
+class PrefillRouter(ABC):
+    """Picks the ready prefill instance for a new prompt."""
+
+    name: ClassVar[str] = "prefill-router"
+
+    @abstractmethod
+    def choose(self, instances: Sequence[P], prompt_tokens: int) -> P:
+        """One of ``instances`` (ready prefill instances, id order; never empty)."""
+
+
+class DecodeRouter(ABC):
+    """Picks the ready decode instance for a prefilled request, or none when none has room now."""
+
+    name: ClassVar[str] = "decode-router"
+
+    @abstractmethod
+    def choose(self, instances: Sequence[D], need_tokens: int) -> D | None:
+        """One of ``instances`` (ready decode instances, id order) with ``need_tokens`` free KV, or None."""
+
+
+#: Registries of router classes (each run builds its own instance).
+PREFILL_ROUTERS: Registry[type[PrefillRouter]] = Registry("prefill router", field="prefill_router")
+DECODE_ROUTERS: Registry[type[DecodeRouter]] = Registry("decode router", field="decode_router")
+
+
+@PREFILL_ROUTERS.register("least-work", "the instance with the least queued prompt tokens per unit of capacity")
+class LeastWork(PrefillRouter):
     """The instance with the least queued prompt tokens per unit of capacity (ties: lowest id)."""
-    best = instances[0]
-    best_load = best.queued_tokens / best.weight
-    for inst in instances[1:]:
-        load = inst.queued_tokens / inst.weight
-        if load < best_load:
-            best, best_load = inst, load
-    return best
+
+    name = "least-work"
+
+    def choose(self, instances: Sequence[P], prompt_tokens: int) -> P:
+        best = instances[0]
+        best_load = best.queued_prompt_tokens / best.weight
+        for inst in instances[1:]:
+            load = inst.queued_prompt_tokens / inst.weight
+            if load < best_load:
+                best, best_load = inst, load
+        return best
 
 
-def round_robin() -> PrefillRouter:
+@PREFILL_ROUTERS.register("round-robin", "cycle through instances in id order, ignoring load (a baseline)")
+class RoundRobin(PrefillRouter):
     """Cycle through instances in id order (ignores load); a baseline."""
-    counter = [0]
 
-    def route(instances: Sequence[RoutableInstance], prompt_tokens: int) -> RoutableInstance:
-        inst = instances[counter[0] % len(instances)]
-        counter[0] += 1
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def choose(self, instances: Sequence[P], prompt_tokens: int) -> P:
+        inst = instances[self.calls % len(instances)]
+        self.calls += 1
         return inst
 
-    return route
 
-
-def most_free_kv(instances: Sequence[RoutableInstance], need_tokens: int) -> RoutableInstance | None:
+@DECODE_ROUTERS.register("most-free-kv", "the instance with the most free KV-cache tokens, if the request fits")
+class MostFreeKv(DecodeRouter):
     """The instance with the most free KV-cache tokens, if the request fits there (ties: lowest id)."""
-    best: RoutableInstance | None = None
-    best_free = -1
-    for inst in instances:
-        free = inst.kv_capacity - inst.kv_used
-        if free > best_free:
-            best, best_free = inst, free
-    if best is None or best_free < need_tokens:
-        return None
-    return best
 
+    name = "most-free-kv"
 
-#: Registries: name -> factory returning a router (factories so that stateful routers start fresh per run).
-PREFILL_ROUTERS: dict[str, Callable[[], PrefillRouter]] = {
-    "least-work": lambda: least_work,
-    "round-robin": round_robin,
-}
-DECODE_ROUTERS: dict[str, Callable[[], DecodeRouter]] = {"most-free-kv": lambda: most_free_kv}
+    def choose(self, instances: Sequence[D], need_tokens: int) -> D | None:
+        best: D | None = None
+        best_free = -1
+        for inst in instances:
+            free = inst.kv_capacity_tokens - inst.kv_used_tokens
+            if free > best_free:
+                best, best_free = inst, free
+        if best is None or best_free < need_tokens:
+            return None
+        return best

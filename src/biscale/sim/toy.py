@@ -1,4 +1,4 @@
-"""A small analytic :class:`~biscale.hardware.base.CostModel` for tests, examples and docs.
+"""A small analytic :class:`~biscale.costmodel.CostModel` for tests, examples and docs.
 
 It is *not* calibrated: it only has the right shapes (prefill latency ~ 1/f, decode latency nearly flat in f,
 power rising super-linearly with f) so that simulator logic can be checked by hand without the hardware model.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from biscale.hardware.base import DecodeShape, GovernorModel, IterationCost, PrefillShape
+from biscale.costmodel import DecodeShape, GovernorModel, IterationCost, PrefillShape
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,9 @@ import numpy as np
 
 from biscale.errors import InputError
 from biscale.workload.lengths import LengthTable
+from biscale.workload.loaders import load_lengths
+from biscale.workload.rate import check_rate
 from biscale.workload.trace import Trace
-
-#: Refuse to synthesise more requests than this (protects memory against typos such as rate 1e9).
-MAX_SYNTH_REQUESTS = 50_000_000
 
 
 def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
@@ -25,21 +24,9 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(a), np.random.default_rng(b)
 
 
-def _check_rate(rate_rps: float, duration_s: float) -> None:
-    if not (math.isfinite(rate_rps) and rate_rps > 0):
-        raise InputError(f"rate must be a positive number of requests per second (got {rate_rps})", field="rate_rps")
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise InputError(f"duration must be a positive number of seconds (got {duration_s})", field="duration_s")
-    if rate_rps * duration_s > MAX_SYNTH_REQUESTS:
-        raise InputError(
-            f"rate x duration = {rate_rps * duration_s:.3g} requests exceeds the limit of {MAX_SYNTH_REQUESTS}",
-            field="rate_rps",
-        )
-
-
 def gamma_arrivals(rate_rps: float, cv: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
     """Arrival times in [0, duration_s]: the first at 0, then i.i.d. Gamma gaps (mean 1/rate, CV ``cv``)."""
-    _check_rate(rate_rps, duration_s)
+    check_rate(rate_rps, duration_s)
     if not (math.isfinite(cv) and cv > 0):
         raise InputError(f"coefficient of variation must be > 0 (got {cv})", field="cv")
     shape = 1.0 / (cv * cv)
@@ -60,8 +47,6 @@ def gamma_arrivals(rate_rps: float, cv: float, duration_s: float, rng: np.random
 def _from_arrivals(
     arrivals: np.ndarray, lengths: LengthTable | str, rng: np.random.Generator, name: str, meta: dict[str, object]
 ) -> Trace:
-    from biscale.workload.loaders import load_lengths
-
     table = load_lengths(lengths) if isinstance(lengths, str) else lengths
     inp, out = table.sample(arrivals.size, rng)
     return Trace(

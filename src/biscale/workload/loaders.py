@@ -30,6 +30,7 @@ from biscale.workload._parse import (
 )
 from biscale.workload.bundled import BUNDLED_LENGTHS, BUNDLED_TRACES
 from biscale.workload.lengths import LengthTable
+from biscale.workload.rate import check_rate
 from biscale.workload.trace import Trace
 
 
@@ -313,10 +314,8 @@ def _to_trace(
                 "for Poisson arrivals, or use load_lengths() with poisson_trace()/gamma_trace()/with_lengths()",
                 path=table.path,
             )
-        from biscale.workload.arrivals import _check_rate
-
         n = len(rows.input_tokens)
-        _check_rate(arrival_rate_rps, n / arrival_rate_rps)
+        check_rate(arrival_rate_rps, n / arrival_rate_rps)
         gen = np.random.default_rng(np.random.SeedSequence(int(seed)))
         gaps = gen.exponential(1.0 / arrival_rate_rps, size=n)
         gaps[0] = 0.0

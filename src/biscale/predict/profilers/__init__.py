@@ -1,10 +1,92 @@
-"""Profiler backends: ``sim`` (the hardware model, measured like a GPU) and ``torch`` (a real local GPU)."""
+"""Profiler backends, by name in :data:`PROFILERS`: ``sim`` (the hardware model, measured like a GPU) and
+``torch`` (a real local GPU). ``biscale profile --backend NAME`` resolves through the registry.
+
+A backend turns a :class:`ProfileRequest` into a profile frame and its sidecar facts: :meth:`ProfilerBackend.prepare`
+validates the request and fills its defaults (bad input is an :class:`~biscale.errors.InputError`), :meth:`run`
+measures. Backends load lazily: only ``sim`` reads the hardware model, only ``torch`` needs PyTorch and NVML.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 
-BACKENDS = ("sim", "torch")
+import numpy as np
+import pandas as pd
+
+from biscale.predict.schema import ProfileMeta
+from biscale.registry import Registry
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to profile (the CLI options of ``biscale profile``, the length mix already loaded)."""
+
+    gpu: str
+    """GPU name (sim: a hardware-model GPU; torch: a label for the rows)."""
+    model: str
+    """LLM (layer shape)."""
+    input_lengths: np.ndarray
+    """Prompt lengths of the mix the batch shapes are drawn from, tokens."""
+    output_lengths: np.ndarray
+    """Output lengths of that mix, tokens."""
+    lengths_label: str
+    """Name of the length mix (recorded in the profile)."""
+    tps: tuple[int, ...] | None = None
+    """TP degrees (None: the backend's default)."""
+    clocks_mhz: tuple[int, ...] | None = None
+    """SM clocks, MHz (None: the backend's default)."""
+    shapes: int = 64
+    """Batch shapes per phase and TP (each measured at every clock)."""
+    max_prefill_tokens: int = 16384
+    """Largest prefill batch, tokens."""
+    max_decode_batch: int = 512
+    """Largest decode batch, requests."""
+    seed: int = 0
+    """Seed for shapes and measurement noise."""
+    layers: int = 2
+    """torch: full-size layers to instantiate (scaled to full depth)."""
+    device: int = 0
+    """torch: CUDA device index."""
+    sweep_clocks: bool = False
+    """torch: lock each clock via NVML (root)."""
+    min_window_s: float = 1.0
+    """torch: measurement window per shape, seconds."""
+
+
+class ProfilerBackend(ABC):
+    """Measures iteration latency and power over batch shapes x clocks x TP degrees."""
+
+    @abstractmethod
+    def prepare(self, request: ProfileRequest) -> ProfileRequest:
+        """``request`` validated, with the backend's defaults filled in."""
+
+    def total_steps(self, request: ProfileRequest) -> int | None:
+        """Progress units :meth:`run` reports (None: unknown)."""
+        return None
+
+    @abstractmethod
+    def run(self, request: ProfileRequest, progress: Callable[[int], None]) -> tuple[pd.DataFrame, ProfileMeta]:
+        """Profile; ``progress(k)`` is called as ``k`` more units are done."""
+
+
+#: Registry: backend name -> factory.
+PROFILERS: Registry[Callable[[], ProfilerBackend]] = Registry("profiler backend", field="backend")
+
+
+@PROFILERS.register("sim", "the hardware model, measured like a GPU (NVML-like noise)")
+def sim_backend() -> ProfilerBackend:
+    from biscale.predict.profilers.sim import SimProfiler
+
+    return SimProfiler()
+
+
+@PROFILERS.register("torch", "the local GPU through PyTorch (needs biscale[torch] and a CUDA GPU)")
+def torch_backend() -> ProfilerBackend:
+    from biscale.predict.profilers.torch_gpu import TorchProfiler
+
+    return TorchProfiler()
 
 
 def load_length_mix(name: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -15,6 +15,7 @@ model; predictors never do.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from biscale.hardware.base import DecodeShape, HardwareModel, PrefillShape
+from biscale.costmodel import DecodeShape, PrefillShape
+from biscale.errors import InputError
+from biscale.hardware.base import HardwareModel
+from biscale.predict.profilers import ProfilerBackend, ProfileRequest
 from biscale.predict.schema import GovernorMeta, ProfileMeta
 
 #: Power-counter readings averaged per row at least.
@@ -239,3 +243,62 @@ def simulate_profile(
         ),
     )
     return df, meta
+
+
+def _tp_ok(hw: HardwareModel, tp: int) -> bool:
+    try:
+        hw.kv_capacity_tokens(tp)
+    except (ValueError, KeyError):
+        return False
+    return True
+
+
+class SimProfiler(ProfilerBackend):
+    """The ``sim`` backend: :func:`simulate_profile` on the hardware model of the request's GPU and model."""
+
+    def _hardware(self, request: ProfileRequest) -> HardwareModel:
+        from biscale.hardware import get_hardware
+
+        return get_hardware(request.gpu, request.model)
+
+    def prepare(self, request: ProfileRequest) -> ProfileRequest:
+        hw = self._hardware(request)
+        valid_tps = tuple(t for t in (1, 2, 4, 8) if t >= hw.min_tp and _tp_ok(hw, t))
+        tps = request.tps or valid_tps
+        bad = [t for t in tps if t not in valid_tps]
+        if bad:
+            raise InputError(
+                f"--tp {bad[0]} is not available for {request.model} on {request.gpu} (valid: {list(valid_tps)})"
+            )
+        supported = hw.supported_clocks_mhz
+        clocks = request.clocks_mhz if request.clocks_mhz is not None else default_clocks(supported)
+        bad = [c for c in clocks if c not in supported]
+        if bad:
+            raise InputError(
+                f"--clocks {bad[0]} MHz is not a supported clock of {request.gpu} "
+                f"({supported[0]}..{supported[-1]} MHz, step {supported[1] - supported[0]})"
+            )
+        if len(set(clocks)) < 2:
+            raise InputError("--clocks needs at least 2 distinct clocks to learn the clock dependence")
+        return dataclasses.replace(request, tps=tuple(tps), clocks_mhz=tuple(clocks))
+
+    def total_steps(self, request: ProfileRequest) -> int | None:
+        return len(request.tps or ()) * len(set(request.clocks_mhz or ()))
+
+    def run(self, request: ProfileRequest, progress: Callable[[int], None]) -> tuple[pd.DataFrame, ProfileMeta]:
+        cfg = SimProfileConfig(
+            tps=tuple(request.tps or ()),
+            clocks_mhz=tuple(sorted(set(request.clocks_mhz or ()))),
+            shapes_per_tp=request.shapes,
+            max_prefill_tokens=request.max_prefill_tokens,
+            max_decode_batch=request.max_decode_batch,
+            seed=request.seed,
+        )
+        return simulate_profile(
+            self._hardware(request),
+            cfg,
+            request.input_lengths,
+            request.output_lengths,
+            lengths_name=request.lengths_label,
+            progress=progress,
+        )

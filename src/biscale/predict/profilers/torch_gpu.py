@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from biscale.errors import InputError, NoGpuError
+from biscale.predict.profilers import ProfilerBackend, ProfileRequest
 from biscale.predict.schema import ProfileMeta
 
 #: The layer shape of the models this profiler knows (public model cards).
@@ -314,3 +315,33 @@ def _decode_fn(
         return model(input_ids=ids, past_key_values=cache, position_ids=pos, use_cache=True).logits
 
     return run
+
+
+class TorchProfiler(ProfilerBackend):
+    """The ``torch`` backend: :func:`torch_profile` on the local GPU (TP degrees default to 1)."""
+
+    def prepare(self, request: ProfileRequest) -> ProfileRequest:
+        require_torch()  # exits 2 with a clear message without torch or without a GPU
+        if request.sweep_clocks and not request.clocks_mhz:
+            raise InputError("--sweep-clocks needs --clocks (the clocks to lock)")
+        return request
+
+    def run(
+        self, request: ProfileRequest, progress: Callable[[int], None]
+    ) -> tuple[pd.DataFrame, ProfileMeta]:  # pragma: no cover - needs a GPU
+        cfg = TorchProfileConfig(
+            model=request.model,
+            tps=request.tps or (1,),
+            layers=request.layers,
+            shapes_per_tp=request.shapes,
+            max_prefill_tokens=request.max_prefill_tokens,
+            max_decode_batch=request.max_decode_batch,
+            min_window_s=request.min_window_s,
+            device=request.device,
+            sweep_clocks=request.sweep_clocks,
+            clocks_mhz=request.clocks_mhz or (),
+            seed=request.seed,
+        )
+        return torch_profile(
+            cfg, request.input_lengths, request.output_lengths, gpu_name=request.gpu, progress=progress
+        )

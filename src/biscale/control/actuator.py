@@ -1,7 +1,9 @@
 """The clock-actuator interface shared by the simulator and real GPUs.
 
 A controller's decision (an SM clock per instance) reaches hardware only through a :class:`ClockActuator`.
-The simulator implements it on virtual GPUs (with a switch delay); ``biscale.gpu.nvml`` implements it on NVML.
+The simulator implements it on virtual GPUs with a switch delay (:class:`biscale.sim.actuator.SimClockActuator`);
+:class:`biscale.gpu.nvml.NvmlActuator` implements it on NVML. It lives in the control package so that both
+worlds depend on the seam, not on each other: importing it loads neither NVML nor Prometheus.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""From a controller's decision to a virtual GPU's clock: baseline clocks, static answers, per-iteration decisions.
+
+A dynamic controller is asked before every iteration of its instance, after the batch is formed and before it is
+priced (:meth:`ClockControl.before_iteration`); its answer goes through the :class:`SimClockActuator` exactly as a
+real controller's goes through the NVML actuator, and lands in the instance's ledger after the switch latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from biscale.control.controllers import ClockController, snap_clock
+from biscale.control.placement import InstanceSpec
+from biscale.control.state import GOVERNOR_MHZ
+from biscale.sim.actuator import SimClockActuator
+from biscale.sim.instance import Instance
+from biscale.sim.snapshot import SnapshotBuilder
+
+
+class ClockControl:
+    """Applies controllers to instances and owns the simulator's actuator."""
+
+    def __init__(
+        self,
+        controllers: Mapping[str, ClockController],
+        supported_clocks_mhz: tuple[int, ...],
+        initial_clock: int | str,
+        switch_latency_s: float,
+        snapshots: SnapshotBuilder,
+    ) -> None:
+        self.controllers = dict(controllers)
+        self.supported = supported_clocks_mhz
+        self.initial_clock = initial_clock
+        self.switch_latency_s = switch_latency_s
+        self.snapshots = snapshots
+        self.now_s = 0.0
+        """Time of the decision being applied (the actuator API carries no time, as a real one does not)."""
+        self._by_gpu: dict[int, Instance] = {}
+        self.actuator = SimClockActuator(supported_clocks_mhz, self._on_switch, self._on_query)
+
+    def resolve(self, setting: int | str) -> int:
+        """A clock setting (MHz, ``"max"``, ``"default"``) as a supported clock or ``GOVERNOR_MHZ``."""
+        if setting == "max":
+            return self.supported[-1]
+        if setting == "default":
+            return GOVERNOR_MHZ
+        return snap_clock(int(setting), self.supported)
+
+    def attach(self, inst: Instance, t: float) -> None:
+        """A new instance: its GPUs, its baseline clock, its phase's controller (a static one answers now, so
+        start-up already runs at its clock)."""
+        for g in inst.gpus:
+            self._by_gpu[g] = inst
+        spec: InstanceSpec = inst.spec
+        inst.baseline_clock_mhz = None if spec.clock is None else self.resolve(spec.clock)
+        inst.ledger.set_clock_now(self.resolve(spec.clock if spec.clock is not None else self.initial_clock))
+        ctrl = self.controllers[spec.phase]
+        inst.controller = ctrl
+        inst.dynamic = not ctrl.is_static
+        if ctrl.is_static:
+            want = ctrl.decide(self.snapshots.state(inst, t))
+            if want is not None:
+                inst.ledger.set_clock_now(snap_clock(want, self.supported))
+
+    def detach(self, inst: Instance) -> None:
+        """A stopped instance gives its GPUs back."""
+        for g in inst.gpus:
+            self._by_gpu.pop(g, None)
+
+    def prepare(self, inst: Instance, t: float) -> None:
+        """Before pricing the batch just formed on ``inst`` at ``t``: commit idle energy up to ``t`` (landing a
+        switch that arrived meanwhile), then let a dynamic controller decide the clock for this batch."""
+        led = inst.ledger
+        if t > led.accounted_until_s or led.pending_clock_mhz is not None:
+            led.account_idle(t)
+        if inst.dynamic:
+            self.decide(inst, t)
+
+    def decide(self, inst: Instance, t: float) -> None:
+        """Ask a dynamic controller about the batch about to run; send a changed clock to the actuator."""
+        want = inst.controller.decide(self.snapshots.state(inst, t))
+        if want is None:
+            return
+        self.now_s = t
+        want = snap_clock(int(want), self.supported)
+        led = inst.ledger
+        target = led.pending_clock_mhz if led.pending_clock_mhz is not None else led.clock_mhz
+        if want == target:
+            return
+        if want == GOVERNOR_MHZ:
+            self.actuator.reset(inst.gpus)
+        else:
+            self.actuator.set_clock(inst.gpus, want)
+
+    def _on_switch(self, gpus: tuple[int, ...], clock_mhz: int) -> None:
+        self._by_gpu[gpus[0]].ledger.request_clock(clock_mhz, self.now_s, self.switch_latency_s)
+
+    def _on_query(self, gpus: tuple[int, ...]) -> int:
+        return self._by_gpu[gpus[0]].ledger.clock_mhz

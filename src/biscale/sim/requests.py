@@ -1,0 +1,186 @@
+"""Per-request bookkeeping: where each request stands (:class:`RequestState`) and what happened to it
+(:class:`RequestTable`).
+
+The table is a struct of Python lists indexed by request id (the trace index), because the event loop reads and
+writes single entries millions of times and list indexing is the cheapest thing Python does. Results read it
+through :meth:`RequestTable.to_frame`, which also derives TTFT, TPOT and the status column.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+import pandas as pd
+
+
+class RequestState(IntEnum):
+    """Where a request stands. Unfinished requests keep the state they were in when the run ended."""
+
+    NOT_ARRIVED = 0
+    """Arrives after the horizon (never submitted)."""
+    WAITING_PREFILL = 1
+    """Queued for prefill (on an instance or in the global queue)."""
+    PREFILLING = 2
+    """At least one chunk prefilled; more to go or in the batch now."""
+    WAITING_DECODE_MEMORY = 3
+    """Prefilled; waiting for a decode instance with room for its KV (global FIFO)."""
+    TRANSFERRING = 4
+    """KV on its way to the decode instance that reserved memory for it."""
+    WAITING_DECODE = 5
+    """First token delivered; waiting to join the decode batch."""
+    DECODING = 6
+    """In a decode instance's running batch."""
+    DONE = 7
+    """Every output token delivered."""
+    REJECTED = 8
+    """Refused at arrival (reason recorded): it can never fit the placement."""
+
+    @property
+    def label(self) -> str:
+        """The name used in result tables, e.g. ``waiting_prefill``."""
+        return self.name.lower()
+
+
+#: ``STATE_LABELS[state]`` is the label of a state code (vectorised lookups in :meth:`RequestTable.to_frame`).
+STATE_LABELS: tuple[str, ...] = tuple(s.label for s in RequestState)
+
+#: Column order of the per-request table (units and meanings in ``docs/simulator.md``).
+REQUEST_COLUMNS = (
+    "request_id",
+    "arrival_s",
+    "input_tokens",
+    "output_tokens",
+    "status",
+    "state",
+    "reject_reason",
+    "prefill_instance",
+    "decode_instance",
+    "prefill_start_s",
+    "prefill_end_s",
+    "kv_transfer_start_s",
+    "kv_transfer_end_s",
+    "first_token_s",
+    "last_token_s",
+    "ttft_s",
+    "tpot_s",
+    "max_tbt_s",
+    "tokens_generated",
+    "prefill_energy_j",
+    "decode_energy_j",
+    "energy_j",
+)
+
+
+class RequestTable:
+    """Everything the simulator tracks per request, one list entry per request id (times in seconds from the
+    trace start, ``nan`` until they happen; instance ids ``-1`` until assigned)."""
+
+    __slots__ = (
+        "arrival_s",
+        "decode_energy_j",
+        "decode_instance",
+        "decode_join_iteration",
+        "first_token_s",
+        "input_tokens",
+        "kv_transfer_end_s",
+        "kv_transfer_start_s",
+        "last_token_s",
+        "max_tbt_s",
+        "output_tokens",
+        "prefill_end_s",
+        "prefill_energy_j",
+        "prefill_instance",
+        "prefill_start_s",
+        "prefilled_tokens",
+        "reject_reason",
+        "size",
+        "state",
+        "tokens_generated",
+    )
+
+    def __init__(self, arrival_s: list[float], input_tokens: list[int], output_tokens: list[int]) -> None:
+        n = len(arrival_s)
+        if not len(input_tokens) == len(output_tokens) == n:
+            raise ValueError("arrival_s, input_tokens and output_tokens must have equal lengths")
+        nan = float("nan")
+        self.size = n
+        self.arrival_s = arrival_s
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        """Output tokens including the first one (produced by prefill)."""
+        self.state: list[int] = [RequestState.NOT_ARRIVED.value] * n
+        """:class:`RequestState` codes, stored as plain ints (hot-path comparisons)."""
+        self.prefill_instance = [-1] * n
+        self.decode_instance = [-1] * n
+        self.prefill_start_s = [nan] * n
+        self.prefill_end_s = [nan] * n
+        self.kv_transfer_start_s = [nan] * n
+        self.kv_transfer_end_s = [nan] * n
+        self.first_token_s = [nan] * n
+        self.last_token_s = [nan] * n
+        self.max_tbt_s = [nan] * n
+        """Largest time between consecutive tokens; while decoding, the gap before the first decode token."""
+        self.prefill_energy_j = [0.0] * n
+        self.decode_energy_j = [0.0] * n
+        self.prefilled_tokens = [0] * n
+        """Prompt tokens already prefilled (grows chunk by chunk)."""
+        self.decode_join_iteration = [-1] * n
+        """Index of the decode iteration at which the request joined its instance's batch."""
+        self.tokens_generated = [0] * n
+        """Tokens delivered, set when the run is collected (see :meth:`to_frame`)."""
+        self.reject_reason: dict[int, str] = {}
+
+    def reject(self, r: int, reason: str) -> None:
+        """Refuse request ``r`` with a one-line reason."""
+        self.state[r] = RequestState.REJECTED.value
+        self.reject_reason[r] = reason
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-request table (columns :data:`REQUEST_COLUMNS`).
+
+        ``tokens_generated``: the output length for finished requests, the recorded progress for requests still
+        decoding, 1 for a request whose first token was delivered but that never decoded, else 0.
+        """
+        n = self.size
+        state = np.asarray(self.state, dtype=np.int64)
+        arrival = np.asarray(self.arrival_s, dtype=np.float64)
+        out = np.asarray(self.output_tokens, dtype=np.int64)
+        first = np.asarray(self.first_token_s, dtype=np.float64)
+        last = np.asarray(self.last_token_s, dtype=np.float64)
+        done = state == RequestState.DONE
+        generated = np.asarray(self.tokens_generated, dtype=np.int64)
+        generated[done] = out[done]
+        generated[np.isfinite(first) & ~done & (generated == 0)] = 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpot = np.where(done & (out > 1), (last - first) / (out - 1), np.nan)
+        status = np.where(done, "completed", np.where(state == RequestState.REJECTED, "rejected", "unfinished"))
+        p_energy = np.asarray(self.prefill_energy_j, dtype=np.float64)
+        d_energy = np.asarray(self.decode_energy_j, dtype=np.float64)
+        return pd.DataFrame(
+            {
+                "request_id": np.arange(n, dtype=np.int64),
+                "arrival_s": arrival,
+                "input_tokens": np.asarray(self.input_tokens, dtype=np.int64),
+                "output_tokens": out,
+                "status": status,
+                "state": np.asarray(STATE_LABELS, dtype=object)[state],
+                "reject_reason": [self.reject_reason.get(i, "") for i in range(n)],
+                "prefill_instance": np.asarray(self.prefill_instance, dtype=np.int64),
+                "decode_instance": np.asarray(self.decode_instance, dtype=np.int64),
+                "prefill_start_s": np.asarray(self.prefill_start_s, dtype=np.float64),
+                "prefill_end_s": np.asarray(self.prefill_end_s, dtype=np.float64),
+                "kv_transfer_start_s": np.asarray(self.kv_transfer_start_s, dtype=np.float64),
+                "kv_transfer_end_s": np.asarray(self.kv_transfer_end_s, dtype=np.float64),
+                "first_token_s": first,
+                "last_token_s": last,
+                "ttft_s": first - arrival,
+                "tpot_s": tpot,
+                "max_tbt_s": np.asarray(self.max_tbt_s, dtype=np.float64),
+                "tokens_generated": generated,
+                "prefill_energy_j": p_energy,
+                "decode_energy_j": d_energy,
+                "energy_j": p_energy + d_energy,
+            },
+            columns=list(REQUEST_COLUMNS),
+        )

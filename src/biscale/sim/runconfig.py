@@ -1,0 +1,241 @@
+"""A whole simulation run as one serialisable configuration: :class:`SimulateConfig`.
+
+``biscale simulate --config FILE`` reads it from TOML or JSON; every CLI option that is given overrides the file;
+the defaults live here and in :class:`~biscale.sim.config.SimConfig`, nowhere else. Every output folder records
+the resolved configuration as ``config.json``, which ``--config`` reads back (the same run again).
+``biscale config schema`` prints the JSON schema. Evaluation scenarios extend this model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from biscale.control.controllers import ClockController, controller_from_clock
+from biscale.control.placement import Placement, load_placement
+from biscale.control.planner import PLANNERS, Planner
+from biscale.costmodel import CostModel
+from biscale.errors import InputError
+from biscale.sim.config import SimConfig
+from biscale.sim.costmodels import COST_MODELS
+from biscale.sim.results import SimResult, simulate
+from biscale.workload.trace import Trace
+
+_MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+#: A placement: a SPEC string (``prefill:2xTP2,decode:3xTP4``), the path of a placement JSON file, or the object.
+PlacementSource = str | Placement
+
+
+class ScheduledPlacement(BaseModel):
+    """One entry of a placement schedule: from ``from_s`` on, serve ``placement``."""
+
+    model_config = _MODEL_CONFIG
+
+    from_s: float = Field(ge=0)
+    """Start of this placement, seconds from the trace start (applied at the first window boundary at or after)."""
+    placement: PlacementSource
+    """SPEC string, placement JSON file, or placement object."""
+
+
+class PhaseControllers(BaseModel):
+    """A clock controller per phase (each like ``clock``); a phase left out uses ``clock``."""
+
+    model_config = _MODEL_CONFIG
+
+    prefill: str | int | None = None
+    """Controller of prefill instances: MHz, ``max``, ``default``, ``baseline`` or a registered controller."""
+    decode: str | int | None = None
+    """Controller of decode instances (same choices)."""
+
+
+class SimulateConfig(BaseModel):
+    """Everything ``biscale simulate`` needs: workload, cluster, cost model, controllers, planner, simulator."""
+
+    model_config = _MODEL_CONFIG
+
+    trace: str
+    """Bundled trace name (``biscale trace list``) or trace file."""
+    placement: PlacementSource
+    """Initial placement: SPEC string, placement JSON file, or placement object."""
+    rate_rps: float | None = Field(default=None, gt=0)
+    """Rescale the trace to this mean rate, req/s, keeping its burstiness (None: as recorded)."""
+    lengths: str | None = None
+    """Replace prompt/output lengths by seeded draws from this length table (bundled name or file)."""
+    seed: int = 0
+    """Seed for rate rescaling and length sampling."""
+    gpu: str = "h100-sxm"
+    """GPU of the cost model."""
+    model: str = "llama-3.3-70b"
+    """LLM of the cost model."""
+    cost_model: str = "hardware"
+    """What prices iterations: a name in :data:`biscale.sim.costmodels.COST_MODELS`."""
+    clock: str | int | None = None
+    """Controller of every instance: MHz (locked), ``max``, ``default`` (GPU governor), ``baseline`` or a registered
+    controller. None: each instance keeps its placement's baseline clock (``sim.initial_clock`` if it has none)."""
+    controllers: PhaseControllers | None = None
+    """Per-phase controllers, overriding ``clock`` for the phases they name."""
+    planner: str | None = None
+    """Planner, a name in :data:`biscale.control.planner.PLANNERS` (None: ``scheduled`` with a schedule, else
+    ``static``); asked every ``sim.window_s``."""
+    schedule: tuple[ScheduledPlacement, ...] = ()
+    """Placement schedule for the ``scheduled`` planner."""
+    sim: SimConfig = Field(default_factory=SimConfig)
+    """Simulator settings."""
+
+    @field_validator("cost_model")
+    @classmethod
+    def _known_cost_model(cls, v: str) -> str:
+        if v not in COST_MODELS:
+            raise ValueError(COST_MODELS.unknown_reason(v))
+        return v
+
+    @field_validator("planner")
+    @classmethod
+    def _known_planner(cls, v: str | None) -> str | None:
+        if v is not None and v not in PLANNERS:
+            raise ValueError(PLANNERS.unknown_reason(v))
+        return v
+
+    # ------------------------------------------------------------------ building the run
+    def load_trace(self) -> Trace:
+        """The trace, rescaled and with redrawn lengths as configured."""
+        from biscale.workload import load_lengths, load_trace, rescale_rate, with_lengths
+
+        trace = load_trace(self.trace)
+        if self.rate_rps is not None:
+            trace = rescale_rate(trace, self.rate_rps, seed=self.seed)
+        if self.lengths is not None:
+            trace = with_lengths(trace, load_lengths(self.lengths), seed=self.seed)
+        return trace
+
+    def load_placement(self) -> Placement:
+        return _placement(self.placement)
+
+    def build_controllers(self) -> dict[str, ClockController]:
+        per_phase = self.controllers or PhaseControllers()
+        out = {}
+        for phase in ("prefill", "decode"):
+            own = getattr(per_phase, phase)
+            field = f"controllers.{phase}" if own is not None else "clock"
+            out[phase] = controller_from_clock(own if own is not None else self.clock, field=field)
+        return out
+
+    def build_planner(self, placement: Placement) -> Planner:
+        name = self.planner or ("scheduled" if self.schedule else "static")
+        schedule = [(e.from_s, _placement(e.placement)) for e in self.schedule]
+        return PLANNERS.get(name)(placement, schedule)
+
+    def prepare(self) -> PreparedRun:
+        """Load and build everything the run needs (bad input is an :class:`InputError`, placement first)."""
+        placement = self.load_placement()
+        cost_model = COST_MODELS.get(self.cost_model)(self.gpu, self.model)
+        return PreparedRun(
+            placement=placement,
+            cost_model=cost_model,
+            controllers=self.build_controllers(),
+            planner=self.build_planner(placement),
+            trace=self.load_trace(),
+        )
+
+    def run(self, progress: Callable[[float], None] | None = None, prepared: PreparedRun | None = None) -> SimResult:
+        """Simulate this configuration; the result records it (``config.json``) and where it ran."""
+        p = prepared if prepared is not None else self.prepare()
+        result = simulate(p.trace, p.placement, p.cost_model, p.controllers, p.planner, self.sim, progress)
+        result.config = self.model_dump(mode="json", exclude_none=True)
+        result.meta.update(
+            {
+                "gpu": self.gpu,
+                "model": self.model,
+                "cost_model": self.cost_model,
+                "rate_rps": self.rate_rps,
+                "lengths": self.lengths,
+                "seed": self.seed,
+            }
+        )
+        return result
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """The objects a :class:`SimulateConfig` describes, built and validated."""
+
+    placement: Placement
+    cost_model: CostModel
+    controllers: dict[str, ClockController]
+    planner: Planner
+    trace: Trace
+
+
+def _placement(source: PlacementSource) -> Placement:
+    return source if isinstance(source, Placement) else load_placement(source)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping in a ``.toml`` or ``.json`` configuration file (bad files are :class:`InputError`)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise InputError("a configuration file must end in .toml or .json", path=p)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise InputError(f"cannot read configuration file: {err.strerror}", path=p) from err
+    try:
+        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"not valid TOML: {err}", path=p) from err
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
+    if not isinstance(data, dict):
+        raise InputError("a configuration file must hold one object (a table)", path=p)
+    return data
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied; override keys are dotted paths (``sim.slo.ttft_s``)."""
+    out: dict[str, Any] = copy.deepcopy(dict(base))
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[leaf] = value
+    return out
+
+
+def load_simulate_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SimulateConfig:
+    """The run configuration from ``path`` (TOML/JSON, optional) with ``overrides`` (dotted paths) applied.
+
+    A validation error is an :class:`InputError` naming the field (and the file, unless the value came from an
+    override).
+    """
+    overrides = dict(overrides or {})
+    data = read_config_file(path) if path is not None else {}
+    merged = merge_overrides(data, overrides)
+    try:
+        return SimulateConfig.model_validate(merged)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        from_override = any(loc == k or loc.startswith(k + ".") for k in overrides)
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "missing":
+            msg = "missing (give it in the configuration file or as a command-line option)"
+        raise InputError(msg, path=None if from_override or path is None else path, field=loc or None) from err
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of :class:`SimulateConfig`."""
+    return SimulateConfig.model_json_schema()

@@ -1,0 +1,167 @@
+"""What controllers and planners see: :class:`~biscale.control.state.InstanceState` snapshots built from an
+instance's bookkeeping just before an iteration is priced, and the planner's
+:class:`~biscale.control.state.ClusterObservation` at window boundaries.
+
+Only quantities a real engine can observe go in (queues, batches, KV use, recent latencies); never the cost model.
+Snapshots are built only for dynamic controllers (static ones are asked once, when an instance starts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+
+from biscale.control.placement import Placement
+from biscale.control.state import ClusterObservation, InstanceState, InstanceSummary, Slo
+from biscale.sim.instance import STATUS_LABELS, DecodeInstance, Instance, InstanceStatus, PrefillInstance
+from biscale.sim.requests import RequestTable
+
+_EMPTY_TOKENS = np.zeros(0, dtype=np.int64)
+
+
+class SnapshotBuilder:
+    """Builds :class:`InstanceState` snapshots; holds what does not change during a run."""
+
+    def __init__(
+        self,
+        requests: RequestTable,
+        supported_clocks_mhz: tuple[int, ...],
+        slo: Slo,
+        prefill_token_budget: int,
+        prefill_max_seqs: int,
+        decode_max_batch: int,
+    ) -> None:
+        self.requests = requests
+        self.supported_clocks_mhz = supported_clocks_mhz
+        self.slo = slo
+        self.prefill_token_budget = prefill_token_budget
+        self.prefill_max_seqs = prefill_max_seqs
+        self.decode_max_batch = decode_max_batch
+
+    def state(self, inst: Instance, t: float) -> InstanceState:
+        """The snapshot of ``inst`` at ``t``: after its next batch is formed, before that batch is priced."""
+        if inst.phase == "prefill":
+            return self._prefill(cast(PrefillInstance, inst), t)
+        return self._decode(cast(DecodeInstance, inst), t)
+
+    def _prefill(self, inst: PrefillInstance, t: float) -> InstanceState:
+        rq = self.requests
+        arrival, inp, done = rq.arrival_s, rq.input_tokens, rq.prefilled_tokens
+        queue = list(inst.queue)
+        batch = inst.batch
+        ids = [r for r, _ in batch]
+        prefix = np.array([done[r] for r in ids], dtype=np.int64)
+        return InstanceState(
+            time_s=t,
+            instance_id=inst.id,
+            phase=inst.phase,
+            tp=inst.tp,
+            clock_mhz=inst.ledger.clock_mhz,
+            pending_clock_mhz=inst.ledger.pending_clock_mhz,
+            supported_clocks_mhz=self.supported_clocks_mhz,
+            waiting_prompt_tokens=np.array([inp[r] - done[r] for r in queue], dtype=np.int64),
+            waiting_time_s=np.array([t - arrival[r] for r in queue], dtype=np.float64),
+            running_context_tokens=_EMPTY_TOKENS,
+            running_generated_tokens=_EMPTY_TOKENS,
+            kv_used_tokens=int(prefix.sum()) + sum(done[r] for r in queue),
+            kv_capacity_tokens=inst.kv_capacity_tokens,
+            recent_latencies_s=tuple(inst.ledger.recent_latencies_s),
+            slo=self.slo,
+            batch_new_tokens=np.array([chunk for _, chunk in batch], dtype=np.int64),
+            batch_prefix_tokens=prefix,
+            batch_prompt_tokens=np.array([inp[r] for r in ids], dtype=np.int64),
+            batch_waiting_time_s=np.array([t - arrival[r] for r in ids], dtype=np.float64),
+            token_budget=self.prefill_token_budget,
+            max_batch_seqs=self.prefill_max_seqs,
+            baseline_clock_mhz=inst.baseline_clock_mhz,
+        )
+
+    def _decode(self, inst: DecodeInstance, t: float) -> InstanceState:
+        rq = self.requests
+        arrival, inp, join = rq.arrival_s, rq.input_tokens, rq.decode_join_iteration
+        ready = list(inst.ready)
+        running = list(inst.running)
+        generated = np.array([inst.generated_tokens(join[r]) for r in running], dtype=np.int64)
+        return InstanceState(
+            time_s=t,
+            instance_id=inst.id,
+            phase=inst.phase,
+            tp=inst.tp,
+            clock_mhz=inst.ledger.clock_mhz,
+            pending_clock_mhz=inst.ledger.pending_clock_mhz,
+            supported_clocks_mhz=self.supported_clocks_mhz,
+            waiting_prompt_tokens=np.array([inp[r] for r in ready], dtype=np.int64),
+            waiting_time_s=np.array([t - arrival[r] for r in ready], dtype=np.float64),
+            running_context_tokens=np.array([inp[r] for r in running], dtype=np.int64) + generated,
+            running_generated_tokens=generated,
+            kv_used_tokens=inst.kv_used_tokens,
+            kv_capacity_tokens=inst.kv_capacity_tokens,
+            recent_latencies_s=tuple(inst.ledger.recent_latencies_s),
+            slo=self.slo,
+            max_batch_seqs=self.decode_max_batch,
+            baseline_clock_mhz=inst.baseline_clock_mhz,
+        )
+
+
+class WindowCounters:
+    """Arrivals and completions since the last planner window (kept only when a dynamic planner runs)."""
+
+    __slots__ = ("arrivals", "completions")
+
+    def __init__(self) -> None:
+        self.arrivals: list[int] = []
+        self.completions: list[int] = []
+
+    def clear(self) -> None:
+        self.arrivals.clear()
+        self.completions.clear()
+
+
+def cluster_observation(
+    t: float,
+    window_s: float,
+    counters: WindowCounters,
+    requests: RequestTable,
+    placement: Placement,
+    instances: Sequence[Instance],
+    total_gpus: int,
+    slo: Slo,
+) -> ClusterObservation:
+    """What the planner sees at the window boundary ``t``: the last window's load and every live instance."""
+    arrivals = counters.arrivals
+    n = len(arrivals)
+    inp, out = requests.input_tokens, requests.output_tokens
+    mean_in = float(np.mean([inp[r] for r in arrivals])) if n else float("nan")
+    done = counters.completions
+    mean_out = float(np.mean([out[r] for r in done])) if done else float("nan")
+    summaries = tuple(
+        InstanceSummary(
+            instance_id=i.id,
+            phase=i.phase,
+            tp=i.tp,
+            clock_mhz=i.ledger.clock_mhz,
+            status=STATUS_LABELS[i.status],
+            queue_len=i.queue_len,
+            batch_size=i.batch_size,
+            kv_used_tokens=i.kv_used_tokens,
+            busy_energy_j=i.ledger.busy_energy_j,
+            idle_energy_j=i.ledger.idle_energy_j,
+        )
+        for i in instances
+        if i.status != InstanceStatus.STOPPED
+    )
+    return ClusterObservation(
+        time_s=t,
+        window_s=window_s,
+        arrivals=n,
+        arrival_rate_rps=n / window_s,
+        mean_input_tokens=mean_in,
+        mean_output_tokens=mean_out,
+        completions=len(done),
+        placement=placement,
+        instances=summaries,
+        total_gpus=total_gpus,
+        slo=slo,
+    )

@@ -1,0 +1,66 @@
+"""The run summary is a pure function of the request and instance tables (reused for live runs)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from biscale.control import Slo
+from biscale.jsonio import to_json_text
+from biscale.metrics import summarize
+
+
+def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    requests = pd.DataFrame(
+        {
+            "status": ["completed", "completed", "completed", "unfinished", "rejected"],
+            "ttft_s": [0.2, 0.5, 0.9, np.nan, np.nan],
+            "tpot_s": [0.05, np.nan, 0.2, np.nan, np.nan],  # the second is a one-token answer
+            "max_tbt_s": [0.08, 0.0, 0.3, np.nan, np.nan],
+        }
+    )
+    instances = pd.DataFrame(
+        {
+            "phase": ["prefill", "decode"],
+            "tokens": [1000, 200],
+            "busy_energy_j": [300.0, 500.0],
+            "idle_energy_j": [100.0, 100.0],
+            "energy_j": [400.0, 600.0],
+            "clock_switches": [2, 3],
+        }
+    )
+    return requests, instances
+
+
+def test_summary_numbers_by_hand() -> None:
+    requests, instances = tables()
+    s = summarize(requests, instances, Slo(ttft_s=0.6, tpot_s=0.1, percentile=90.0), duration_s=10.0)
+    assert (s["requests_total"], s["requests_completed"], s["requests_unfinished"], s["requests_rejected"]) == (
+        5,
+        3,
+        1,
+        1,
+    )
+    assert s["ttft_p50_ms"] == pytest.approx(500.0) and s["ttft_mean_ms"] == pytest.approx(1e3 * 1.6 / 3)
+    assert s["tpot_p50_ms"] == pytest.approx(125.0)  # over the two multi-token answers: 50 and 200 ms
+    # TTFT met by requests 0 and 1; TPOT by 0 and 1 (a one-token answer meets it); both: 2 of 5
+    assert s["ttft_attainment_pct"] == 40.0 and s["tpot_attainment_pct"] == 40.0 and s["slo_attainment_pct"] == 40.0
+    assert s["slo_violations"] == 3 and not s["slo_met"]
+    assert s["goodput_rps"] == 0.2 and s["throughput_rps"] == 0.3
+    assert s["energy_total_j"] == 1000.0 and s["energy_busy_j"] == 800.0 and s["energy_idle_j"] == 200.0
+    assert s["prefill_energy_per_prompt_token_j"] == 0.4 and s["decode_energy_per_output_token_j"] == 3.0
+    assert s["prefill_busy_energy_per_prompt_token_j"] == 0.3 and s["decode_busy_energy_per_output_token_j"] == 2.5
+    assert s["energy_per_request_j"] == pytest.approx(1000.0 / 3) and s["avg_power_w"] == 100.0
+    assert s["clock_switches"] == 5 and s["instances_total"] == 2 and s["sim_time_s"] == 10.0
+
+
+def test_empty_run_is_nan_not_an_error_and_json_has_null() -> None:
+    requests, instances = tables()
+    s = summarize(requests.iloc[:0], instances.iloc[:0], Slo(), duration_s=0.0)
+    assert s["requests_total"] == 0 and not s["slo_met"] and math.isnan(s["ttft_p99_ms"])
+    assert math.isnan(s["goodput_rps"]) and s["energy_total_j"] == 0.0
+    text = to_json_text({"x": s["ttft_p99_ms"], "n": np.int64(3), "a": np.array([1.5, np.inf]), "b": np.bool_(True)})
+    assert text == '{"x": null, "n": 3, "a": [1.5, null], "b": true}'
