@@ -1,7 +1,8 @@
 """The hardware model: what one prefill or decode iteration of an LLM costs on a GPU at a given SM clock.
 
 ``get_hardware(gpu, model)`` returns the calibrated roofline model (ground truth for the simulator);
-``list_hardware()`` lists the available pairs. See docs/hardware.md.
+``list_hardware()`` lists the available pairs; ``experimental_reason(gpu)`` says why a GPU's model is not
+calibrated on its own measurements (None if it is). See docs/hardware.md.
 """
 
 from biscale.hardware.base import (
@@ -12,7 +13,7 @@ from biscale.hardware.base import (
     IterationCost,
     PrefillShape,
 )
-from biscale.hardware.registry import get_hardware, list_hardware
+from biscale.hardware.registry import experimental_reason, get_hardware, list_hardware
 from biscale.hardware.roofline import RooflineHardwareModel
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "IterationCost",
     "PrefillShape",
     "RooflineHardwareModel",
+    "experimental_reason",
     "get_hardware",
     "list_hardware",
 ]
