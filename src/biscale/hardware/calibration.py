@@ -424,7 +424,7 @@ def compare_mlenergy_70b(c: FittedConstants, ds: Datasets) -> Comparison:
 #: Cited: latency of vLLM's custom all-reduce (the one its CUDA-graphed decode uses for small messages) on H100,
 #: 32 KB message, TP 2/4/8: 8.7 / 9.2 / 11.8 us (sgl-project/sglang PR #2904, "vllm" table, measured without
 #: CUDA graphs, so an upper bound). Consistent with vllm-project/vllm PR #24532 (H100 TP4, hidden 8192: best
-#: 10 us at 0.5 MB, 28 us at 4 MB, vs 9.2 us + bytes / the NCCL bandwidth fitted here: 11 / 25 us).
+#: 10 us at 0.5 MB, 28 us at 4 MB, vs 9.2 us + bytes / the NCCL bandwidth fitted here: 11 / 26 us).
 ALLREDUCE_GRAPH_LATENCY_S = {"2": 8.7e-6, "4": 9.2e-6, "8": 11.8e-6}
 
 
@@ -470,7 +470,8 @@ _LATENCY = (
     "gemm_fixed_s",
     "elementwise_fixed_s",
 )
-_POWER = (
+#: The power constants (transferred to another GPU: those in W scale with the power limit).
+POWER_NAMES = (
     "static_power_w",
     "idle_dynamic_power_w",
     "voltage_knee_frac",
@@ -540,9 +541,11 @@ FIT_DATASETS: tuple[FitDataset, ...] = (
         "mlenergy_h100_llama31_8b_tp1_decode.csv",
         ("mlenergy_8b_step_time", "mlenergy_8b_power"),
         ("mlenergy_8b_step_time", "mlenergy_8b_power"),
-        (*_LATENCY, "engine_step_s", "engine_per_seq_s", *_POWER),
+        (*_LATENCY, "engine_step_s", "engine_per_seq_s", *POWER_NAMES),
     ),
-    FitDataset("prefill_power", "llama3_70b_prefill_power_vs_freq.csv", ("prefill_power",), ("prefill_power",), _POWER),
+    FitDataset(
+        "prefill_power", "llama3_70b_prefill_power_vs_freq.csv", ("prefill_power",), ("prefill_power",), POWER_NAMES
+    ),
     FitDataset(
         "idle_power",
         "llama3_70b_idle_power_vs_freq.csv",
@@ -935,8 +938,6 @@ def plot_checks(checks: list[Check], out_dir: Path) -> list[Path]:
 #: NVLink bandwidth per GPU relative to H100 SXM (NVLink 4, 900 GB/s): A100 SXM has NVLink 3, 600 GB/s
 #: (NVIDIA A100 and H100 datasheets).
 NVLINK_RATIO = {"a100-sxm-80gb": 600.0 / 900.0, "a100-sxm-40gb": 600.0 / 900.0}
-#: Power constants that scale with the power limit when constants are transferred to another GPU.
-POWER_NAMES = _POWER
 
 
 def transfer_constants(h100: FittedConstants, gpu: str) -> FittedConstants:
