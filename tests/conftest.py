@@ -18,8 +18,9 @@ settings.register_profile(
 settings.load_profile("biscale")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: ``../shared/data`` beside the checkout (present on developer machines and in CI).
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+#: The reference data the bundled copies came from: ``$BISCALE_SHARED_DATA`` or ``../shared/data`` beside the
+#: checkout. Never needed: tests use the bundled copies, and those comparing them with the originals skip.
+SHARED_DATA = Path(os.environ.get("BISCALE_SHARED_DATA", str(REPO_ROOT.parent / "shared" / "data")))
 
 
 @dataclass
@@ -45,6 +46,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 
 @pytest.fixture
 def shared_data() -> Path:
-    """The shared reference data directory (calibration, traces, lengths)."""
-    assert SHARED_DATA.is_dir(), f"shared data not found at {SHARED_DATA}"
+    """The shared reference data directory (calibration, traces, lengths); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA} (set BISCALE_SHARED_DATA to run this comparison)")
     return SHARED_DATA

@@ -9,7 +9,7 @@ import pytest
 
 from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware import HardwareModel, get_hardware, list_hardware
+from biscale.hardware import HardwareModel, experimental_reason, get_hardware, list_hardware
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,40 @@ def test_second_pair_is_plausible() -> None:
     assert hw.prefill([2048], 1, None).power_w <= 400
     h = get_hardware("h100-sxm", "llama-3.1-8b")
     assert h.decode([500] * 8, 1, None).latency_s < d  # H100 has more bandwidth
+
+
+def test_experimental_gpus_are_flagged() -> None:
+    assert experimental_reason("h100-sxm") is None
+    for gpu in ("a100-sxm-80gb", "a100-sxm-40gb"):
+        reason = experimental_reason(gpu)
+        assert reason is not None and "no A100 power measurement" in reason
+        assert get_hardware(gpu, "llama-3.1-8b").experimental_reason == reason  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match="unknown GPU 'h200'"):
+        experimental_reason("h200")
+
+
+def test_an_experimental_spec_must_say_why(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from biscale.hardware import specs
+
+    gpus = tmp_path / "gpus"
+    gpus.mkdir()
+    raw = json.loads((specs.data_dir() / "gpus" / "a100-sxm-80gb.json").read_text())
+    raw.pop("experimental_reason")
+    (gpus / "x100.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(specs, "data_dir", lambda: tmp_path)
+    with pytest.raises(InputError, match="experimental GPU specs must say why"):
+        specs._load("gpus", "x100", specs.GpuSpec)
+
+
+def test_large_batch_decode_runs_at_full_clock_below_the_power_limit(h100: HardwareModel) -> None:
+    """TP4 decode is throttled only once its mean power (KV reads included) reaches the cap."""
+    cap = h100.power_cap_w  # type: ignore[attr-defined]
+    for batch in (64, 128, 192, 256):
+        c = h100.decode([765] * batch, 4, None)
+        if c.effective_clock_mhz < h100.max_clock_mhz:
+            assert c.power_w == pytest.approx(cap)
+        else:
+            assert c.power_w <= cap
+    assert h100.decode([765] * 128, 4, None).effective_clock_mhz == h100.max_clock_mhz

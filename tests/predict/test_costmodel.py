@@ -97,4 +97,7 @@ def test_simulator_runs_on_beliefs(hw) -> None:  # type: ignore[no-untyped-def]
     belief = simulate(trace, placement, cm, MaxClock(), config=cfg).summary
     assert belief["requests_completed"] == truth["requests_completed"] == n
     assert belief["energy_total_j"] == pytest.approx(truth["energy_total_j"], rel=0.05)
-    assert belief["tpot_p99_ms"] == pytest.approx(truth["tpot_p99_ms"], rel=0.05)
+    # p90 and mean, not p99: over 300 requests the p99 is the third-worst, a request of a few tokens whose TPOT
+    # hinges on which iterations it happens to share (a 1 % latency difference reorders them).
+    assert belief["tpot_p90_ms"] == pytest.approx(truth["tpot_p90_ms"], rel=0.05)
+    assert belief["tpot_mean_ms"] == pytest.approx(truth["tpot_mean_ms"], rel=0.05)

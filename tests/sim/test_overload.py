@@ -1,4 +1,4 @@
-"""Overload: at 3x a rate the placement sustains, the run still ends, in bounded memory, and reports violations.
+"""Overload: at 4x a rate the placement sustains, the run still ends, in bounded memory, and reports violations.
 
 (How fast it ends is a benchmark matter: ``benchmarks/sim_speed.py``.)"""
 
@@ -19,19 +19,19 @@ def workload(rate: float):  # type: ignore[no-untyped-def]
     return with_lengths(rescale_rate(load_trace("azure-conv"), rate, seed=0), load_lengths("sharegpt-v3"), seed=0)
 
 
-def test_three_times_capacity_finishes_bounded_and_reports_violations() -> None:
+def test_four_times_capacity_finishes_bounded_and_reports_violations() -> None:
     cfg = SimConfig(nodes=1, gpus_per_node=8, duration_s=120.0)
     ok = simulate(workload(15.0), PLACEMENT, HW, MaxClock(), config=cfg).summary
     assert ok["slo_met"] and ok["requests_completed"] == ok["requests_total"]  # 15 req/s is sustainable
 
     over_cfg = SimConfig(nodes=1, gpus_per_node=8, duration_s=120.0, max_time_s=150.0)
     tracemalloc.start()
-    res = simulate(workload(45.0), PLACEMENT, HW, MaxClock(), config=over_cfg)
+    res = simulate(workload(60.0), PLACEMENT, HW, MaxClock(), config=over_cfg)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     s = res.summary
     assert peak < 64 * 2**20, f"peak traced memory {peak / 2**20:.1f} MiB"
-    assert s["requests_total"] > 2.5 * ok["requests_total"]
+    assert s["requests_total"] > 3.5 * ok["requests_total"]
     assert s["requests_unfinished"] > 0
     assert s["requests_total"] == s["requests_completed"] + s["requests_unfinished"] + s["requests_rejected"]
     assert not s["slo_met"]

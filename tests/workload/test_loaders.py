@@ -64,11 +64,12 @@ def test_bundled_files_equal_the_shared_originals(shared_data: Path) -> None:
     )
 
 
-def test_conv_arrivals_match_an_independent_parse(shared_data: Path) -> None:
-    raw = pd.read_csv(shared_data / "traces/azure_llm_2023_conv.csv")
+def test_conv_arrivals_match_an_independent_parse() -> None:
+    path = BUNDLED_TRACES["azure-conv"].path
+    raw = pd.read_csv(path)
     ts = pd.to_datetime(raw["TIMESTAMP"])
     expected = (ts - ts.iloc[0]).dt.total_seconds().to_numpy()
-    tr = load_trace(shared_data / "traces/azure_llm_2023_conv.csv")
+    tr = load_trace(path)
     np.testing.assert_allclose(tr.arrival_s, expected, atol=1e-6)
     np.testing.assert_array_equal(tr.input_tokens, raw["ContextTokens"].to_numpy())
     np.testing.assert_array_equal(tr.output_tokens, raw["GeneratedTokens"].to_numpy())

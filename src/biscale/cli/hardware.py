@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from biscale.cli.common import console, print_json, print_table
+from biscale.cli.common import console, print_json, print_table, to_json_text
 from biscale.errors import InputError
 
 hardware_app = typer.Typer(help="Inspect the calibrated hardware models.", no_args_is_help=True)
@@ -19,46 +19,68 @@ def register(app: typer.Typer) -> None:
 
 
 def calibrate(
-    gpu: str = typer.Option("h100-sxm", "--gpu", help="GPU whose fitted constants are checked."),
-    model: str = typer.Option("llama-3.3-70b", "--model", help="Model for the end-to-end and power checks."),
-    out: Path = typer.Option(Path("calibration-out"), "--out", help="Directory for the predicted-vs-measured PNGs."),
+    gpu: str | None = typer.Option(None, "--gpu", help="Only the checks on measurements of this GPU."),
+    model: str | None = typer.Option(None, "--model", help="Only the checks on measurements of this model."),
+    out: Path = typer.Option(
+        Path("calibration-out"), "--out", help="Directory for calibration.csv/.json and the predicted-vs-measured PNGs."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Compare the hardware model with the reference measurements; exit 1 if a tolerance is missed."""
-    from biscale.hardware import calibration, get_hardware
+    """Compare the hardware model with the reference measurements; exit 1 if a tolerance is missed.
 
-    get_hardware(gpu, model)  # validates both names (InputError -> exit 2)
-    if gpu != calibration.GPU:
-        raise InputError(
-            f"calibration data exist only for '{calibration.GPU}' (the other GPUs' constants are transferred from it)",
-            field="gpu",
-        )
-    checks = calibration.run_checks(gpu=gpu, model=model)
+    Every check says whether its dataset was a fit target (in-sample, with the leave-one-dataset-out error) or
+    not used in fitting (out-of-sample). Without --gpu/--model: every check.
+    """
+    from biscale.hardware import calibration, get_hardware, list_hardware
+
+    if gpu is not None and model is not None:
+        get_hardware(gpu, model)  # validates both names (InputError -> exit 2)
+    elif gpu is not None or model is not None:
+        names = {g for g, _ in list_hardware()} if gpu is not None else {m for _, m in list_hardware()}
+        given = gpu if gpu is not None else model
+        if given not in names:
+            what = "GPU" if gpu is not None else "model"
+            raise InputError(f"unknown {what} '{given}' (valid: {', '.join(sorted(names))})", field=what.lower())
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=out)
-    plots = calibration.plot_checks(checks, out)
-    all_passed = all(c.passed for c in checks)
-    if json_out:
-        print_json(
-            {
-                "gpu": gpu,
-                "model": model,
-                "checks": [c.to_json() for c in checks],
-                "plots": [str(p) for p in plots],
-                "all_passed": all_passed,
-            }
+    checks = calibration.select_checks(calibration.run_checks(), gpu, model)
+    if not checks:
+        pairs = ", ".join(f"{g}/{m}" for g, m in calibration.calibrated_pairs())
+        raise InputError(
+            f"no calibration data for {gpu or 'any GPU'} / {model or 'any model'} (measured pairs: {pairs})",
+            field="model" if model is not None else "gpu",
         )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        table = calibration.checks_table(checks)
+        table.to_csv(out / "calibration.csv", index=False)
+        report = {"gpu": gpu, "model": model, "checks": [c.to_json() for c in checks]}
+        (out / "calibration.json").write_text(to_json_text(report) + "\n")
+        plots = calibration.plot_checks(checks, out)
+    except OSError as err:
+        raise InputError(f"cannot write the report: {err.strerror}", path=out) from err
+    all_passed = all(c.passed for c in checks)
+    files = [str(out / "calibration.csv"), str(out / "calibration.json"), *(str(p) for p in plots)]
+    if json_out:
+        print_json({**report, "files": files, "all_passed": all_passed})
     else:
         rows = [
-            [c.name, c.dataset, c.metric, round(c.error_pct, 2), c.tolerance_pct, "yes" if c.passed else "NO"]
+            [
+                c.name,
+                c.role,
+                round(c.error_pct, 2),
+                "-" if c.lodo_error_pct is None else round(c.lodo_error_pct, 2),
+                c.tolerance_pct,
+                "yes" if c.passed else "NO",
+            ]
             for c in checks
         ]
         print_table(
-            f"calibration of {gpu} / {model}",
-            ["check", "dataset", "metric", "error %", "tolerance %", "pass"],
+            "calibration: MAPE vs each dataset (LODO: with that dataset left out of the fit)",
+            ["check", "role", "error %", "LODO %", "tol. %", "pass"],
             rows,
         )
-        console.print(f"plots written to {out}/ ({len(plots)} PNG)")
+        console.print(f"report and plots written to {out}/ (calibration.csv, calibration.json, {len(plots)} PNG)")
         console.print("all tolerances met" if all_passed else "SOME TOLERANCES MISSED")
     if not all_passed:
         raise typer.Exit(1)
@@ -80,7 +102,7 @@ def hardware_list(json_out: bool = typer.Option(False, "--json", help="Print one
         return
     print_table(
         "hardware models",
-        ["gpu", "model", "max clock MHz", "min TP", "KV capacity @ min TP (tokens)", "power limit W"],
+        ["gpu", "model", "max clock MHz", "min TP", "KV capacity @ min TP (tokens)", "power limit W", "experimental"],
         [
             [
                 d["gpu"],
@@ -89,10 +111,14 @@ def hardware_list(json_out: bool = typer.Option(False, "--json", help="Print one
                 d["min_tp"],
                 d["kv_capacity_tokens_min_tp"],
                 d["power_limit_w"],
+                "yes" if d["experimental"] else "no",
             ]
             for d in items
         ],
     )
+    reasons = {str(d["gpu"]): str(d["experimental_reason"]) for d in items if d["experimental"]}
+    for g, why in sorted(reasons.items()):
+        console.print(f"{g} is experimental: {why}")
 
 
 @hardware_app.command("show")

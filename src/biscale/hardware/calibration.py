@@ -2,18 +2,25 @@
 
 Two jobs, shared by the tests and ``biscale calibrate``:
 
-* :func:`fit_constants` derives every fitted constant of ``data/fitted/h100-sxm.json`` from the data
-  (scipy least squares), stage by stage, recording which dataset each came from;
-* :func:`run_checks` computes the error of the model against each dataset (the issue's tolerances).
+* :func:`fit_constants` derives every fitted constant of ``data/fitted/h100-sxm.json`` from the allowed data
+  (scipy least squares): the all-reduce law from the DGX all-reduce table, then everything else in one joint fit
+  to the per-layer times, the A100 decode clock sweep, the ML.ENERGY Llama-3.1-8B decode measurements and the
+  prefill / idle power tables. It also refits once per fitted dataset with that dataset left out, which gives
+  the leave-one-dataset-out (LODO) error stored beside the constants;
+* :func:`run_checks` compares the model with every dataset and says, for each, whether it was a fit target
+  (in-sample) or not used in fitting (out-of-sample). The ML.ENERGY Llama-3.3-70B points are reserved for
+  validation and never fitted.
 
 All datasets are read from the copy bundled in ``biscale/hardware/data/calibration`` unless ``data_root`` is
-given. Dataset provenance: ``../shared/data/SOURCES.md`` (copied into the package NOTICE).
+given. Dataset provenance: the package NOTICE.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,39 +37,55 @@ from biscale.hardware.specs import data_dir, load_gpu, load_model
 GPU = "h100-sxm"
 #: Llama-2-70B: the model the vidur and splitwise measurements were taken on (same layer shape as Llama-3.3-70B).
 MODEL_L2 = "llama-2-70b"
-#: Llama-3(.3)-70B: the model of the ML.ENERGY and DistServe power measurements.
+#: Llama-3(.3)-70B: the model of the DistServe power measurements and of the reserved ML.ENERGY points.
 MODEL_L3 = "llama-3.3-70b"
+#: Llama-3.1-8B: the model of the ML.ENERGY decode measurements that calibrate decode latency and power.
+MODEL_8B = "llama-3.1-8b"
 
-#: ML.ENERGY leaderboard: vLLM (CUDA graphs), H100 SXM, TP4, Llama-3.3-70B, default clocks, chat prompts:
-#: median time between tokens (s) by batch size.
-MLENERGY_TPOT_S = {8: 0.0169, 64: 0.0223}
-#: Assumed context per running request for those points, tokens: ShareGPT-like chat prompt plus the tokens
-#: generated so far (prompt ~ 500-700, output so far ~ 100-400; we take 800).
-MLENERGY_CONTEXT_TOKENS = 800
-MLENERGY_TP = 4
+#: RESERVED FOR VALIDATION, never fitted: ML.ENERGY leaderboard, vLLM (CUDA graphs), H100 SXM, TP4,
+#: Llama-3.3-70B, default clocks, LM-Arena chat prompts: median time between tokens (s) by batch size.
+MLENERGY_70B_TPOT_S = {8: 0.0169, 64: 0.0223}
+MLENERGY_70B_TP = 4
 
-#: Operators of one layer in vidur's mlp.csv that are not attention (the residual add runs twice per layer).
-VIDUR_OPS: dict[str, int] = {
+#: LM-Arena chat request lengths (ML.ENERGY does not publish them). LMSYS-Chat-1M (Zheng et al., ICLR 2024,
+#: arXiv 2309.11998, table 1): 2.0 turns per conversation, 69.5 tokens per user prompt, 214.5 per response
+#: (Llama-2 tokenizer). The benchmark sends every turn with its history, so with geometric turn counts of mean 2
+#: a request carries 2 x 69.5 + 214.5 = 353 history tokens on average; about 300 with Llama-3's larger
+#: vocabulary, plus ~40 chat-template tokens (system header, 5 per message): we take 350.
+MLENERGY_PROMPT_TOKENS = 350
+#: Mean generated-so-far length of a *running* request relative to the mean output length: E[O^2] / (2 E[O]) =
+#: (1 + CV^2) / 2 with the output-length CV of chat traffic, 1.05 in the bundled ShareGPT v3 lengths.
+RUNNING_OUTPUT_FACTOR = (1.0 + 1.05**2) / 2.0
+
+
+def mlenergy_context_tokens(avg_output_tokens: float) -> float:
+    """Assumed mean KV context of a running request in the ML.ENERGY chat runs, tokens."""
+    return MLENERGY_PROMPT_TOKENS + RUNNING_OUTPUT_FACTOR * avg_output_tokens
+
+
+#: The GEMM operators of one layer in vidur's mlp.csv.
+VIDUR_GEMM_OPS: dict[str, int] = {"attn_pre_proj": 1, "attn_post_proj": 1, "mlp_up_proj": 1, "mlp_down_proj": 1}
+#: Its element-wise operators (the residual add runs twice per layer).
+VIDUR_ELEMENTWISE_OPS: dict[str, int] = {
     "input_layernorm": 1,
-    "attn_pre_proj": 1,
     "attn_rope": 1,
-    "attn_post_proj": 1,
     "post_attention_layernorm": 1,
-    "mlp_up_proj": 1,
     "mlp_act": 1,
-    "mlp_down_proj": 1,
     "add": 2,
 }
 
 TOLERANCE_PCT = {
+    "allreduce": 10.0,
     "vidur_mlp": 10.0,
-    "mlenergy_decode": 15.0,
-    "splitwise_prefill_shape": 15.0,
-    "splitwise_decode_shape": 15.0,
+    "a100_decode_clock_shape": 10.0,
+    "mlenergy_8b_step_time": 10.0,
+    "mlenergy_8b_power": 10.0,
     "prefill_power": 10.0,
     "idle_power": 10.0,
-    "prefill_clock_shape": 10.0,
-    "decode_clock_slowdown": 15.0,
+    "splitwise_prefill_shape": 15.0,
+    "splitwise_decode_shape": 15.0,
+    "mlenergy_70b_decode": 15.0,
+    "a100_prefill_clock_shape": 10.0,
 }
 
 
@@ -77,7 +100,8 @@ class Datasets:
     """The reference measurements, reduced to what the model is compared with."""
 
     vidur: pd.DataFrame
-    """tp, num_tokens, time_s: per-layer non-attention time (sum of the medians of :data:`VIDUR_OPS`)."""
+    """tp, num_tokens, gemm_s, elementwise_s, time_s: per-layer time of the GEMMs, of the element-wise kernels
+    (sums of the medians of :data:`VIDUR_GEMM_OPS`, :data:`VIDUR_ELEMENTWISE_OPS`) and of both."""
     allreduce: pd.DataFrame
     """tp, size_bytes, time_s: median NCCL all-reduce time."""
     splitwise: pd.DataFrame
@@ -88,14 +112,23 @@ class Datasets:
     """tp, sm_clock_mhz, power_w: per-GPU idle power."""
     a100_sweep: dict[str, Any]
     """The A100 Gemma-2-27B TP2 latency-vs-clock coefficients (JSON as published)."""
+    mlenergy_8b: pd.DataFrame
+    """batch, step_s, power_w, output_tokens: H100 Llama-3.1-8B TP1 steady-state serving, per concurrency."""
 
 
 def load_datasets(data_root: Path | None = None) -> Datasets:
     d = calibration_dir(data_root)
     mlp = pd.read_csv(d / "vidur_h100_llama2_70b_mlp.csv")
-    t = sum(mlp[f"time_stats.{op}.median"] * k for op, k in VIDUR_OPS.items())
+    gemm = sum(mlp[f"time_stats.{op}.median"] * k for op, k in VIDUR_GEMM_OPS.items()) * 1e-3
+    elem = sum(mlp[f"time_stats.{op}.median"] * k for op, k in VIDUR_ELEMENTWISE_OPS.items()) * 1e-3
     vidur = pd.DataFrame(
-        {"tp": mlp["num_tensor_parallel_workers"], "num_tokens": mlp["num_tokens"], "time_s": t * 1e-3}
+        {
+            "tp": mlp["num_tensor_parallel_workers"],
+            "num_tokens": mlp["num_tokens"],
+            "gemm_s": gemm,
+            "elementwise_s": elem,
+            "time_s": gemm + elem,
+        }
     )
     ar_raw = pd.read_csv(d / "vidur_h100_dgx_all_reduce.csv")
     ar = ar_raw.groupby(["num_workers", "size"])["time_stats.all_reduce.median"].median().reset_index()
@@ -131,7 +164,18 @@ def load_datasets(data_root: Path | None = None) -> Datasets:
         {"tp": ip["tp"], "sm_clock_mhz": ip["sm_clock_mhz"], "power_w": ip["idle_power_w_per_gpu"]}
     )
     sweep = json.loads((d / "a100_gemma2_27b_tp2_latency_vs_freq.json").read_text())
-    return Datasets(vidur, allreduce, splitwise.reset_index(drop=True), prefill_power, idle_power, sweep)
+    me = pd.read_csv(d / "mlenergy_h100_llama31_8b_tp1_decode.csv")
+    mlenergy_8b = pd.DataFrame(
+        {
+            "batch": me["avg_batch_size"],
+            # Mean step time: requests in flight / output tokens per second (every step emits one token per
+            # running request); includes the steps that carry prefill chunks, as the power average does.
+            "step_s": me["avg_batch_size"] / me["output_tokens_per_s"],
+            "power_w": me["avg_power_w_per_gpu"],
+            "output_tokens": me["avg_output_tokens"],
+        }
+    )
+    return Datasets(vidur, allreduce, splitwise.reset_index(drop=True), prefill_power, idle_power, sweep, mlenergy_8b)
 
 
 def splitwise_excluded(row: dict[Any, Any]) -> bool:
@@ -158,12 +202,15 @@ def a100_decode_ms(sweep: dict[str, Any], clock_mhz: int, batch: int, context_su
 A100_SWEEP_GPU = "a100-sxm-40gb"
 A100_SWEEP_MODEL = "gemma-2-27b"
 A100_SWEEP_TP = 2
+A100_TOP_MHZ = 1410
 #: Decode points of the A100 sweep used to fit the memory-clock slow-down: batch sizes, 512-token contexts.
 A100_DECODE_BATCHES = (1, 8, 16, 32, 64)
 A100_DECODE_CONTEXT = 512
-#: Sweep clocks used for that fit: 690-1410 MHz (the 50-100 % operating range; lower clocks are far outside any
-#: operating point and its batch-64 entry is erratic).
+#: Sweep clocks compared (decode fit, prefill check): 690-1410 MHz, the 50-100 % operating range (lower clocks
+#: are far outside any operating point and the sweep's batch-64 decode entry there is erratic).
 A100_DECODE_CLOCKS = (690, 930, 1170, 1410)
+#: Prompt lengths of the prefill clock-shape check (compute-bound).
+CLOCK_SHAPE_TOKENS = (1024, 2048, 3072, 4096)
 
 
 # ------------------------------------------------------------------------------------------------ model access
@@ -171,16 +218,360 @@ def build(gpu: str, model: str, consts: FittedConstants) -> RooflineHardwareMode
     return RooflineHardwareModel(load_gpu(gpu), load_model(model), consts)
 
 
-def layer_nonattention_s(hw: RooflineHardwareModel, n: int, tp: int) -> float:
-    """Model of vidur's per-layer non-attention time (GEMMs + element-wise kernels) at the top clock, s."""
-    return hw.layer_nonattention_s(n, tp, float(hw.max_clock_mhz))
-
-
 def mape_pct(pred: np.ndarray, meas: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(pred) / np.asarray(meas) - 1.0)) * 100.0)
 
 
+@dataclass
+class Comparison:
+    """Model predictions next to the measurements of one dataset (same order), with point labels."""
+
+    predicted: np.ndarray
+    measured: np.ndarray
+    labels: list[str]
+
+
+# One function per dataset: the model's predictions for its points under constants ``c`` (for the H100 model
+# family; the A100 sweep model gets the constants transferred by :func:`transfer_constants`).
+def compare_allreduce(c: FittedConstants, ds: Datasets) -> Comparison:
+    a = ds.allreduce
+    pred = [
+        c.allreduce_latency_s[str(int(tp))] + size / c.allreduce_bandwidth_bytes_per_s[str(int(tp))]
+        for tp, size in zip(a["tp"], a["size_bytes"], strict=True)
+    ]
+    labels = [f"tp{int(tp)} {int(size)}B" for tp, size in zip(a["tp"], a["size_bytes"], strict=True)]
+    return Comparison(np.array(pred), a["time_s"].to_numpy(float), labels)
+
+
+def _vidur_parts(c: FittedConstants, ds: Datasets) -> tuple[np.ndarray, list[str]]:
+    """Model of vidur's per-layer (GEMM, element-wise) times at the top clock, one row per point, s."""
+    hw = build(GPU, MODEL_L2, c)
+    v = ds.vidur
+    top = float(hw.max_clock_mhz)
+    pred = [hw.layer_nonattention_s(int(n), int(t), top) for n, t in zip(v["num_tokens"], v["tp"], strict=True)]
+    labels = [f"tp{t} n{n}" for n, t in zip(v["num_tokens"], v["tp"], strict=True)]
+    return np.array(pred), labels
+
+
+def compare_vidur(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Per-layer non-attention time (GEMMs + element-wise kernels)."""
+    pred, labels = _vidur_parts(c, ds)
+    return Comparison(pred.sum(axis=1), ds.vidur["time_s"].to_numpy(float), labels)
+
+
+def compare_vidur_gemm(c: FittedConstants, ds: Datasets) -> Comparison:
+    """The GEMM share alone (a fit residual: separates GEMM from element-wise fixed times)."""
+    pred, labels = _vidur_parts(c, ds)
+    return Comparison(pred[:, 0], ds.vidur["gemm_s"].to_numpy(float), labels)
+
+
+def compare_vidur_elementwise(c: FittedConstants, ds: Datasets) -> Comparison:
+    """The element-wise share alone (a fit residual)."""
+    pred, labels = _vidur_parts(c, ds)
+    return Comparison(pred[:, 1], ds.vidur["elementwise_s"].to_numpy(float), labels)
+
+
+def compare_a100_decode(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Decode latency at each sweep clock relative to the top clock (effective clocks, no power cap)."""
+    hw = build(A100_SWEEP_GPU, A100_SWEEP_MODEL, transfer_constants(c, A100_SWEEP_GPU))
+    pred, meas, labels = [], [], []
+    for b in A100_DECODE_BATCHES:
+        shape = DecodeShape.from_lengths([A100_DECODE_CONTEXT] * b)
+        ref_m = a100_decode_ms(ds.a100_sweep, A100_TOP_MHZ, b, b * A100_DECODE_CONTEXT)
+        ref_p = hw.decode_latency_at(shape, A100_SWEEP_TP, float(A100_TOP_MHZ))
+        for f in A100_DECODE_CLOCKS:
+            if f == A100_TOP_MHZ:
+                continue
+            pred.append(hw.decode_latency_at(shape, A100_SWEEP_TP, float(f)) / ref_p)
+            meas.append(a100_decode_ms(ds.a100_sweep, f, b, b * A100_DECODE_CONTEXT) / ref_m)
+            labels.append(f"b{b} {f}MHz")
+    return Comparison(np.array(pred), np.array(meas), labels)
+
+
+def compare_a100_prefill(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Prefill latency at each sweep clock relative to the top clock (effective clocks, no power cap)."""
+    hw = build(A100_SWEEP_GPU, A100_SWEEP_MODEL, transfer_constants(c, A100_SWEEP_GPU))
+    pred, meas, labels = [], [], []
+    for n in CLOCK_SHAPE_TOKENS:
+        shape = PrefillShape.from_lengths([n])
+        ref_m = a100_prefill_ms(ds.a100_sweep, A100_TOP_MHZ, n)
+        ref_p = hw.prefill_latency_at(shape, A100_SWEEP_TP, float(A100_TOP_MHZ))
+        for f in A100_DECODE_CLOCKS:
+            if f == A100_TOP_MHZ:
+                continue
+            pred.append(hw.prefill_latency_at(shape, A100_SWEEP_TP, float(f)) / ref_p)
+            meas.append(a100_prefill_ms(ds.a100_sweep, f, n) / ref_m)
+            labels.append(f"n{n} {f}MHz")
+    return Comparison(np.array(pred), np.array(meas), labels)
+
+
+def _prompt_shape(prompts: int) -> PrefillShape:
+    n = MLENERGY_PROMPT_TOKENS
+    return PrefillShape(prompts, prompts * n, float(prompts * n * n), prompts * n * (n + 1) / 2.0)
+
+
+def mlenergy_8b_steps(c: FittedConstants, ds: Datasets) -> tuple[np.ndarray, np.ndarray]:
+    """Mean step time (s) and mean power (W) of the model for each ML.ENERGY 8B row.
+
+    A colocated engine admits a new prompt whenever a request finishes: ``k = batch / mean output length``
+    prompts per step on average, prefilled in the same forward pass as the decode tokens. The mean step mixes
+    steps with ``floor(k)`` and ``floor(k) + 1`` prompts so that the mean is ``k``; every step is power-capped.
+    """
+    hw = build(GPU, MODEL_8B, c)
+    steps, powers = [], []
+    for r in ds.mlenergy_8b.to_dict("records"):
+        batch = float(r["batch"])
+        ctx = batch * mlenergy_context_tokens(float(r["output_tokens"]))
+        k = batch / float(r["output_tokens"])
+        j = math.floor(k)
+        w = k - j
+        lo = hw.mixed_cost(1, None, batch, ctx, _prompt_shape(j))
+        hi = hw.mixed_cost(1, None, batch, ctx, _prompt_shape(j + 1))
+        t = (1.0 - w) * lo.latency_s + w * hi.latency_s
+        e = (1.0 - w) * lo.energy_per_gpu_j + w * hi.energy_per_gpu_j
+        steps.append(t)
+        powers.append(e / t)
+    return np.array(steps), np.array(powers)
+
+
+def _mlenergy_labels(ds: Datasets) -> list[str]:
+    return [f"batch {b:.0f}" for b in ds.mlenergy_8b["batch"]]
+
+
+def compare_mlenergy_8b_time(c: FittedConstants, ds: Datasets) -> Comparison:
+    return Comparison(mlenergy_8b_steps(c, ds)[0], ds.mlenergy_8b["step_s"].to_numpy(float), _mlenergy_labels(ds))
+
+
+def compare_mlenergy_8b_power(c: FittedConstants, ds: Datasets) -> Comparison:
+    return Comparison(mlenergy_8b_steps(c, ds)[1], ds.mlenergy_8b["power_w"].to_numpy(float), _mlenergy_labels(ds))
+
+
+def compare_prefill_power(c: FittedConstants, ds: Datasets) -> Comparison:
+    hw = build(GPU, MODEL_L3, c)
+    pp = ds.prefill_power
+    pred = [
+        hw.prefill([int(n)], int(tp), int(f)).power_w
+        for tp, n, f in zip(pp["tp"], pp["input_tokens"], pp["sm_clock_mhz"], strict=True)
+    ]
+    labels = [f"tp{a} n{b} {f}MHz" for a, b, f in zip(pp["tp"], pp["input_tokens"], pp["sm_clock_mhz"], strict=True)]
+    return Comparison(np.array(pred), pp["power_w"].to_numpy(float), labels)
+
+
+def compare_idle_power(c: FittedConstants, ds: Datasets) -> Comparison:
+    hw = build(GPU, MODEL_L3, c)
+    ip = ds.idle_power
+    pred = [hw.idle_power_w(int(tp), int(f)) for tp, f in zip(ip["tp"], ip["sm_clock_mhz"], strict=True)]
+    labels = [f"tp{a} {f}MHz" for a, f in zip(ip["tp"], ip["sm_clock_mhz"], strict=True)]
+    return Comparison(np.array(pred), ip["power_w"].to_numpy(float), labels)
+
+
+def compare_splitwise_prefill(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Prompt time normalised to each TP's (1024 tokens, batch 1) point; TP2 batch 64 excluded."""
+    hw = build(GPU, MODEL_L2, c)
+    sw = ds.splitwise[ds.splitwise["tokens"] == 128]
+    pred, meas, labels = [], [], []
+    for tp in sorted(set(sw["tp"].tolist())):
+        grp = sw[sw["tp"] == tp]
+        ref = float(grp[(grp["prompt"] == 1024) & (grp["batch"] == 1)]["prompt_s"].iloc[0])
+        ref_pred = hw.prefill([1024], int(tp), None).latency_s
+        for row in grp.to_dict("records"):
+            if splitwise_excluded(row):
+                continue
+            p = hw.prefill([int(row["prompt"])] * int(row["batch"]), int(tp), None).latency_s
+            pred.append(p / ref_pred)
+            meas.append(row["prompt_s"] / ref)
+            labels.append(f"tp{int(tp)} p{int(row['prompt'])} b{int(row['batch'])}")
+    return Comparison(np.array(pred), np.array(meas), labels)
+
+
+def compare_splitwise_decode(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Token time normalised to each TP's (1024 tokens, batch 1, 128 outputs) point; TP2 batch 64 excluded."""
+    hw = build(GPU, MODEL_L2, c)
+    pred, meas, labels = [], [], []
+    for tp in sorted(set(ds.splitwise["tp"].tolist())):
+        grp = ds.splitwise[ds.splitwise["tp"] == tp]
+        refrow = grp[(grp["prompt"] == 1024) & (grp["batch"] == 1) & (grp["tokens"] == 128)]
+        ref = float(refrow["token_s"].iloc[0])
+        ref_pred = hw.decode([1024 + 64], int(tp), None).latency_s
+        for row in grp.to_dict("records"):
+            if splitwise_excluded(row):
+                continue
+            ctx = int(row["prompt"] + row["tokens"] // 2)  # mean context over the generated tokens
+            p = hw.decode([ctx] * int(row["batch"]), int(tp), None).latency_s
+            pred.append(p / ref_pred)
+            meas.append(row["token_s"] / ref)
+            labels.append(f"tp{int(tp)} p{int(row['prompt'])} b{int(row['batch'])} o{int(row['tokens'])}")
+    return Comparison(np.array(pred), np.array(meas), labels)
+
+
+def mlenergy_70b_context_tokens(ds: Datasets) -> float:
+    """Assumed context of the reserved 70B points: the same prompts, the 8B runs' mean output length."""
+    return mlenergy_context_tokens(float(ds.mlenergy_8b["output_tokens"].mean()))
+
+
+def compare_mlenergy_70b(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Reserved validation: decode step of Llama-3.3-70B, TP4, default governor, vs the median time between
+    tokens (at batch <= 64 fewer than one step in six carries a prompt, so the median step is a decode step)."""
+    hw = build(GPU, MODEL_L3, c)
+    ctx = round(mlenergy_70b_context_tokens(ds))
+    pred = [hw.decode([ctx] * b, MLENERGY_70B_TP, None).latency_s for b in MLENERGY_70B_TPOT_S]
+    return Comparison(
+        np.array(pred), np.array(list(MLENERGY_70B_TPOT_S.values())), [f"batch {b}" for b in MLENERGY_70B_TPOT_S]
+    )
+
+
 # ------------------------------------------------------------------------------------------------ fitting
+#: Cited: latency of vLLM's custom all-reduce (the one its CUDA-graphed decode uses for small messages) on H100,
+#: 32 KB message, TP 2/4/8: 8.7 / 9.2 / 11.8 us (sgl-project/sglang PR #2904, "vllm" table, measured without
+#: CUDA graphs, so an upper bound). Consistent with vllm-project/vllm PR #24532 (H100 TP4, hidden 8192: best
+#: 10 us at 0.5 MB, 28 us at 4 MB, vs 9.2 us + bytes / the NCCL bandwidth fitted here: 11 / 26 us).
+ALLREDUCE_GRAPH_LATENCY_S = {"2": 8.7e-6, "4": 9.2e-6, "8": 11.8e-6}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One fitted constant of the joint fit: starting point, bounds, scale, and its value when no fitted dataset
+    constrains it (leave-one-dataset-out fits pin it there)."""
+
+    name: str
+    x0: float
+    lo: float
+    hi: float
+    neutral: float
+    scale: float = 1.0
+
+
+#: The joint fit's parameters (fixed starting points: a refit reproduces the stored file).
+PARAMS: tuple[Param, ...] = (
+    Param("gemm_efficiency", 0.7, 0.3, 1.0, 0.7),
+    Param("hbm_efficiency", 0.9, 0.5, 1.0, 0.9),
+    Param("elementwise_efficiency", 0.6, 0.2, 1.0, 0.6),
+    Param("roofline_sharpness", 3.0, 1.0, 30.0, 30.0),
+    Param("gemm_fixed_s", 5.0, 0.0, 50.0, 5.0, 1e-6),
+    Param("elementwise_fixed_s", 3.0, 0.0, 50.0, 3.0, 1e-6),
+    Param("memory_clock_knee_frac", 0.45, 0.05, 0.95, 0.05),
+    Param("memory_clock_exponent", 3.0, 1.0, 10.0, 3.0),
+    Param("engine_step_s", 500.0, 0.0, 20000.0, 0.0, 1e-6),
+    Param("engine_per_seq_s", 30.0, 0.0, 500.0, 0.0, 1e-6),
+    Param("static_power_w", 60.0, 0.0, 300.0, 60.0),
+    Param("idle_dynamic_power_w", 110.0, 0.0, 400.0, 110.0),
+    Param("voltage_knee_frac", 0.6, 0.3, 0.95, 0.6),
+    Param("voltage_rise", 0.3, 0.0, 1.0, 0.3),
+    Param("compute_power_w", 700.0, 0.0, 2000.0, 700.0),
+    Param("memory_power_w", 100.0, 0.0, 1000.0, 100.0),
+    Param("busy_power_w", 300.0, 0.0, 1000.0, 300.0),
+)
+
+_LATENCY = (
+    "gemm_efficiency",
+    "hbm_efficiency",
+    "elementwise_efficiency",
+    "roofline_sharpness",
+    "gemm_fixed_s",
+    "elementwise_fixed_s",
+)
+#: The power constants (transferred to another GPU: those in W scale with the power limit).
+POWER_NAMES = (
+    "static_power_w",
+    "idle_dynamic_power_w",
+    "voltage_knee_frac",
+    "voltage_rise",
+    "compute_power_w",
+    "memory_power_w",
+    "busy_power_w",
+)
+
+
+#: vidur GEMM points in the weight-streaming regime (memory-bound: tokens <= this), used by :func:`fit_streaming`.
+STREAMING_MAX_TOKENS = 64
+
+
+def fit_streaming(ds: Datasets) -> dict[str, float]:
+    """HBM efficiency and fixed time per GEMM from vidur's four GEMMs at <= 64 tokens, where they stream their
+    weights: ``time = 4 tau_g + weight bytes / (eta_m B)`` across TP 1/2/4/8 (least squares on relative error).
+
+    Done apart from the joint fit because the compute-bound points (tile and wave quantisation, +-20 %
+    around any smooth law) would otherwise trade the fixed time against the bandwidth.
+    """
+    m, g = load_model(MODEL_L2), load_gpu(GPU)
+    v = ds.vidur[ds.vidur["num_tokens"] <= STREAMING_MAX_TOKENS]
+    tp = v["tp"].to_numpy(float)
+    n = v["num_tokens"].to_numpy(float)
+    h, d = m.hidden_size, m.head_dim
+    heads, kv_heads, mlp = m.num_heads / tp, np.maximum(m.num_kv_heads / tp, 1.0), m.intermediate_size / tp
+    act = (h + (heads + 2 * kv_heads) * d) + (heads * d + h) + (h + 2 * mlp) + (mlp + h)
+    nbytes = m.dtype_bytes * (m.layer_linear_params / tp + n * act)
+    y = v["gemm_s"].to_numpy(float)
+    design = np.column_stack([4.0 * np.ones_like(nbytes), nbytes / g.hbm_bandwidth_bytes_per_s]) / y[:, None]
+    (tau, inv_eta), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+    return {"gemm_fixed_s": float(tau), "hbm_efficiency": float(1.0 / inv_eta)}
+
+
+@dataclass(frozen=True)
+class FitDataset:
+    """A dataset the joint fit uses: the comparisons that are its fit residuals, the checks that report it, the
+    parameters it informs, and those it determines on its own before the joint fit (``prefit``)."""
+
+    name: str
+    file: str
+    residuals: tuple[str, ...]
+    checks: tuple[str, ...]
+    params: tuple[str, ...]
+    prefit: Callable[[Datasets], dict[str, float]] | None = None
+
+
+FIT_DATASETS: tuple[FitDataset, ...] = (
+    FitDataset(
+        "vidur_mlp",
+        "vidur_h100_llama2_70b_mlp.csv",
+        ("vidur_gemm", "vidur_elementwise"),
+        ("vidur_mlp",),
+        _LATENCY,
+        fit_streaming,
+    ),
+    FitDataset(
+        "a100_decode_sweep",
+        "a100_gemma2_27b_tp2_latency_vs_freq.json",
+        ("a100_decode_clock_shape",),
+        ("a100_decode_clock_shape",),
+        ("memory_clock_knee_frac", "memory_clock_exponent"),
+    ),
+    FitDataset(
+        "mlenergy_8b",
+        "mlenergy_h100_llama31_8b_tp1_decode.csv",
+        ("mlenergy_8b_step_time", "mlenergy_8b_power"),
+        ("mlenergy_8b_step_time", "mlenergy_8b_power"),
+        (*_LATENCY, "engine_step_s", "engine_per_seq_s", *POWER_NAMES),
+    ),
+    FitDataset(
+        "prefill_power", "llama3_70b_prefill_power_vs_freq.csv", ("prefill_power",), ("prefill_power",), POWER_NAMES
+    ),
+    FitDataset(
+        "idle_power",
+        "llama3_70b_idle_power_vs_freq.csv",
+        ("idle_power",),
+        ("idle_power",),
+        ("static_power_w", "idle_dynamic_power_w", "voltage_knee_frac", "voltage_rise"),
+    ),
+)
+
+COMPARE: dict[str, Callable[[FittedConstants, Datasets], Comparison]] = {
+    "allreduce": compare_allreduce,
+    "vidur_mlp": compare_vidur,
+    "vidur_gemm": compare_vidur_gemm,
+    "vidur_elementwise": compare_vidur_elementwise,
+    "a100_decode_clock_shape": compare_a100_decode,
+    "mlenergy_8b_step_time": compare_mlenergy_8b_time,
+    "mlenergy_8b_power": compare_mlenergy_8b_power,
+    "prefill_power": compare_prefill_power,
+    "idle_power": compare_idle_power,
+    "splitwise_prefill_shape": compare_splitwise_prefill,
+    "splitwise_decode_shape": compare_splitwise_decode,
+    "mlenergy_70b_decode": compare_mlenergy_70b,
+    "a100_prefill_clock_shape": compare_a100_prefill,
+}
+
+
 def fit_allreduce(ds: Datasets) -> tuple[dict[str, float], dict[str, float]]:
     """All-reduce ``time = a_t + bytes / bw_t`` per TP, least squares on relative error over all sizes."""
     lat: dict[str, float] = {}
@@ -199,241 +590,239 @@ def fit_allreduce(ds: Datasets) -> tuple[dict[str, float], dict[str, float]]:
     return lat, bw
 
 
-def fit_layer(ds: Datasets, base: FittedConstants) -> FittedConstants:
-    """GEMM/HBM efficiencies and fixed kernel times from vidur's per-layer non-attention times (log residuals)."""
-    names = ["gemm_efficiency", "hbm_efficiency", "gemm_fixed_s", "elementwise_fixed_s"]
-    rows = ds.vidur
-    n = rows["num_tokens"].to_numpy(int)
-    tp = rows["tp"].to_numpy(int)
-    y = rows["time_s"].to_numpy(float)
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        c = dataclasses.replace(
-            base, gemm_efficiency=p[0], hbm_efficiency=p[1], gemm_fixed_s=p[2] * 1e-6, elementwise_fixed_s=p[3] * 1e-6
-        )
-        hw = build(GPU, MODEL_L2, c)
-        pred = np.array([layer_nonattention_s(hw, int(a), int(b)) for a, b in zip(n, tp, strict=True)])
-        return np.log(pred / y)
-
-    r = least_squares(resid, x0=[0.7, 0.8, 5.0, 3.0], bounds=([0.1, 0.1, 0.0, 0.0], [1.0, 1.0, 100.0, 100.0]))
-    out = dict(zip(names, r.x, strict=True))
-    return dataclasses.replace(
-        base,
-        gemm_efficiency=float(out["gemm_efficiency"]),
-        hbm_efficiency=float(out["hbm_efficiency"]),
-        gemm_fixed_s=float(out["gemm_fixed_s"] * 1e-6),
-        elementwise_fixed_s=float(out["elementwise_fixed_s"] * 1e-6),
-    )
-
-
-def _splitwise_prefill_ratios(hw: RooflineHardwareModel, ds: Datasets) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    sw = ds.splitwise[ds.splitwise["tokens"] == 128]
-    pred, meas, labels = [], [], []
-    for tp in sorted(set(sw["tp"].tolist())):
-        grp = sw[sw["tp"] == tp]
-        ref = float(grp[(grp["prompt"] == 1024) & (grp["batch"] == 1)]["prompt_s"].iloc[0])
-        ref_pred = hw.prefill([1024], int(tp), None).latency_s
-        for row in grp.to_dict("records"):
-            if splitwise_excluded(row):
-                continue
-            p = hw.prefill([int(row["prompt"])] * int(row["batch"]), int(tp), None).latency_s
-            pred.append(p / ref_pred)
-            meas.append(row["prompt_s"] / ref)
-            labels.append(f"tp{int(tp)} p{int(row['prompt'])} b{int(row['batch'])}")
-    return np.array(pred), np.array(meas), labels
-
-
-def _splitwise_decode_ratios(hw: RooflineHardwareModel, ds: Datasets) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    pred, meas, labels = [], [], []
-    for tp in sorted(set(ds.splitwise["tp"].tolist())):
-        grp = ds.splitwise[ds.splitwise["tp"] == tp]
-        refrow = grp[(grp["prompt"] == 1024) & (grp["batch"] == 1) & (grp["tokens"] == 128)]
-        ref = float(refrow["token_s"].iloc[0])
-        ref_pred = hw.decode([1024 + 64], int(tp), None).latency_s
-        for row in grp.to_dict("records"):
-            if splitwise_excluded(row):
-                continue
-            ctx = int(row["prompt"] + row["tokens"] // 2)  # mean context over the generated tokens
-            p = hw.decode([ctx] * int(row["batch"]), int(tp), None).latency_s
-            pred.append(p / ref_pred)
-            meas.append(row["token_s"] / ref)
-            labels.append(f"tp{int(tp)} p{int(row['prompt'])} b{int(row['batch'])} o{int(row['tokens'])}")
-    return np.array(pred), np.array(meas), labels
-
-
-def fit_decode_overheads(base: FittedConstants) -> FittedConstants:
-    """CUDA-graph fixed-time fraction and per-request engine time from the two ML.ENERGY points.
-
-    Two points, two unknowns: the fixed per-iteration time is the per-kernel fixed times (vidur) scaled by
-    ``decode_fixed_scale``; the engine's CPU work (scheduling, sampling) grows per request. Prefill reuses the
-    per-request time; both per-iteration engine overheads are 0 (absorbed by the kernel fixed times).
-    """
-
-    def with_params(p: np.ndarray) -> FittedConstants:
-        return dataclasses.replace(
-            base,
-            decode_fixed_scale=float(p[0]),
-            decode_per_seq_s=float(p[1] * 1e-6),
-            prefill_per_seq_s=float(p[1] * 1e-6),
-            decode_overhead_s=0.0,
-            prefill_overhead_s=0.0,
-        )
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        c = with_params(p)
-        hw = build(GPU, MODEL_L3, c)
-        return np.array(
-            [
-                hw.decode([MLENERGY_CONTEXT_TOKENS] * b, MLENERGY_TP, None).latency_s / t - 1.0
-                for b, t in MLENERGY_TPOT_S.items()
-            ]
-        )
-
-    r = least_squares(resid, x0=[0.5, 50.0], bounds=([0.0, 0.0], [1.0, 2000.0]))
-    return with_params(r.x)
-
-
-def _a100_decode_ratios(c: FittedConstants, ds: Datasets) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    hw = build(A100_SWEEP_GPU, A100_SWEEP_MODEL, transfer_constants(c, A100_SWEEP_GPU))
-    top = hw.max_clock_mhz
-    pred, meas, labels = [], [], []
-    for b in A100_DECODE_BATCHES:
-        shape = DecodeShape.from_lengths([A100_DECODE_CONTEXT] * b)
-        ref_m = a100_decode_ms(ds.a100_sweep, top, b, b * A100_DECODE_CONTEXT)
-        ref_p = hw.decode_latency_at(shape, A100_SWEEP_TP, float(top))
-        for f in A100_DECODE_CLOCKS:
-            pred.append(hw.decode_latency_at(shape, A100_SWEEP_TP, float(f)) / ref_p)
-            meas.append(a100_decode_ms(ds.a100_sweep, f, b, b * A100_DECODE_CONTEXT) / ref_m)
-            labels.append(f"b{b} {f}MHz")
-    return np.array(pred), np.array(meas), labels
-
-
-def fit_memory_clock(ds: Datasets, base: FittedConstants) -> FittedConstants:
-    """Memory-bound slow-down at low SM clocks from the A100 decode sweep (decode latency ratio to the top clock).
-
-    The model of the swept system (A100-40GB, Gemma-2-27B, TP2, constants transferred from the H100) is compared
-    at the sweep's clocks, effective-clock latency (no power cap), log residuals.
-    """
-
-    def with_params(p: np.ndarray) -> FittedConstants:
-        return dataclasses.replace(base, memory_clock_knee_frac=float(p[0]), memory_clock_exponent=float(p[1]))
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        pred, meas, _ = _a100_decode_ratios(with_params(p), ds)
-        return np.log(pred / meas)
-
-    r = least_squares(resid, x0=[0.45, 3.0], bounds=([0.05, 1.0], [0.95, 10.0]))
-    return with_params(r.x)
-
-
-POWER_NAMES = [
-    "static_power_w",
-    "idle_dynamic_power_w",
-    "voltage_knee_frac",
-    "voltage_rise",
-    "compute_power_w",
-    "memory_power_w",
-    "busy_power_w",
-    "other_power_w",
-]
-
-
-#: Starting point of the power fit (same order as :data:`POWER_NAMES`).
-POWER_X0 = [60.0, 110.0, 0.6, 0.3, 700.0, 100.0, 300.0, 30.0]
-
-
 def power_cap_fraction(ds: Datasets, limit_w: float) -> float:
-    """Mean plateau power / limit: the points within 2 % of the limit are the throttled ones."""
+    """Mean plateau power / limit: the prefill-power points within 2 % of the limit are the throttled ones."""
     p = ds.prefill_power["power_w"].to_numpy(float)
     plateau = p[p >= 0.98 * limit_w]
     return float(plateau.mean() / limit_w)
 
 
-def _power_predictions(hw: RooflineHardwareModel, ds: Datasets) -> tuple[np.ndarray, np.ndarray]:
-    busy = np.array(
-        [
-            hw.prefill([int(r["input_tokens"])], int(r["tp"]), int(r["sm_clock_mhz"])).power_w
-            for r in ds.prefill_power.to_dict("records")
-        ]
+def _with(base: FittedConstants, values: dict[str, float]) -> FittedConstants:
+    return dataclasses.replace(base, **values)  # type: ignore[arg-type]
+
+
+def _residuals(c: FittedConstants, ds: Datasets, datasets: tuple[FitDataset, ...]) -> np.ndarray:
+    """Relative errors of every point of ``datasets``, each dataset's vector scaled by 1/sqrt(points) so that
+    every dataset (not every point) weighs the same in the fit."""
+    parts = []
+    for d in datasets:
+        for name in d.residuals:
+            cmp = COMPARE[name](c, ds)
+            r = cmp.predicted / cmp.measured - 1.0
+            parts.append(r / math.sqrt(len(r)))
+    return np.concatenate(parts)
+
+
+def fit_joint(ds: Datasets, base: FittedConstants, datasets: tuple[FitDataset, ...] = FIT_DATASETS) -> FittedConstants:
+    """Least-squares fit of :data:`PARAMS` to ``datasets`` after their ``prefit`` stages; parameters none of them
+    informs are pinned at their neutral value (that is how a leave-one-dataset-out fit treats what only the
+    left-out dataset determines)."""
+    informed = {p for d in datasets for p in d.params}
+    prefitted: dict[str, float] = {}
+    for d in datasets:
+        if d.prefit is not None:
+            prefitted.update(d.prefit(ds))
+    free = [p for p in PARAMS if p.name in informed and p.name not in prefitted]
+    pinned = {p.name: p.neutral * p.scale for p in PARAMS if p.name not in informed}
+    pinned.update(prefitted)
+
+    def consts(x: np.ndarray) -> FittedConstants:
+        values = {p.name: float(v) * p.scale for p, v in zip(free, x, strict=True)}
+        values.update(pinned)
+        return _with(base, values)
+
+    r = least_squares(
+        lambda x: _residuals(consts(x), ds, datasets),
+        x0=[p.x0 for p in free],
+        bounds=([p.lo for p in free], [p.hi for p in free]),
+        x_scale="jac",
     )
-    idle = np.array([hw.idle_power_w(int(r["tp"]), int(r["sm_clock_mhz"])) for r in ds.idle_power.to_dict("records")])
-    return busy, idle
-
-
-def fit_power(ds: Datasets, base: FittedConstants) -> FittedConstants:
-    """Idle and busy power coefficients jointly from the DistServe prefill and idle power tables (relative)."""
-    limit = load_gpu(GPU).power_limit_w
-    base = dataclasses.replace(base, power_cap_fraction=power_cap_fraction(ds, limit))
-    yb = ds.prefill_power["power_w"].to_numpy(float)
-    yi = ds.idle_power["power_w"].to_numpy(float)
-
-    def consts(p: np.ndarray) -> FittedConstants:
-        values: dict[str, Any] = {k: float(v) for k, v in zip(POWER_NAMES, p, strict=True)}
-        return dataclasses.replace(base, **values)
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        busy, idle = _power_predictions(build(GPU, MODEL_L3, consts(p)), ds)
-        return np.concatenate([busy / yb - 1.0, idle / yi - 1.0])
-
-    x0 = POWER_X0  # fixed start: the fit is reproducible whatever constants it starts from
-    lo = [0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0]
-    hi = [300.0, 400.0, 0.95, 1.0, 2000.0, 1000.0, 1000.0, 1000.0]
-    r = least_squares(resid, x0=x0, bounds=(lo, hi))
     return consts(r.x)
 
 
 def fit_constants(data_root: Path | None = None, base: FittedConstants | None = None) -> FittedConstants:
-    """Fit every data-derived constant of the H100 SXM model, in dependency order, and record the sources."""
+    """Fit every data-derived constant of the H100 SXM model and record the sources."""
     ds = load_datasets(data_root)
     c = base if base is not None else load_constants(GPU)
     lat, bw = fit_allreduce(ds)
-    c = dataclasses.replace(c, allreduce_latency_s=lat, allreduce_bandwidth_bytes_per_s=bw)
-    c = fit_layer(ds, c)
-    c = fit_decode_overheads(c)
-    c = fit_memory_clock(ds, c)
-    c = fit_power(ds, c)
-    sources = dict(
-        {
-            "allreduce_latency_s, allreduce_bandwidth_bytes_per_s": "fit_allreduce: vidur_h100_dgx_all_reduce.csv",
-            "gemm_efficiency, hbm_efficiency, gemm_fixed_s, elementwise_fixed_s": (
-                "fit_layer: vidur_h100_llama2_70b_mlp.csv"
-            ),
-            "decode_fixed_scale, decode_per_seq_s, prefill_per_seq_s, decode_overhead_s, prefill_overhead_s": (
-                f"fit_decode_overheads: ML.ENERGY leaderboard TPOT (16.9 ms @ batch 8, 22.3 ms @ batch 64, TP4), "
-                f"assumed context {MLENERGY_CONTEXT_TOKENS} tokens"
-            ),
-            "memory_clock_knee_frac, memory_clock_exponent": (
-                "fit_memory_clock: a100_gemma2_27b_tp2_latency_vs_freq.json (decode, batch 1-64, 512-token contexts)"
-            ),
-            "attention_efficiency": (
-                "cited: FlashAttention-2 forward reaches ~35 % of H100 dense BF16 peak (Shah et al., FlashAttention-3, "
-                "arXiv 2407.08608, fig. 'attention forward speed')"
-            ),
-            "attention_fixed_s": (
-                "assumed: one ~10 us attention kernel per layer (same order as the fitted GEMM fixed time)"
-            ),
-            "governor_downclock_after_s, governor_wake_delay_s": (
-                "assumed engineering values (no public H100 measurement): clock drops after 0.5 s idle, 5 ms ramp-up"
-            ),
-            "power_cap_fraction": "power_cap_fraction: plateau of llama3_70b_prefill_power_vs_freq.csv",
-            ", ".join(
-                POWER_NAMES
-            ): "fit_power: llama3_70b_prefill_power_vs_freq.csv + llama3_70b_idle_power_vs_freq.csv",
-        }
+    c = dataclasses.replace(
+        c,
+        allreduce_latency_s=lat,
+        allreduce_bandwidth_bytes_per_s=bw,
+        allreduce_graph_latency_s=dict(ALLREDUCE_GRAPH_LATENCY_S),
+        power_cap_fraction=power_cap_fraction(ds, load_gpu(GPU).power_limit_w),
     )
+    c = fit_joint(ds, c)
+    joint = "fit_joint: " + " + ".join(d.file for d in FIT_DATASETS)
+    streaming = sorted(fit_streaming(ds))
+    sources = {
+        ", ".join(
+            streaming
+        ): f"fit_streaming: vidur_h100_llama2_70b_mlp.csv, GEMMs at <= {STREAMING_MAX_TOKENS} tokens",
+        "allreduce_latency_s, allreduce_bandwidth_bytes_per_s": "fit_allreduce: vidur_h100_dgx_all_reduce.csv",
+        "allreduce_graph_latency_s": (
+            "cited: vLLM custom all-reduce on H100, 32 KB, TP 2/4/8 (sgl-project/sglang PR #2904); consistent with "
+            "vllm-project/vllm PR #24532 (H100 TP4, 0.5-4 MB)"
+        ),
+        ", ".join(p.name for p in PARAMS if p.name not in streaming): joint,
+        "attention_efficiency": (
+            "cited: FlashAttention-2 forward reaches ~35 % of H100 dense BF16 peak (Shah et al., FlashAttention-3, "
+            "arXiv 2407.08608, fig. 'attention forward speed')"
+        ),
+        "attention_fixed_s": (
+            "assumed: one ~10 us attention kernel per layer (same order as the fitted GEMM fixed time)"
+        ),
+        "governor_downclock_after_s, governor_wake_delay_s": (
+            "assumed engineering values (no public H100 measurement): clock drops after 0.5 s idle, 5 ms ramp-up"
+        ),
+        "power_cap_fraction": "power_cap_fraction: plateau of llama3_70b_prefill_power_vs_freq.csv",
+        "ML.ENERGY request lengths": (
+            f"assumed prompt {MLENERGY_PROMPT_TOKENS} tokens (LMSYS-Chat-1M, arXiv 2309.11998), running output "
+            f"{RUNNING_OUTPUT_FACTOR:.3f} x the measured mean output (ShareGPT v3 output-length CV 1.05)"
+        ),
+    }
     return dataclasses.replace(c, sources=sources)
 
 
-def write_constants(c: FittedConstants, path: Path | None = None) -> Path:
+def lodo_errors(data_root: Path | None = None, consts: FittedConstants | None = None) -> dict[str, float]:
+    """Leave-one-dataset-out error (MAPE, %) of every check of every fitted dataset: the error on that dataset of
+    the model fitted to the others (parameters only it informs pinned at their neutral values)."""
+    ds = load_datasets(data_root)
+    c = consts if consts is not None else load_constants(GPU)
+    out: dict[str, float] = {}
+    for left in FIT_DATASETS:
+        others = tuple(d for d in FIT_DATASETS if d is not left)
+        refit = fit_joint(ds, c, others)
+        for name in left.checks:
+            cmp = COMPARE[name](refit, ds)
+            out[name] = mape_pct(cmp.predicted, cmp.measured)
+    return out
+
+
+def write_constants(c: FittedConstants, path: Path | None = None, lodo: dict[str, float] | None = None) -> Path:
     path = path if path is not None else constants_path(GPU)
-    path.write_text(json.dumps(constants_to_json(c), indent=2) + "\n")
+    obj = constants_to_json(c)
+    if lodo is not None:
+        obj["lodo_error_pct"] = lodo
+    path.write_text(json.dumps(obj, indent=2) + "\n")
     from biscale.hardware.registry import clear_caches
 
     clear_caches()
     return path
 
 
+def stored_lodo_errors(gpu: str = GPU) -> dict[str, float]:
+    """The leave-one-dataset-out errors stored beside the fitted constants by :func:`refit_all`."""
+    raw = json.loads(constants_path(gpu).read_text())
+    return {str(k): float(v) for k, v in raw.get("lodo_error_pct", {}).items()}
+
+
 # ------------------------------------------------------------------------------------------------ checks
+IN_SAMPLE = "in-sample"
+OUT_OF_SAMPLE = "out-of-sample"
+
+#: Each check: dataset shown, role, unit of its values, note.
+CHECKS: dict[str, tuple[str, str, str, str]] = {
+    "allreduce": (
+        "vidur_h100_dgx_all_reduce.csv",
+        IN_SAMPLE,
+        "s",
+        "NCCL all-reduce time, TP 2/4/8, all sizes (fit target of the all-reduce law)",
+    ),
+    "vidur_mlp": (
+        "vidur_h100_llama2_70b_mlp.csv",
+        IN_SAMPLE,
+        "s",
+        "per-layer non-attention time, TP 1/2/4/8, 1..4096 tokens (Llama-2-70B layer = Llama-3.3-70B layer)",
+    ),
+    "a100_decode_clock_shape": (
+        "a100_gemma2_27b_tp2_latency_vs_freq.json (decode)",
+        IN_SAMPLE,
+        "latency / latency at top clock",
+        "decode latency(f)/latency(1410 MHz), batch 1-64, 690-1170 MHz: the only measured clock sweep (A100, "
+        "Gemma-2-27B TP2); fit target of the memory-clock law",
+    ),
+    "mlenergy_8b_step_time": (
+        "mlenergy_h100_llama31_8b_tp1_decode.csv",
+        IN_SAMPLE,
+        "s",
+        "mean step time of colocated serving, Llama-3.1-8B TP1, batch 8-690, prefills mixed in",
+    ),
+    "mlenergy_8b_power": (
+        "mlenergy_h100_llama31_8b_tp1_decode.csv",
+        IN_SAMPLE,
+        "W per GPU",
+        "mean power of the same runs (at the power limit from batch ~192)",
+    ),
+    "prefill_power": (
+        "llama3_70b_prefill_power_vs_freq.csv",
+        IN_SAMPLE,
+        "W per GPU",
+        "per-GPU busy power, one prompt per iteration, locked clocks",
+    ),
+    "idle_power": ("llama3_70b_idle_power_vs_freq.csv", IN_SAMPLE, "W per GPU", "per-GPU idle power, locked clocks"),
+    "splitwise_prefill_shape": (
+        "splitwise_perf_model.csv",
+        OUT_OF_SAMPLE,
+        "ratio to 1024 tokens, batch 1",
+        "prompt time / (1024 tokens, batch 1) per TP; TP2 batch 64 excluded",
+    ),
+    "splitwise_decode_shape": (
+        "splitwise_perf_model.csv",
+        OUT_OF_SAMPLE,
+        "ratio to 1024 tokens, batch 1",
+        "token time / (1024 tokens, batch 1) per TP; TP2 batch 64 excluded",
+    ),
+    "mlenergy_70b_decode": (
+        "ML.ENERGY leaderboard, Llama-3.3-70B TP4 (reserved for validation)",
+        OUT_OF_SAMPLE,
+        "s",
+        "decode step at batch 8 / 64, default governor, vs median time between tokens",
+    ),
+    "a100_prefill_clock_shape": (
+        "a100_gemma2_27b_tp2_latency_vs_freq.json (prefill)",
+        OUT_OF_SAMPLE,
+        "latency / latency at top clock",
+        "prefill latency(f)/latency(1410 MHz), 1024-4096 tokens, 690-1170 MHz, the swept system (A100, "
+        "Gemma-2-27B TP2)",
+    ),
+}
+
+#: The (GPU, model) pairs whose own measurements each check uses ("*": any model on that GPU).
+#: vidur and splitwise measured Llama-2-70B, whose layers are Llama-3.3-70B's.
+CHECK_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
+    "allreduce": ((GPU, "*"),),
+    "vidur_mlp": ((GPU, MODEL_L2), (GPU, MODEL_L3)),
+    "a100_decode_clock_shape": ((A100_SWEEP_GPU, A100_SWEEP_MODEL),),
+    "mlenergy_8b_step_time": ((GPU, MODEL_8B),),
+    "mlenergy_8b_power": ((GPU, MODEL_8B),),
+    "prefill_power": ((GPU, MODEL_L3),),
+    "idle_power": ((GPU, MODEL_L3),),
+    "splitwise_prefill_shape": ((GPU, MODEL_L2), (GPU, MODEL_L3)),
+    "splitwise_decode_shape": ((GPU, MODEL_L2), (GPU, MODEL_L3)),
+    "mlenergy_70b_decode": ((GPU, MODEL_L3),),
+    "a100_prefill_clock_shape": ((A100_SWEEP_GPU, A100_SWEEP_MODEL),),
+}
+
+
+def calibrated_pairs() -> list[tuple[str, str]]:
+    """The (GPU, model) pairs with measurements of their own (``biscale calibrate --gpu/--model`` accepts these)."""
+    return sorted({p for pairs in CHECK_PAIRS.values() for p in pairs if p[1] != "*"})
+
+
+def select_checks(checks: list[Check], gpu: str | None, model: str | None) -> list[Check]:
+    """The checks that use measurements of ``gpu`` (and ``model``; None: any). Empty if there are none, or if
+    only GPU-wide checks (all-reduce) match a model: no model is checked against another model's data."""
+
+    def match(name: str) -> bool:
+        return any((gpu is None or g == gpu) and (model is None or m in (model, "*")) for g, m in CHECK_PAIRS[name])
+
+    chosen = [c for c in checks if match(c.name)]
+    if model is not None and all(("*" in {m for _, m in CHECK_PAIRS[c.name]}) for c in chosen):
+        return []
+    return chosen
+
+
 @dataclass
 class Check:
     """One calibration check: model vs measurement on one dataset."""
@@ -441,13 +830,14 @@ class Check:
     name: str
     """Short identifier (also the PNG file name)."""
     dataset: str
-    """The reference data compared with (a file of SOURCES.md or a cited measurement)."""
-    metric: str
-    """"MAPE" (mean absolute percentage error) or "max slowdown"."""
+    """The reference data compared with (a file of the NOTICE or a cited measurement)."""
+    role: str
+    """"in-sample" (the dataset is a fit target) or "out-of-sample" (not used in fitting)."""
     error_pct: float
-    """The error, percent."""
+    """Mean absolute percentage error, percent."""
     tolerance_pct: float
-    """The issue's tolerance, percent."""
+    lodo_error_pct: float | None = None
+    """In-sample checks: the error of the model fitted without this dataset, percent (None: not computed)."""
     predicted: list[float] = field(default_factory=list)
     measured: list[float] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -460,13 +850,13 @@ class Check:
         return self.error_pct <= self.tolerance_pct
 
     def to_json(self) -> dict[str, Any]:
-        key = "mape_pct" if self.metric == "MAPE" else "max_slowdown_pct"
         return {
             "name": self.name,
             "dataset": self.dataset,
-            "metric": self.metric,
-            key: self.error_pct,
+            "role": self.role,
+            "metric": "MAPE",
             "error_pct": self.error_pct,
+            "lodo_error_pct": self.lodo_error_pct,
             "tolerance_pct": self.tolerance_pct,
             "passed": self.passed,
             "points": len(self.measured),
@@ -474,189 +864,44 @@ class Check:
         }
 
 
-_UNITS = {
-    "vidur_mlp": "s",
-    "mlenergy_decode": "s",
-    "splitwise_prefill_shape": "ratio to 1024 tokens, batch 1",
-    "splitwise_decode_shape": "ratio to 1024 tokens, batch 1",
-    "prefill_power": "W per GPU",
-    "idle_power": "W per GPU",
-    "prefill_clock_shape": "latency / latency at top clock",
-    "decode_clock_slowdown": "latency / latency at top clock",
-}
-
-
-def _check(name: str, dataset: str, pred: np.ndarray, meas: np.ndarray, labels: list[str], note: str) -> Check:
-    return Check(
-        name=name,
-        dataset=dataset,
-        metric="MAPE",
-        error_pct=mape_pct(pred, meas),
-        tolerance_pct=TOLERANCE_PCT[name],
-        predicted=[float(v) for v in pred],
-        measured=[float(v) for v in meas],
-        labels=labels,
-        note=note,
-        unit=_UNITS[name],
-    )
-
-
 def run_checks(
-    gpu: str = GPU, model: str = MODEL_L3, data_root: Path | None = None, consts: FittedConstants | None = None
+    data_root: Path | None = None, consts: FittedConstants | None = None, lodo: dict[str, float] | None = None
 ) -> list[Check]:
-    """Every calibration check of the issue, computed on the (gpu, model) model family's constants.
+    """Every calibration check of the H100 constants (the only GPU with its own fit), in :data:`CHECKS` order.
 
-    The vidur and splitwise comparisons use the Llama-2-70B spec on the same GPU constants (the model those
-    measurements were taken on); the others use ``model``.
+    Each comparison uses the model its data were measured on (Llama-2-70B for vidur and splitwise,
+    Llama-3.1-8B for the ML.ENERGY decode data, Gemma-2-27B on A100 for the sweep, Llama-3.3-70B otherwise).
+    ``lodo`` (leave-one-dataset-out errors of the in-sample checks) defaults to the values stored with the
+    constants when ``consts`` is not given, and to none otherwise.
     """
     ds = load_datasets(data_root)
-    c = consts if consts is not None else load_constants(gpu)
-    hw = build(gpu, model, c)
-    hw2 = build(gpu, MODEL_L2, c)
-    checks: list[Check] = []
-
-    v = ds.vidur
-    pred = np.array([layer_nonattention_s(hw2, int(n), int(t)) for n, t in zip(v["num_tokens"], v["tp"], strict=True)])
-    labels = [f"tp{t} n{n}" for n, t in zip(v["num_tokens"], v["tp"], strict=True)]
-    checks.append(
-        _check(
-            "vidur_mlp",
-            "vidur_h100_llama2_70b_mlp.csv",
-            pred,
-            v["time_s"].to_numpy(),
-            labels,
-            "per-layer non-attention time, TP 1/2/4/8, 1..4096 tokens",
+    c = consts if consts is not None else load_constants(GPU)
+    if lodo is None:
+        lodo = stored_lodo_errors(GPU) if consts is None else {}
+    checks = []
+    for name, (dataset, role, unit, note) in CHECKS.items():
+        cmp = COMPARE[name](c, ds)
+        checks.append(
+            Check(
+                name=name,
+                dataset=dataset,
+                role=role,
+                error_pct=mape_pct(cmp.predicted, cmp.measured),
+                tolerance_pct=TOLERANCE_PCT[name],
+                lodo_error_pct=lodo.get(name) if role == IN_SAMPLE else None,
+                predicted=[float(v) for v in cmp.predicted],
+                measured=[float(v) for v in cmp.measured],
+                labels=cmp.labels,
+                note=note,
+                unit=unit,
+            )
         )
-    )
-
-    pred_l, meas_l, labels = [], [], []
-    for b, t in MLENERGY_TPOT_S.items():
-        pred_l.append(hw.decode([MLENERGY_CONTEXT_TOKENS] * b, MLENERGY_TP, None).latency_s)
-        meas_l.append(t)
-        labels.append(f"batch {b}")
-    checks.append(
-        _check(
-            "mlenergy_decode",
-            "ML.ENERGY leaderboard (vLLM, TP4)",
-            np.array(pred_l),
-            np.array(meas_l),
-            labels,
-            f"decode iteration, default governor, {MLENERGY_CONTEXT_TOKENS}-token contexts",
-        )
-    )
-
-    p, m, labels = _splitwise_prefill_ratios(hw2, ds)
-    checks.append(
-        _check(
-            "splitwise_prefill_shape",
-            "splitwise_perf_model.csv",
-            p,
-            m,
-            labels,
-            "prompt time / (1024 tokens, batch 1) per TP; TP2 batch 64 excluded",
-        )
-    )
-    p, m, labels = _splitwise_decode_ratios(hw2, ds)
-    checks.append(
-        _check(
-            "splitwise_decode_shape",
-            "splitwise_perf_model.csv",
-            p,
-            m,
-            labels,
-            "token time / (1024 tokens, batch 1) per TP; TP2 batch 64 excluded",
-        )
-    )
-
-    busy, idle = _power_predictions(hw, ds)
-    pp = ds.prefill_power
-    checks.append(
-        _check(
-            "prefill_power",
-            "llama3_70b_prefill_power_vs_freq.csv",
-            busy,
-            pp["power_w"].to_numpy(),
-            [f"tp{a} n{b} {c}MHz" for a, b, c in zip(pp["tp"], pp["input_tokens"], pp["sm_clock_mhz"], strict=True)],
-            "per-GPU busy power, one prompt per iteration, locked clocks",
-        )
-    )
-    ip = ds.idle_power
-    checks.append(
-        _check(
-            "idle_power",
-            "llama3_70b_idle_power_vs_freq.csv",
-            idle,
-            ip["power_w"].to_numpy(),
-            [f"tp{a} {c}MHz" for a, c in zip(ip["tp"], ip["sm_clock_mhz"], strict=True)],
-            "per-GPU idle power, locked clocks",
-        )
-    )
-
-    checks.append(prefill_clock_shape_check(hw, ds))
-    checks.append(decode_clock_slowdown_check(hw))
     return checks
 
 
-A100_CLOCKS = (210, 450, 690, 930, 1170, 1410)
-CLOCK_SHAPE_TOKENS = (1024, 2048, 3072, 4096)
-CLOCK_SHAPE_TP = (2, 4)
-
-
-def prefill_clock_shape_check(hw: RooflineHardwareModel, ds: Datasets) -> Check:
-    """latency(f)/latency(fmax) of compute-bound prefill vs the A100 sweep at the same fraction of the top clock.
-
-    Uses the sweep clocks within 50-100 % of the A100's top clock; the model is read at the same fraction of its
-    own top clock (linear interpolation between supported clocks), as the clock-scaling law at the *effective*
-    clock (power throttling excluded: it depends on the GPU's power limit, not on the latency law).
-    """
-    a_top = 1410
-    pred, meas, labels = [], [], []
-    for f in A100_CLOCKS:
-        frac = f / a_top
-        if frac < 0.5 or f == a_top:
-            continue
-        for n in CLOCK_SHAPE_TOKENS:
-            m = a100_prefill_ms(ds.a100_sweep, f, n) / a100_prefill_ms(ds.a100_sweep, a_top, n)
-            for tp in CLOCK_SHAPE_TP:
-                if tp not in hw.tp_degrees:
-                    continue
-                top = hw.prefill_latency_at(PrefillShape.from_lengths([n]), tp, float(hw.max_clock_mhz))
-                lat = hw.prefill_latency_at(PrefillShape.from_lengths([n]), tp, frac * hw.max_clock_mhz)
-                pred.append(lat / top)
-                meas.append(m)
-                labels.append(f"tp{tp} n{n} {frac:.0%}")
-    return _check(
-        "prefill_clock_shape",
-        "a100_gemma2_27b_tp2_latency_vs_freq.json",
-        np.array(pred),
-        np.array(meas),
-        labels,
-        "latency(f)/latency(fmax), 1024-4096 tokens, 50-100 % of top clock",
-    )
-
-
-def decode_clock_slowdown_check(hw: RooflineHardwareModel) -> Check:
-    """Worst decode slowdown at 60 % of the top clock (nearest supported clock), batch <= 64, 800-token contexts."""
-    f60 = min(hw.supported_clocks_mhz, key=lambda f: abs(f - 0.6 * hw.max_clock_mhz))
-    slow, labels = [], []
-    for tp in hw.tp_degrees:
-        for b in (1, 8, 16, 32, 64):
-            shape = DecodeShape.from_lengths([MLENERGY_CONTEXT_TOKENS] * b)
-            slow.append(hw.decode_cost(shape, tp, f60).latency_s / hw.decode_cost(shape, tp, None).latency_s)
-            labels.append(f"tp{tp} b{b}")
-    worst = (max(slow) - 1.0) * 100.0
-    return Check(
-        name="decode_clock_slowdown",
-        dataset="model (memory-bound decode)",
-        metric="max slowdown",
-        error_pct=worst,
-        tolerance_pct=TOLERANCE_PCT["decode_clock_slowdown"],
-        predicted=slow,
-        measured=[1.0] * len(slow),
-        labels=labels,
-        note=f"latency({f60} MHz)/latency(top), batch 1-64, {MLENERGY_CONTEXT_TOKENS}-token contexts",
-        unit=_UNITS["decode_clock_slowdown"],
-    )
+def checks_table(checks: list[Check]) -> pd.DataFrame:
+    """The report as a table (one row per check), as written to ``calibration.csv``."""
+    return pd.DataFrame([c.to_json() for c in checks])
 
 
 def plot_checks(checks: list[Check], out_dir: Path) -> list[Path]:
@@ -678,7 +923,7 @@ def plot_checks(checks: list[Check], out_dir: Path) -> list[Path]:
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
         ax.set_xlabel(f"measured ({chk.unit})" if chk.unit else "measured")
         ax.set_ylabel(f"predicted ({chk.unit})" if chk.unit else "predicted")
-        ax.set_title(f"{chk.name}: {chk.metric} {chk.error_pct:.1f}% (tol {chk.tolerance_pct:.0f}%)", fontsize=9)
+        ax.set_title(f"{chk.name} ({chk.role}): MAPE {chk.error_pct:.1f}% (tol {chk.tolerance_pct:.0f}%)", fontsize=9)
         if hi / max(lo, 1e-12) > 20:
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -700,7 +945,7 @@ def transfer_constants(h100: FittedConstants, gpu: str) -> FittedConstants:
 
     Efficiencies (fractions of the GPU's own peaks), fixed times, engine overheads, voltage-curve shape and
     cap fraction carry over unchanged; power coefficients scale with the power-limit ratio; all-reduce
-    bandwidth with the NVLink bandwidth ratio. This is an assumption, stated in docs/hardware.md.
+    bandwidth with the NVLink bandwidth ratio. This is an assumption: such GPUs are marked experimental.
     """
     spec, ref = load_gpu(gpu), load_gpu(GPU)
     pr = spec.power_limit_w / ref.power_limit_w
@@ -716,12 +961,13 @@ def transfer_constants(h100: FittedConstants, gpu: str) -> FittedConstants:
 
 
 def refit_all(data_root: Path | None = None, write: bool = False) -> dict[str, FittedConstants]:
-    """Fit the H100 constants and transfer them to the other GPUs; optionally write the JSON files."""
+    """Fit the H100 constants (and their LODO errors) and transfer them to the other GPUs; optionally write."""
     h100 = fit_constants(data_root)
     out = {GPU: h100}
     for gpu in NVLINK_RATIO:
         out[gpu] = transfer_constants(h100, gpu)
     if write:
-        for gpu, c in out.items():
-            write_constants(c, constants_path(gpu))
+        write_constants(h100, constants_path(GPU), lodo=lodo_errors(data_root, h100))
+        for gpu in NVLINK_RATIO:
+            write_constants(out[gpu], constants_path(gpu))
     return out

@@ -24,7 +24,12 @@ class FittedConstants:
     gemm_efficiency: float
     """Fraction of the clock-scaled peak FLOP/s that large GEMMs reach (dimensionless)."""
     hbm_efficiency: float
-    """Fraction of peak HBM bandwidth that streaming kernels reach (dimensionless)."""
+    """Fraction of peak HBM bandwidth that GEMM weight streaming and KV-cache reads/writes reach (dimensionless)."""
+    elementwise_efficiency: float
+    """Fraction of peak HBM bandwidth that the element-wise kernels (norms, rope, activation, adds) reach."""
+    roofline_sharpness: float
+    """Exponent q of the smooth roofline ``(t_compute^q + t_memory^q)^(1/q)`` of a GEMM (dimensionless; large q
+    is the sharp ``max``)."""
     gemm_fixed_s: float
     """Fixed time per GEMM kernel (launch + tail), s."""
     elementwise_fixed_s: float
@@ -41,16 +46,12 @@ class FittedConstants:
     """All-reduce fixed latency by TP degree (keys "2", "4", "8"), s."""
     allreduce_bandwidth_bytes_per_s: dict[str, float]
     """All-reduce algorithmic bandwidth by TP degree, bytes/s."""
-    prefill_overhead_s: float
-    """Fixed per-iteration engine time of a prefill iteration (scheduling, sampling, launch), s."""
-    prefill_per_seq_s: float
-    """Extra engine time per sequence of a prefill batch, s."""
-    decode_fixed_scale: float
-    """Fraction of the per-kernel fixed times that remains in decode, which runs as CUDA graphs (dimensionless)."""
-    decode_overhead_s: float
-    """Fixed per-iteration engine time of a decode iteration (CUDA graphs), s."""
-    decode_per_seq_s: float
-    """Extra engine time per request of a decode batch (sampling, bookkeeping), s."""
+    allreduce_graph_latency_s: dict[str, float]
+    """Fixed latency of the engine's small-message all-reduce inside CUDA graphs (decode), by TP degree, s."""
+    engine_step_s: float
+    """Per-iteration time in which the GPU waits for the serving engine's CPU (scheduling, input preparation), s."""
+    engine_per_seq_s: float
+    """Per-request GPU work of an iteration outside the layers (sampling over the vocabulary, bookkeeping), s."""
     # --- power (per GPU) ---
     static_power_w: float
     """Power of a loaded GPU at zero clock, W (leakage, HBM refresh, board)."""
@@ -66,8 +67,6 @@ class FittedConstants:
     """Clock-independent power while any kernel runs (HBM and memory system active), W."""
     busy_power_w: float
     """Power of active SMs (schedulers, load/store) while any kernel runs, at the top clock, W (~ f V(f)^2)."""
-    other_power_w: float
-    """Power above idle during communication, fixed kernel time and engine overheads, W (<= memory_power_w)."""
     power_cap_fraction: float
     """Average power the power controller holds, as a fraction of the power limit (dimensionless)."""
     governor_downclock_after_s: float

@@ -35,6 +35,19 @@ def get_hardware(gpu: str, model: str) -> HardwareModel:
     return _build(gpu, model)
 
 
+def experimental_reason(gpu: str) -> str | None:
+    """Why the hardware model of ``gpu`` is experimental (not calibrated on that GPU's own measurements), or None.
+
+    Commands that report energy savings refuse experimental GPUs (a saving is a difference of two modelled
+    energies, so it is only as good as the model's calibration). InputError for an unknown GPU.
+    """
+    gpus = _gpus_with_constants()
+    if gpu not in gpus:
+        raise InputError(f"unknown GPU '{gpu}' (valid: {', '.join(gpus)})", field="gpu")
+    spec = load_gpu(gpu)
+    return spec.experimental_reason if spec.experimental else None
+
+
 def list_hardware() -> list[tuple[str, str]]:
     """All (gpu, model) pairs that can be built (the model fits on a node of that GPU), sorted."""
     pairs = []

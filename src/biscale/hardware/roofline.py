@@ -2,21 +2,24 @@
 
 Per layer and per GPU of a TP group (see docs/hardware.md for the equations):
 
-* GEMMs (QKV, O, up/gate, down): ``max(FLOPs / (eta_c * F_peak * f/fmax), bytes / (eta_m * B)) + 4 tau_g``;
-* element-wise kernels (2 norms, rope, activation, 2 residual adds): ``bytes / (eta_m * B) + 6 tau_e``;
-* attention: prefill ``4 d H/t * pairs / (eta_a * F_peak * f/fmax)``, decode ``KV bytes / (eta_m * B)``, ``+ tau_a``;
+* GEMMs (QKV, O, up/gate, down): a smooth roofline ``(t_c^q + t_m^q)^(1/q)`` of compute time
+  ``FLOPs / (eta_c F_peak f/fmax)`` and memory time ``bytes / (eta_m B)`` (times the memory-clock factor);
+* element-wise kernels (2 norms, rope, activation, 2 residual adds) and the KV write: ``bytes / (eta_m B)``;
+* attention: prefill ``4 d H/t * pairs / (eta_a F_peak f/fmax)``, decode ``KV bytes / (eta_m B)``;
+* fixed kernel time (launch, prologue, tail) per kernel, scaled down under CUDA graphs (decode);
 * two all-reduces (TP > 1): ``a_t + bytes / bw_t`` fitted to the DGX all-reduce measurements;
 
-plus the LM head once per iteration and a fixed engine overhead. Power per GPU is idle power at the clock plus
-dynamic energy of each time bucket divided by the latency; above the power cap the effective clock is lowered
-until the power equals the cap, as the GPU's power controller does.
+plus the LM head once per iteration and the engine's per-request time. Power per GPU is the energy of each
+time bucket divided by the latency. The power limit acts on the iteration's *mean* power: the effective clock
+is where the mean power meets the cap, reached by dithering between the two supported clocks around it
+(docs/hardware.md proves that this keeps latency monotone in clock, batch and context).
 
 The ``*_cost`` methods are the simulator's hot path: plain float math on per-TP constants, no numpy.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,31 +32,42 @@ from biscale.hardware.specs import GpuSpec, ModelSpec
 GPU_MEMORY_UTILIZATION = 0.90
 #: Per-GPU memory kept for activations, CUDA graphs and the CUDA context inside that budget, bytes.
 ACTIVATION_RESERVE_BYTES = 4 * 1024**3
+#: Prefill cost cache size before it is cleared (bounded memory in long simulations).
+_CACHE_LIMIT = 500_000
+
+#: Beyond any context sum (tokens): the "no bound" of the decode fast path's integer context interval.
+_BIG = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
 class _TpConsts:
-    """Per-TP precomputed coefficients (all times in seconds at the top clock)."""
+    """Per-TP precomputed coefficients (times in seconds at the top clock, per GPU)."""
 
     layers: float
-    lin_compute_per_tok: float  # compute time of one layer's GEMMs per token at fmax
-    lin_mem_fixed: float  # weight streaming time of one layer's GEMMs
-    lin_mem_per_tok: float  # activation I/O time of one layer's GEMMs per token
-    lin_fixed: float  # 4 * tau_g
-    elem_per_tok: float
-    elem_fixed: float  # 6 * tau_e
-    attn_compute_per_pair: float  # prefill attention compute per causal pair at fmax
-    attn_kv_per_ctx: float  # decode KV read time per context token per layer
-    kv_write_per_tok: float  # KV write time per new token per layer
-    attn_fixed: float
-    ar_fixed: float  # 2 all-reduces per layer: fixed part (0 for TP1)
-    layer_fixed: float  # all fixed kernel/collective time of one layer (prefill, no CUDA graphs)
-    dec_layer_fixed: float  # the same under CUDA graphs (decode)
-    ar_per_tok: float  # 2 all-reduces per layer: per token
-    head_compute_per_seq: float  # LM head compute per output row at fmax
+    lin_compute_per_tok: float  # one layer's GEMM compute per token
+    lin_mem_fixed: float  # one layer's GEMM weight streaming
+    lin_mem_per_tok: float  # one layer's GEMM activation I/O per token
+    elem_per_tok: float  # one layer's element-wise kernels per token
+    kv_write_per_tok: float  # one layer's KV-cache write per token
+    attn_compute_per_pair: float  # one layer's prefill attention per causal pair
+    kv_read_per_ctx: float  # decode KV read per context token, all layers
+    fixed: float  # fixed kernel time of one iteration without CUDA graphs (all layers + LM head)
+    ar_fixed: float  # all-reduce latency of one iteration (2 per layer; 0 for TP1), NCCL (prefill)
+    ar_graph_fixed: float  # the same for the engine's small-message all-reduce in CUDA graphs (decode)
+    ar_per_tok: float  # all-reduce transfer time per token, all layers
+    head_compute_per_row: float
     head_mem_fixed: float
-    head_mem_per_seq: float
-    head_fixed: float
+    head_mem_per_row: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """One iteration at one clock: time and energy without the decode KV reads, and per KV context token."""
+
+    time_s: float
+    energy_j: float
+    kv_time_s: float
+    kv_energy_j: float
 
 
 class RooflineHardwareModel(HardwareModel):
@@ -66,14 +80,13 @@ class RooflineHardwareModel(HardwareModel):
         self.gpu_name = gpu.name
         self.model_name = model.name
         self._clocks = gpu.supported_clocks_mhz
+        self._fclocks = tuple(float(f) for f in self._clocks)
         self._clock_set = frozenset(self._clocks)
         self._clock_index = {f: i for i, f in enumerate(self._clocks)}
-        self._decode_cache: dict[tuple[int, int | None, int], tuple[float, ...]] = {}
-        self._decode_clocks: dict[tuple[int, int | None], list[float]] = {}
-        self._prefill_clock: dict[tuple[int, int | None, int, int, float], float] = {}
         self._fmax = float(gpu.max_sm_clock_mhz)
-        self._fmin = float(gpu.min_sm_clock_mhz)
         self._cap_w = gpu.power_limit_w * consts.power_cap_fraction
+        self._q = consts.roofline_sharpness
+        self._inv_q = 1.0 / consts.roofline_sharpness
         # Per-layer constants for every TP degree (calibration compares single layers even where the whole model
         # does not fit); the public API only accepts the degrees whose weights fit.
         self._all_tp = {tp: self._tp_consts(tp) for tp in gpu.tp_degrees}
@@ -84,20 +97,8 @@ class RooflineHardwareModel(HardwareModel):
             raise InputError(f"model '{model.name}' does not fit on {max(gpu.tp_degrees)} x {gpu.name}")
         self._min_tp = min(self._tp)
         # Clock factors by clock (float keys: the hot path looks them up with float clocks).
-        self._g: dict[float, float] = {float(f): self.clock_factor(float(f)) for f in self._clocks}
-        self._h: dict[float, float] = {float(f): self.memory_clock_factor(float(f)) for f in self._clocks}
-        # "Other" (communication, engine) power may not exceed the kernel base power (keeps power <= cap).
-        self._other_w = min(consts.other_power_w, consts.memory_power_w)
-        # Highest clock at which a purely memory-bound kernel stays within the cap.
-        p_mem = [
-            consts.static_power_w
-            + (consts.idle_dynamic_power_w + consts.busy_power_w) * self._g[f]
-            + consts.memory_power_w
-            for f in self._clocks
-        ]
-        ok = [i for i, p in enumerate(p_mem) if p <= self._cap_w]
-        self._mem_ok_idx = ok[-1] if ok else 0
-        self._mem_ok_mhz = float(self._clocks[self._mem_ok_idx])
+        self._g: dict[float, float] = {f: self.clock_factor(f) for f in self._fclocks}
+        self._mu: dict[float, float] = {f: self.memory_clock_factor(f) for f in self._fclocks}
         self._idle = {int(f): consts.static_power_w + consts.idle_dynamic_power_w * g for f, g in self._g.items()}
         self._governor = GovernorModel(
             idle_power_w=gpu.unlocked_idle_power_w,
@@ -105,6 +106,12 @@ class RooflineHardwareModel(HardwareModel):
             wake_delay_s=consts.governor_wake_delay_s,
             shallow_idle_power_w=self._idle[self._clocks[-1]],
         )
+        # Decode: per (tp, requested clock, batch) the parts at the requested clock and the context interval in
+        # which they are within the cap; per (tp, batch) the parts at every clock (filled on demand).
+        self._decode_cache: dict[tuple[int, int | None, int], tuple[float, ...]] = {}
+        self._decode_by_clock: dict[tuple[int, int], list[_Parts | None]] = {}
+        self._decode_bracket: dict[tuple[int, int | None, int], int] = {}
+        self._prefill_cache: dict[tuple[int, int | None, int, int, float], IterationCost] = {}
 
     # ------------------------------------------------------------------ set-up
     def _usable_bytes(self, tp: int) -> float:
@@ -129,34 +136,33 @@ class RooflineHardwareModel(HardwareModel):
         act = (h + (heads + 2 * kv_heads) * d) + (heads * d + h) + (h + up_mult * mlp) + (mlp + h)
         # Element-wise bytes per token: 2 RMSNorms (r+w h), rope (r+w q,k), act (r 2*mlp, w mlp), 2 adds (r 2h, w h).
         elem = s * (4 * h + 2 * (heads + kv_heads) * d + (up_mult + 1) * mlp + 6 * h)
+        kv_token = 2.0 * kv_heads * d * s  # K and V of one token in one layer on one GPU
+        layers = float(m.num_layers)
         if tp > 1:
             key = str(tp)
-            ar_fixed = 2 * c.allreduce_latency_s[key]
-            ar_per_tok = 2 * h * s / c.allreduce_bandwidth_bytes_per_s[key]
+            ar_fixed = layers * 2 * c.allreduce_latency_s[key]
+            ar_graph_fixed = layers * 2 * c.allreduce_graph_latency_s[key]
+            ar_per_tok = layers * 2 * h * s / c.allreduce_bandwidth_bytes_per_s[key]
         else:
-            ar_fixed = ar_per_tok = 0.0
+            ar_fixed = ar_graph_fixed = ar_per_tok = 0.0
         vocab = m.vocab_size / tp
-        layer_fixed = 4 * c.gemm_fixed_s + 6 * c.elementwise_fixed_s + c.attention_fixed_s + ar_fixed
+        fixed = layers * (4 * c.gemm_fixed_s + 6 * c.elementwise_fixed_s + c.attention_fixed_s) + c.gemm_fixed_s
         return _TpConsts(
-            layers=float(m.num_layers),
+            layers=layers,
             lin_compute_per_tok=2.0 * w_layer / flops,
             lin_mem_fixed=s * w_layer / bw,
             lin_mem_per_tok=s * act / bw,
-            lin_fixed=4 * c.gemm_fixed_s,
-            elem_per_tok=elem / bw,
-            elem_fixed=6 * c.elementwise_fixed_s,
+            elem_per_tok=elem / (c.elementwise_efficiency * g.hbm_bandwidth_bytes_per_s),
+            kv_write_per_tok=kv_token / bw,
             attn_compute_per_pair=4.0 * d * heads / (c.attention_efficiency * g.peak_bf16_flops),
-            attn_kv_per_ctx=2.0 * kv_heads * d * s / bw,
-            kv_write_per_tok=2.0 * kv_heads * d * s / bw,
-            attn_fixed=c.attention_fixed_s,
+            kv_read_per_ctx=layers * kv_token / bw,
+            fixed=fixed,
             ar_fixed=ar_fixed,
-            layer_fixed=layer_fixed,
-            dec_layer_fixed=c.decode_fixed_scale * layer_fixed,
+            ar_graph_fixed=ar_graph_fixed,
             ar_per_tok=ar_per_tok,
-            head_compute_per_seq=2.0 * h * vocab / flops,
+            head_compute_per_row=2.0 * h * vocab / flops,
             head_mem_fixed=s * h * vocab / bw,
-            head_mem_per_seq=s * (h + vocab) / bw,
-            head_fixed=c.gemm_fixed_s,
+            head_mem_per_row=s * (h + vocab) / bw,
         )
 
     def clock_factor(self, f_mhz: float) -> float:
@@ -171,7 +177,8 @@ class RooflineHardwareModel(HardwareModel):
         """Slow-down of memory-bound kernels at SM clock ``f`` relative to the top clock (>= 1, dimensionless).
 
         ``(1 + (x0/x)^p)^(1/p) / (1 + x0^p)^(1/p)`` with ``x = f/fmax``: streaming needs enough SM issue rate,
-        so bandwidth falls at low clocks (the A100 decode sweep), and is flat near the top.
+        so bandwidth falls at low clocks (the A100 decode sweep), and is flat near the top. ``x * factor`` rises
+        with ``x``, which keeps the energy of memory-bound work non-decreasing in the clock.
         """
         c = self.consts
         p = c.memory_clock_exponent
@@ -202,8 +209,13 @@ class RooflineHardwareModel(HardwareModel):
 
     @property
     def power_cap_w(self) -> float:
-        """Average per-GPU power the power controller holds under sustained load, W."""
+        """Mean per-GPU power the power controller holds under sustained load, W."""
         return self._cap_w
+
+    @property
+    def experimental_reason(self) -> str | None:
+        """Why this GPU's constants are not calibrated on its own measurements, or None if they are."""
+        return self.gpu.experimental_reason if self.gpu.experimental else None
 
     def kv_capacity_tokens(self, tp: int) -> int:
         self._consts_for(tp)
@@ -232,241 +244,253 @@ class RooflineHardwareModel(HardwareModel):
                 f"({self._clocks[0]}..{self._clocks[-1]} MHz in steps of {self.gpu.clock_step_mhz})"
             )
 
-    # ------------------------------------------------------------ evaluation
-    def _gemm_parts(
-        self, k: _TpConsts, n: float, seqs: float, f: float
-    ) -> tuple[float, float, float, float, float, float, float, float, float]:
-        """Roofline of the per-layer linear layers (``n`` tokens) and the LM head (``seqs`` rows) at clock ``f``.
+    def _clock_idx(self, sm_clock_mhz: int | None) -> int:
+        if sm_clock_mhz is None:
+            return len(self._clocks) - 1
+        i = self._clock_index.get(sm_clock_mhz)
+        if i is None:
+            self._check_clock(sm_clock_mhz)
+            raise AssertionError  # unreachable: _check_clock raised
+        return i
 
-        Returns (clock factor g, memory-clock factor hm, fmax/f, linear time, linear compute time, linear memory
-        time, head time, head compute time, head memory time); times in seconds, memory times before ``hm``.
+    # ------------------------------------------------------------ evaluation
+    def _parts(self, k: _TpConsts, f: float, n: float, rows: float, pairs: float, seqs: float, graphs: bool) -> _Parts:
+        """Time and energy of one iteration at clock ``f`` MHz (any value), before the power cap.
+
+        ``n`` new tokens through the GEMMs, ``rows`` through the LM head, ``pairs`` causal attention pairs
+        (prefill), ``seqs`` requests the engine handles; ``graphs``: decode under CUDA graphs (the engine's
+        small-message all-reduce instead of NCCL's). The decode KV read comes back per context token. Power
+        (docs/hardware.md): GPU work (kernels, their fixed times, all-reduces, per-request work) draws the
+        active-SM power ``P_s + (P_i + P_b) g``; tensor-core busy time adds ``P_c g``; HBM traffic adds ``P_m``
+        per second of traffic at the achieved bandwidth (the per-request work streams memory); the engine's
+        per-step CPU time is idle time at the clock, ``P_s + P_i g``.
         """
-        inv = self._fmax / f
+        c = self.consts
         g = self._g.get(f)
         if g is None:
             g = self.clock_factor(f)
-        hm = self._h.get(f)
-        if hm is None:
-            hm = self.memory_clock_factor(f)
+        mu = self._mu.get(f)
+        if mu is None:
+            mu = self.memory_clock_factor(f)
+        inv = self._fmax / f
+        q, iq = self._q, self._inv_q
+        layers = k.layers
         lin_c = n * k.lin_compute_per_tok * inv
         lin_m = k.lin_mem_fixed + n * k.lin_mem_per_tok
-        lin = lin_m * hm
-        if lin_c > lin:
-            lin = lin_c
-        head_c = seqs * k.head_compute_per_seq * inv
-        head_m = k.head_mem_fixed + seqs * k.head_mem_per_seq
-        head = head_m * hm
-        if head_c > head:
-            head = head_c
-        return g, hm, inv, lin, lin_c, lin_m, head, head_c, head_m
-
-    def _prefill_eval(self, k: _TpConsts, n: float, seqs: float, pairs: float, f: float) -> tuple[float, float, float]:
-        """(latency_s, power_w, throttle_power_w) of a prefill at clock ``f`` MHz, before the power cap."""
-        c = self.consts
-        g, hm, inv, lin, lin_c, lin_m, head, head_c, head_m = self._gemm_parts(k, n, seqs, f)
-        layers = k.layers
+        lin = ((lin_c**q) + (lin_m * mu) ** q) ** iq
+        head_c = rows * k.head_compute_per_row * inv
+        head_m = k.head_mem_fixed + rows * k.head_mem_per_row
+        head = ((head_c**q) + (head_m * mu) ** q) ** iq
         attn = pairs * k.attn_compute_per_pair * inv
-        elem_m = n * (k.elem_per_tok + k.kv_write_per_tok)
-        kern = layers * (lin + attn + elem_m * hm) + head
-        comp = layers * (lin_c + attn) + head_c  # tensor-core busy time
-        mem = layers * (lin_m + elem_m) + head_m  # HBM traffic, as seconds at the achieved bandwidth
-        comm = layers * (k.layer_fixed + n * k.ar_per_tok) + k.head_fixed
-        eng = c.prefill_overhead_s + seqs * c.prefill_per_seq_s
-        return self._power(g, kern, comp, mem, comm, eng)
-
-    def _decode_clock(self, k: _TpConsts, tp: int, sm_clock_mhz: int | None, f: float, batch: int) -> float:
-        """Throttled decode clock for ``batch`` requests: the running minimum over batch sizes 1..batch of the
-        highest clock whose throttle power is within the cap (so it never rises when the batch grows)."""
-        table = self._decode_clocks.setdefault((tp, sm_clock_mhz), [f])
-        while len(table) <= batch:
-            b = float(len(table))
-            first = self._decode_eval(k, b, 0.0, f)
-            if first[2] <= self._cap_w and f <= self._mem_ok_mhz:
-                x = f
-            else:
-                x = self._throttle(functools.partial(self._decode_eval, k, b, 0.0), int(f), first)
-            table.append(min(x, table[-1]))
-        return table[batch]
-
-    def _decode_parts(self, k: _TpConsts, b: float, f: float) -> tuple[float, float, float, float]:
-        """(time s, energy J) without the KV reads, and (time s, energy J) of the KV read per context token."""
-        c = self.consts
-        g, hm, _, lin, lin_c, lin_m, head, head_c, head_m = self._gemm_parts(k, b, b, f)
-        layers = k.layers
-        elem_m = b * (k.elem_per_tok + k.kv_write_per_tok)
-        kern = layers * (lin + elem_m * hm) + head
-        comp = layers * lin_c + head_c
-        mem = layers * (lin_m + elem_m) + head_m
-        comm = layers * (k.dec_layer_fixed + b * k.ar_per_tok) + c.decode_fixed_scale * k.head_fixed
-        eng = c.decode_overhead_s + b * c.decode_per_seq_s
-        p_act = c.static_power_w + (c.idle_dynamic_power_w + c.busy_power_w) * g
-        p_other = c.static_power_w + c.idle_dynamic_power_w * g + self._other_w
-        e = p_act * kern + c.compute_power_w * g * comp + c.memory_power_w * mem + p_other * (comm + eng)
-        kv_m = layers * k.attn_kv_per_ctx
-        return kern + comm + eng, e, kv_m * hm, p_act * kv_m * hm + c.memory_power_w * kv_m
-
-    def _decode_eval(self, k: _TpConsts, b: float, ctx: float, f: float) -> tuple[float, float, float]:
-        """(latency_s, power_w, throttle_power_w) of a decode iteration at clock ``f`` MHz, before the cap.
-
-        The throttle power leaves out the KV reads and the engine time (see :meth:`_power`).
-        """
-        t_fix, e_fix, kv_t, kv_e = self._decode_parts(k, b, f)
-        eng = self.consts.decode_overhead_s + b * self.consts.decode_per_seq_s
-        p_other = self.consts.static_power_w + self.consts.idle_dynamic_power_w * self._gf(f) + self._other_w
-        lat = t_fix + ctx * kv_t
-        return lat, (e_fix + ctx * kv_e) / lat, (e_fix - p_other * eng) / (t_fix - eng)
-
-    def _gf(self, f: float) -> float:
-        g = self._g.get(f)
-        return self.clock_factor(f) if g is None else g
-
-    def _power(
-        self, g: float, kern: float, comp: float, mem: float, comm: float, eng: float
-    ) -> tuple[float, float, float]:
-        """Latency, mean power and throttle power of a prefill from its time buckets (docs/hardware.md).
-
-        Kernel time ``kern`` draws the active-SM power; tensor-core busy time ``comp`` adds the compute power;
-        HBM traffic ``mem`` (seconds at the achieved bandwidth) adds the memory power per byte; communication /
-        fixed time ``comm`` and engine time ``eng`` draw the low "other" power. The throttle power leaves out the
-        engine time, so it never falls when a batch grows.
-        """
-        c = self.consts
-        p_other = c.static_power_w + c.idle_dynamic_power_w * g + self._other_w
-        e_core = (
-            (c.static_power_w + (c.idle_dynamic_power_w + c.busy_power_w) * g) * kern
-            + c.compute_power_w * g * comp
-            + c.memory_power_w * mem
-            + p_other * comm
+        elem = n * (k.elem_per_tok + k.kv_write_per_tok)
+        per_seq = seqs * c.engine_per_seq_s
+        busy = (
+            layers * (lin + attn + elem * mu)
+            + head
+            + k.fixed
+            + (k.ar_graph_fixed if graphs else k.ar_fixed)
+            + n * k.ar_per_tok
+            + per_seq
         )
-        t_core = kern + comm
-        lat = t_core + eng
-        return lat, (e_core + p_other * eng) / lat, e_core / t_core
+        comp = layers * (lin_c + attn) + head_c
+        mem = layers * (lin_m + elem) + head_m + per_seq
+        p_idle = c.static_power_w + c.idle_dynamic_power_w * g
+        p_act = p_idle + c.busy_power_w * g
+        t = busy + c.engine_step_s
+        e = p_act * busy + p_idle * c.engine_step_s + c.compute_power_w * g * comp + c.memory_power_w * mem
+        kv = k.kv_read_per_ctx
+        return _Parts(t, e, kv * mu, p_act * kv * mu + c.memory_power_w * kv)
 
-    def _throttle(
-        self, fn: Callable[[float], tuple[float, float, float]], f_req: int, first: tuple[float, float, float]
-    ) -> float:
-        """The highest supported clock <= ``f_req`` whose throttle power is within the cap.
+    def _capped(self, at: Callable[[int], tuple[float, float]], top: int) -> tuple[float, float, float, int]:
+        """(latency_s, power_w, effective_clock_mhz, i) under the power cap, given ``at(i)`` = (latency, energy) of
+        the iteration at supported clock ``i`` and the requested clock index ``top``.
 
-        Interpolation search on the clock table (the throttle power rises with the clock and never falls with
-        the batch, so the chosen clock, and hence latency, is monotone in both).
+        The power controller holds the *mean* power at the cap: it runs the highest supported clock ``i`` whose
+        mean power is within the cap and the next one up for the fraction of the work that brings the mean power to
+        the cap (dithering); ``i`` is returned (``top`` when not throttled, -1 when over the cap at the lowest
+        clock). The headroom ``cap * latency - energy`` falls with the clock (latency falls, dynamic energy does
+        not), so the bracket is unique and found by bisection.
         """
         cap = self._cap_w
-        clocks = self._clocks
-        hi_i = self._clock_index[f_req]
-        top = self._mem_ok_idx
-        if hi_i > top:  # memory-bound kernels alone would exceed the cap above this clock
-            hi_i = top
-            first = fn(float(clocks[hi_i]))
-            if first[2] <= cap:
-                return float(clocks[hi_i])
-        lo_i = 0
-        b_lo, b_hi = fn(float(clocks[0]))[2], first[2]
-        if b_lo > cap:
-            return float(clocks[0])
-        prev_side = 0
-        bisect = False
-        while hi_i - lo_i > 1:
-            if bisect:  # two moves on the same side in a row: bisect to guarantee progress
-                m = (lo_i + hi_i) // 2
+        lat, e = at(top)
+        if e <= cap * lat:
+            return lat, e / lat, self._fclocks[top], top
+        lat_lo, e_lo = at(0)
+        if e_lo > cap * lat_lo:  # over the cap even at the lowest clock: run there
+            return lat_lo, e_lo / lat_lo, self._fclocks[0], -1
+        lo, hi, lat_hi, e_hi = 0, top, lat, e
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            lm, em = at(mid)
+            if em <= cap * lm:
+                lo, lat_lo, e_lo = mid, lm, em
             else:
-                m = lo_i + round((cap - b_lo) / (b_hi - b_lo) * (hi_i - lo_i))
-                m = min(max(m, lo_i + 1), hi_i - 1)
-            mid = fn(float(clocks[m]))
-            if mid[2] > cap:
-                hi_i, b_hi, side = m, mid[2], 1
-            else:
-                lo_i, b_lo, side = m, mid[2], -1
-            bisect = side == prev_side
-            prev_side = side
-        return float(clocks[lo_i])
+                hi, lat_hi, e_hi = mid, lm, em
+        return (*self._dither(lo, lat_lo, e_lo, lat_hi, e_hi), lo)
+
+    def _dither(self, lo: int, lat_lo: float, e_lo: float, lat_hi: float, e_hi: float) -> tuple[float, float, float]:
+        """Mix clock ``lo`` (within the cap) and ``lo + 1`` (above it) so that the mean power is the cap."""
+        cap = self._cap_w
+        h_lo = cap * lat_lo - e_lo  # >= 0
+        h_hi = e_hi - cap * lat_hi  # > 0
+        theta = h_lo / (h_lo + h_hi)  # fraction of the work run at the higher clock
+        t_lo, t_hi = (1.0 - theta) * lat_lo, theta * lat_hi
+        lat = t_lo + t_hi
+        clock = (t_lo * self._fclocks[lo] + t_hi * self._fclocks[lo + 1]) / lat
+        return lat, cap, clock
 
     def prefill_cost(self, shape: PrefillShape, tp: int, sm_clock_mhz: int | None) -> IterationCost:
+        key = (tp, sm_clock_mhz, shape.tokens_sum, shape.num_seqs, shape.attn_pairs)
+        cost = self._prefill_cache.get(key)
+        if cost is not None:
+            return cost
         k = self._tp.get(tp)
         if k is None:
             k = self._consts_for(tp)
-        if sm_clock_mhz is None:
-            f = self._fmax
-        elif sm_clock_mhz in self._clock_set:
-            f = float(sm_clock_mhz)
-        else:
-            self._check_clock(sm_clock_mhz)
-            raise AssertionError  # unreachable
+        top = self._clock_idx(sm_clock_mhz)
         if shape.num_seqs <= 0:
+            f = self._fclocks[top]
             return IterationCost(0.0, self._idle[int(f)], f)
-        n = float(shape.tokens_sum)
-        seqs = float(shape.num_seqs)
-        pairs = shape.attn_pairs
-        # The throttle decision treats the batch as one prompt of all its tokens (at least as many causal pairs
-        # as the real batch): its throttle power is monotone in every batch statistic, so the throttled clock
-        # never rises, and latency never falls, when the batch grows.
-        one_prompt = 0.5 * n * (n + 1.0)
-        key = (tp, sm_clock_mhz, shape.tokens_sum, shape.num_seqs, -1.0 if pairs <= one_prompt else pairs)
-        x = self._prefill_clock.get(key)
-        if x is None:
-            ref_pairs = one_prompt if pairs <= one_prompt else pairs
-            first = self._prefill_eval(k, n, seqs, ref_pairs, f)
-            if first[2] <= self._cap_w and f <= self._mem_ok_mhz:
-                x = f
-            else:
-                x = self._throttle(functools.partial(self._prefill_eval, k, n, seqs, ref_pairs), int(f), first)
-            if len(self._prefill_clock) > 500_000:
-                self._prefill_clock.clear()
-            self._prefill_clock[key] = x
-        lat, power, _ = self._prefill_eval(k, n, seqs, pairs, x)
-        return IterationCost(lat, power, x)
+        n, seqs, pairs = float(shape.tokens_sum), float(shape.num_seqs), shape.attn_pairs
+        fclocks = self._fclocks
+
+        def at(i: int) -> tuple[float, float]:
+            p = self._parts(k, fclocks[i], n, seqs, pairs, seqs, False)
+            return p.time_s, p.energy_j
+
+        cost = IterationCost(*self._capped(at, top)[:3])
+        if len(self._prefill_cache) > _CACHE_LIMIT:
+            self._prefill_cache.clear()
+        self._prefill_cache[key] = cost
+        return cost
 
     def decode_cost(self, shape: DecodeShape, tp: int, sm_clock_mhz: int | None) -> IterationCost:
         key = (tp, sm_clock_mhz, shape.batch_size)
-        parts = self._decode_cache.get(key)
-        if parts is None:
-            parts = self._decode_parts_cached(*key)
-        f, t_fix, e_fix, kv_t, kv_e = parts
+        entry = self._decode_cache.get(key)
+        if entry is None:
+            entry = self._decode_entry(tp, sm_clock_mhz, shape.batch_size)
+        f, t, e, kv_t, kv_e, ctx_lo, ctx_hi = entry
         ctx = shape.context_sum
-        lat = t_fix + ctx * kv_t
-        return IterationCost(lat, (e_fix + ctx * kv_e) / lat, f)
+        if ctx_lo <= ctx <= ctx_hi:
+            lat = t + ctx * kv_t
+            return IterationCost(lat, (e + ctx * kv_e) / lat, f)
+        return self._decode_capped(tp, sm_clock_mhz, shape.batch_size, ctx)
 
-    def _decode_parts_cached(self, tp: int, sm_clock_mhz: int | None, batch: int) -> tuple[float, ...]:
-        """Context-independent parts of a decode iteration at the throttled clock (cached per TP/clock/batch).
+    def _decode_parts_at(self, tp: int, batch: int, i: int) -> _Parts:
+        """Decode parts of ``batch`` requests at supported clock index ``i`` (cached per TP and batch)."""
+        row = self._decode_by_clock.get((tp, batch))
+        if row is None:
+            if len(self._decode_by_clock) > _CACHE_LIMIT // len(self._clocks):
+                self._decode_by_clock.clear()
+            row = self._decode_by_clock[(tp, batch)] = [None] * len(self._clocks)
+        p = row[i]
+        if p is None:
+            b = float(batch)
+            p = row[i] = self._parts(self._tp[tp], self._fclocks[i], b, b, 0.0, b, True)
+        return p
 
-        The throttle power of decode does not depend on the context, so the clock and everything but the KV
-        read time is a function of (tp, clock, batch) only.
+    def _decode_entry(self, tp: int, sm_clock_mhz: int | None, batch: int) -> tuple[float, ...]:
+        """Context-independent parts of a decode iteration at the requested clock, and the interval of context
+        sums in which they are within the cap (the hot path's one comparison; outside it :meth:`_decode_capped`).
+
+        The headroom ``cap * latency - energy`` is linear in the context sum, so "within the cap" is one
+        threshold on the context: a lower bound where the KV reads draw less than the cap (they dilute a
+        compute-heavy batch), an upper bound where they draw more.
         """
-        k = self._consts_for(tp)
-        if sm_clock_mhz is None:
-            f = self._fmax
-        else:
-            self._check_clock(sm_clock_mhz)
-            f = float(sm_clock_mhz)
+        self._consts_for(tp)
+        top = self._clock_idx(sm_clock_mhz)
+        f = self._fclocks[top]
         if batch <= 0:
-            parts: tuple[float, ...] = (f, 0.0, 0.0, 0.0, 0.0)
+            entry: tuple[float, ...] = (f, 0.0, 0.0, 0.0, 0.0, -_BIG, _BIG)
         else:
-            x = self._decode_clock(k, tp, sm_clock_mhz, f, batch)
-            parts = (x, *self._decode_parts(k, float(batch), x))
-        if len(self._decode_cache) > 500_000:
+            p = self._decode_parts_at(tp, batch, top)
+            slack = self._cap_w * p.time_s - p.energy_j
+            per_ctx = self._cap_w * p.kv_time_s - p.kv_energy_j
+            # Integer bounds (context sums are integers; int comparisons keep the hot path fast).
+            lo, hi = -_BIG, _BIG
+            if per_ctx > 0.0:
+                lo = max(-_BIG, min(_BIG, math.ceil(-slack / per_ctx)))
+            elif per_ctx < 0.0:
+                hi = max(-_BIG, min(_BIG, math.floor(slack / -per_ctx)))
+            elif slack < 0.0:
+                lo = _BIG
+            entry = (f, p.time_s, p.energy_j, p.kv_time_s, p.kv_energy_j, lo, hi)
+        if len(self._decode_cache) > _CACHE_LIMIT:
             self._decode_cache.clear()
-        self._decode_cache[(tp, sm_clock_mhz, batch)] = parts
-        return parts
+        self._decode_cache[(tp, sm_clock_mhz, batch)] = entry
+        return entry
+
+    def _decode_capped(self, tp: int, sm_clock_mhz: int | None, batch: int, ctx: int) -> IterationCost:
+        """A decode iteration over the cap at the requested clock. Successive iterations of one batch size have
+        similar contexts, so the clock bracket of the last one is tried first (O(1) instead of a bisection)."""
+        key = (tp, sm_clock_mhz, batch)
+        top = self._clock_idx(sm_clock_mhz)
+        guess = self._decode_bracket.get(key, -1)
+        if 0 <= guess < top:
+            lo, hi = self._decode_parts_at(tp, batch, guess), self._decode_parts_at(tp, batch, guess + 1)
+            lat_lo, lat_hi = lo.time_s + ctx * lo.kv_time_s, hi.time_s + ctx * hi.kv_time_s
+            e_lo, e_hi = lo.energy_j + ctx * lo.kv_energy_j, hi.energy_j + ctx * hi.kv_energy_j
+            cap = self._cap_w
+            if e_lo <= cap * lat_lo and e_hi > cap * lat_hi:
+                return IterationCost(*self._dither(guess, lat_lo, e_lo, lat_hi, e_hi))
+
+        def at(i: int) -> tuple[float, float]:
+            p = self._decode_parts_at(tp, batch, i)
+            return p.time_s + ctx * p.kv_time_s, p.energy_j + ctx * p.kv_energy_j
+
+        lat, power, clock, bracket = self._capped(at, top)
+        if len(self._decode_bracket) > _CACHE_LIMIT:
+            self._decode_bracket.clear()
+        self._decode_bracket[key] = bracket
+        return IterationCost(lat, power, clock)
 
     # -------------------------------------------------------- calibration API
-    def layer_nonattention_s(self, n: int, tp: int, f: float) -> float:
-        """One layer's GEMMs + element-wise kernels for ``n`` tokens at clock ``f`` MHz (no attention/comm), s."""
-        k = self._all_tp[tp]
-        hm = self.memory_clock_factor(f)
-        lin = max(n * k.lin_compute_per_tok * self._fmax / f, (k.lin_mem_fixed + n * k.lin_mem_per_tok) * hm)
-        return lin + k.lin_fixed + n * k.elem_per_tok * hm + k.elem_fixed
+    def layer_nonattention_s(self, n: int, tp: int, f: float) -> tuple[float, float]:
+        """One layer's four GEMMs and six element-wise kernels for ``n`` tokens at clock ``f`` MHz, s each.
+
+        Fixed kernel times included (vidur's per-operator medians include them); no KV write (vidur's operators
+        do not write the cache), no attention, no communication.
+        """
+        k, c = self._all_tp[tp], self.consts
+        mu = self.memory_clock_factor(f)
+        lin_c = n * k.lin_compute_per_tok * self._fmax / f
+        lin_m = (k.lin_mem_fixed + n * k.lin_mem_per_tok) * mu
+        gemm = (lin_c**self._q + lin_m**self._q) ** self._inv_q + 4 * c.gemm_fixed_s
+        return gemm, n * k.elem_per_tok * mu + 6 * c.elementwise_fixed_s
 
     def prefill_latency_at(self, shape: PrefillShape, tp: int, f: float) -> float:
         """Prefill latency at the *effective* clock ``f`` MHz (any value, no power cap), s."""
         k = self._consts_for(tp)
-        return self._prefill_eval(k, float(shape.tokens_sum), float(shape.num_seqs), shape.attn_pairs, f)[0]
+        s = float(shape.num_seqs)
+        return self._parts(k, f, float(shape.tokens_sum), s, shape.attn_pairs, s, False).time_s
 
     def decode_latency_at(self, shape: DecodeShape, tp: int, f: float) -> float:
         """Decode latency at the *effective* clock ``f`` MHz (any value, no power cap), s."""
         k = self._consts_for(tp)
-        return self._decode_eval(k, float(shape.batch_size), float(shape.context_sum), f)[0]
+        b = float(shape.batch_size)
+        p = self._parts(k, f, b, b, 0.0, b, True)
+        return p.time_s + shape.context_sum * p.kv_time_s
 
-    def describe(self) -> dict[str, float | int | str]:
+    def mixed_cost(
+        self, tp: int, sm_clock_mhz: int | None, batch: float, context_sum: float, prompt: PrefillShape
+    ) -> IterationCost:
+        """One step of a colocated engine: ``batch`` decode requests (a mean over steps may be fractional) with
+        ``context_sum`` KV tokens plus the prompt chunks of ``prompt`` in the same forward pass (CUDA graphs,
+        power cap applied). Used to compare with measurements of colocated engines (ML.ENERGY), not by the
+        simulator."""
+        k = self._consts_for(tp)
+        n = float(batch + prompt.tokens_sum)
+        rows = seqs = float(batch + prompt.num_seqs)
+
+        def at(i: int) -> tuple[float, float]:
+            p = self._parts(k, self._fclocks[i], n, rows, prompt.attn_pairs, seqs, True)
+            return p.time_s + context_sum * p.kv_time_s, p.energy_j + context_sum * p.kv_energy_j
+
+        return IterationCost(*self._capped(at, self._clock_idx(sm_clock_mhz))[:3])
+
+    def describe(self) -> dict[str, float | int | str | bool]:
         """Key facts (for ``biscale hardware list/show``)."""
+        reason = self.experimental_reason
         return {
             "gpu": self.gpu_name,
             "model": self.model_name,
@@ -479,4 +503,6 @@ class RooflineHardwareModel(HardwareModel):
             "power_limit_w": self.gpu.power_limit_w,
             "power_cap_w": self._cap_w,
             "unlocked_idle_power_w": self._governor.idle_power_w,
+            "experimental": reason is not None,
+            "experimental_reason": reason or "",
         }

@@ -7,7 +7,7 @@ datasheet or ``config.json`` fact, with its source recorded in the file's ``sour
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -47,6 +47,11 @@ class GpuSpec:
     tp_degrees: tuple[int, ...]
     """Tensor-parallel degrees an instance may use (GPUs of one NVLink node)."""
     sources: dict[str, str]
+    experimental: bool = False
+    """True when the hardware model of this GPU is not calibrated on its own measurements: commands that report
+    energy savings should refuse it."""
+    experimental_reason: str = ""
+    """Why it is experimental (required when ``experimental``)."""
 
     @property
     def supported_clocks_mhz(self) -> tuple[int, ...]:
@@ -102,10 +107,13 @@ def _load(kind: str, name: str, cls: type[Any]) -> Any:
         raise InputError(f"unknown {kind[:-1]} '{name}' (valid: {valid})")
     raw = json.loads(path.read_text())
     names = {f.name for f in fields(cls)}
-    missing = names - raw.keys()
+    required = {f.name for f in fields(cls) if f.default is MISSING}
+    missing = required - raw.keys()
     if missing:
         raise InputError(f"missing keys {sorted(missing)}", path=path)
-    kwargs = {k: raw[k] for k in names}
+    kwargs = {k: raw[k] for k in names if k in raw}
+    if kwargs.get("experimental") and not kwargs.get("experimental_reason"):
+        raise InputError("experimental GPU specs must say why in 'experimental_reason'", path=path)
     if "tp_degrees" in kwargs:
         kwargs["tp_degrees"] = tuple(int(t) for t in kwargs["tp_degrees"])
     return cls(**kwargs)
