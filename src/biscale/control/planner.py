@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from biscale.control.placement import Placement
 from biscale.control.state import ClusterObservation
@@ -53,4 +53,22 @@ class ScheduledPlanner(Planner):
         return current
 
 
-PLANNERS: dict[str, Callable[..., Planner]] = {"static": StaticPlanner, "scheduled": ScheduledPlanner}
+def _tier1(name: str) -> Callable[..., Planner]:
+    """A factory for a tier-1 planner of :mod:`biscale.plan.planners`, imported on first use (the control seam
+    stays free of scipy and the capacity machinery)."""
+
+    def make(*args: Any, **kwargs: Any) -> Planner:
+        from biscale.plan.planners import PLANNER_CLASSES
+
+        return PLANNER_CLASSES[name](*args, **kwargs)
+
+    make.__name__ = make.__qualname__ = f"make_{name.replace('-', '_')}_planner"
+    return make
+
+
+PLANNERS: dict[str, Callable[..., Planner]] = {
+    "static": StaticPlanner,
+    "scheduled": ScheduledPlanner,
+    # tier 1 (biscale.plan): factories take (table, cluster, settings=None, *, forecaster=... | peak_rps=...)
+    **{name: _tier1(name) for name in ("biscale", "placeonly", "distserve", "distserve-static")},
+}
