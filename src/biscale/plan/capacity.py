@@ -42,7 +42,7 @@ from biscale.errors import InputError
 from biscale.hardware.base import DecodeShape, PrefillShape
 from biscale.predict.costmodel import PredictorCostModel
 from biscale.predict.predictor import ARTIFACT_JSON, ARTIFACT_NPZ, Predictor, load_predictor
-from biscale.sim import SimConfig, simulate
+from biscale.sim import SimConfig, SimResult, simulate
 from biscale.workload.ops import rescale_rate, slice_window
 from biscale.workload.trace import Trace
 
@@ -342,6 +342,8 @@ class ProbeContext:
     """Throughput estimate of one companion instance per phase (for sizing companions), req/s."""
     mean_in: float
     mean_out: float
+    kv_token_s_per_request: float
+    """E[(in + out)(out - 1)] of the slice: KV token-iterations one request holds in decode."""
     sims: int = 0
 
     @classmethod
@@ -358,6 +360,9 @@ class ProbeContext:
             companion_rps={},
             mean_in=float(base.input_tokens.mean()),
             mean_out=float(base.output_tokens.mean()),
+            kv_token_s_per_request=float(
+                np.mean((base.input_tokens + base.output_tokens) * (base.output_tokens - 1.0))
+            ),
         )
         for phase in PHASES:
             tp = max(tabulated_tps(predictor, cm, phase, settings))
@@ -406,40 +411,67 @@ def throughput_estimate(ctx: ProbeContext, phase: str, tp: int, clock: int, *, t
     return best / max(ctx.mean_out - 1.0, 1.0)
 
 
-def probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float) -> ProbeResult:
-    """Simulate one instance of (phase, tp, clock) at ``rate_rps`` with an ample top-clock companion of the other
-    phase; check its phase's P99 SLO. The one place a simulator "phase-only" mode would replace."""
+def _companions(ctx: ProbeContext, phase: str, rate_rps: float) -> int:
+    """Companion instances of ``phase`` for a probe at ``rate_rps``: enough for their throughput estimate (1.5x for
+    prefill, whose queueing would smooth the decode instance's arrivals) and, for decode, for the KV the load holds
+    (Little's law with the TPOT target as the iteration time)."""
+    n = rate_rps / max(ctx.companion_rps[phase], 1e-9)
+    if phase == "prefill":
+        return max(1, math.ceil(1.5 * n))
+    held = rate_rps * ctx.kv_token_s_per_request * ctx.slo.tpot_s
+    return max(1, math.ceil(n), math.ceil(held / ctx.cm.kv_capacity_tokens(ctx.companion_tp[phase])))
+
+
+def _run_probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float, n_comp: int) -> SimResult:
     st = ctx.settings
     other = "decode" if phase == "prefill" else "prefill"
-    n_comp = max(1, math.ceil(1.5 * rate_rps / max(ctx.companion_rps[other], 1e-9)))
     comp_tp = ctx.companion_tp[other]
-    node = max(tp, comp_tp)
     plc = Placement(
         instances=(
             InstanceSpec(phase=phase, tp=tp, count=1, clock=clock),  # type: ignore[arg-type]
             InstanceSpec(phase=other, tp=comp_tp, count=n_comp, clock=ctx.top_clock),  # type: ignore[arg-type]
         )
     )
-    trace = rescale_rate(ctx.base, rate_rps, seed=st.seed)
-    cfg = st.sim_config(nodes=1 + n_comp, gpus_per_node=node, slo=ctx.slo, sample_interval_s=st.probe_duration_s)
-    res = simulate(trace, plc, ctx.cm, config=cfg)
+    cfg = st.sim_config(
+        nodes=1 + n_comp, gpus_per_node=max(tp, comp_tp), slo=ctx.slo, sample_interval_s=st.probe_duration_s
+    )
     ctx.sims += 1
+    return simulate(rescale_rate(ctx.base, rate_rps, seed=st.seed), plc, ctx.cm, config=cfg)
+
+
+def _p99_decode_wait(req: Any, q: float) -> float:
+    """P99 wait between a prompt's prefill end and its decode admission (KV transfer start), s."""
+    waits = (req["kv_transfer_start_s"] - req["prefill_end_s"]).to_numpy()
+    waits = waits[np.isfinite(waits)]
+    return float(np.percentile(waits, q)) if waits.size else 0.0
+
+
+def probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float) -> ProbeResult:
+    """Simulate one instance of (phase, tp, clock) at ``rate_rps`` with an ample top-clock companion of the other
+    phase; check its phase's P99 SLO. The one place a simulator "phase-only" mode would replace.
+
+    "Ample" is checked, not assumed: in a prefill probe the decode companions are doubled (and the probe rerun)
+    while prompts wait for decode memory longer than 1 % of the TTFT target at P99."""
+    st = ctx.settings
+    q = ctx.slo.percentile
+    other = "decode" if phase == "prefill" else "prefill"
+    n_comp = _companions(ctx, other, rate_rps)
+    res = _run_probe(ctx, phase, tp, clock, rate_rps, n_comp)
+    while phase == "prefill" and n_comp < 64 and _p99_decode_wait(res.requests, q) > 0.01 * ctx.slo.ttft_s:
+        n_comp *= 2
+        res = _run_probe(ctx, phase, tp, clock, rate_rps, n_comp)
     req = res.requests
     done = (req["status"] == "completed").to_numpy()
-    q = ctx.slo.percentile
     if phase == "prefill":
         metric = req["ttft_s"].to_numpy()
-        target = ctx.slo.ttft_s * (1.0 - st.ttft_decode_share)
-        ok_each = done & (metric <= target)
+        ok_each = done & (metric <= ctx.slo.ttft_s * (1.0 - st.ttft_decode_share))
         vals = metric[done]
         wait_ok = True
     else:
         metric = req["tpot_s"].to_numpy()
         ok_each = done & ~(metric > ctx.slo.tpot_s)  # NaN (one-token outputs) meets TPOT
         vals = metric[done & np.isfinite(metric)]
-        waits = (req["kv_transfer_start_s"] - req["prefill_end_s"]).to_numpy()
-        waits = waits[np.isfinite(waits)]
-        wait_ok = waits.size == 0 or float(np.percentile(waits, q)) <= ctx.slo.ttft_s * st.ttft_decode_share
+        wait_ok = _p99_decode_wait(req, q) <= ctx.slo.ttft_s * st.ttft_decode_share
     n = len(req)
     attained = 100.0 * float(ok_each.sum()) / n if n else 0.0  # no requests: no evidence of capacity
     tl = res.timeline
