@@ -38,6 +38,7 @@ class PlanDecision:
     placement: str
     """SPEC of the placement returned."""
     feasible: bool
+    """Whether the forecast can be met on this cluster (the plan's answer, whatever was returned)."""
     changed: bool
     """True when the returned placement differs from the one in force (instances, TP, clocks)."""
     kept_because: str | None
@@ -108,7 +109,7 @@ class TablePlanner(Planner):
                 observed_rps=obs.arrival_rate_rps,
                 forecast_rps=forecast,
                 placement=chosen.spec(),
-                feasible=pred.feasible if chosen is new else True,
+                feasible=pred.feasible,
                 changed=_structure(chosen) != _structure(obs.placement),
                 kept_because=kept,
                 predicted_power_w=power,
