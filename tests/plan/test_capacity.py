@@ -151,8 +151,17 @@ def test_bad_inputs_are_input_errors(workload) -> None:  # type: ignore[no-untyp
         build_capacity_table(default_predictor(), workload, Slo(), replace(SMALL, tps=(3,)), workers=1, use_cache=False)
 
 
-def test_unreachable_slo_gives_zero_capacity(workload) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_slo_gives_zero_capacity(workload, tmp_path) -> None:  # type: ignore[no-untyped-def]
     tight = Slo(ttft_s=0.005, tpot_s=0.001)
     tiny = replace(SMALL, tps=(4,), clocks_mhz=(1980,), load_fractions=())
     t = build_capacity_table(default_predictor(), workload, tight, tiny, workers=1, use_cache=False)
     assert all(c.capacity_rps == 0 and c.loads_rps == (0.0,) and math.isnan(c.p99_ms) for c in t.configs)
+    # strict JSON on disk (undefined latencies as null), NaN again when read back
+    path = t.save(tmp_path / "table.json")
+
+    def no_nan(token: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    json.loads(path.read_text(), parse_constant=no_nan)
+    back = CapacityTable.load(path)
+    assert all(math.isnan(c.p99_ms) and c.capacity_rps == 0 for c in back.configs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -201,7 +202,12 @@ class CapacityTable:
             "settings": self.settings,
             "build_s": self.build_s,
             "configs": [
-                {**asdict(c), "loads_rps": list(c.loads_rps), "power_w": list(c.power_w)} for c in self.configs
+                {
+                    **{k: _finite_or_none(v) for k, v in asdict(c).items()},
+                    "loads_rps": list(c.loads_rps),
+                    "power_w": list(c.power_w),
+                }
+                for c in self.configs
             ],
         }
 
@@ -210,16 +216,7 @@ class CapacityTable:
         if data.get("format") != TABLE_FORMAT or data.get("format_version") != TABLE_VERSION:
             raise InputError("not a capacity table of a known format/version", path=path)
         try:
-            configs = tuple(
-                ConfigCapacity(
-                    **{
-                        **c,
-                        "loads_rps": tuple(float(v) for v in c["loads_rps"]),
-                        "power_w": tuple(float(v) for v in c["power_w"]),
-                    }
-                )
-                for c in data["configs"]
-            )
+            configs = tuple(_config_from_dict(c) for c in data["configs"])
             return cls(
                 key=str(data["key"]),
                 gpu=str(data["gpu"]),
@@ -241,7 +238,7 @@ class CapacityTable:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(p.suffix + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True) + "\n")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         tmp.replace(p)
         return p
 
@@ -255,6 +252,18 @@ class CapacityTable:
         except json.JSONDecodeError as err:
             raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
         return cls.from_dict(data, path=p)
+
+
+def _config_from_dict(c: dict[str, Any]) -> ConfigCapacity:
+    fields: dict[str, Any] = {k: (math.nan if v is None else v) for k, v in c.items()}
+    fields["loads_rps"] = tuple(float(v) for v in c["loads_rps"])
+    fields["power_w"] = tuple(float(v) for v in c["power_w"])
+    return ConfigCapacity(**fields)
+
+
+def _finite_or_none(v: Any) -> Any:
+    """Strict JSON has no NaN: an undefined latency (a configuration with no capacity) is written as null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 # ------------------------------------------------------------------------------------------------ workload
@@ -698,8 +707,9 @@ def build_capacity_table(
     pool: ProcessPoolExecutor | None = None
     try:
         if parallel:
-            pool = ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(  # spawn: no fork of a process that may run threads (progress bars)
                 max_workers=n_workers,
+                mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
                 initargs=(str(predictor.path), base, slo, settings),
             )
