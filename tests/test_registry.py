@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from biscale.control import CONTROLLERS, PLANNERS, MaxClock
-from biscale.control.forecast import FORECASTERS
 from biscale.errors import InputError
+from biscale.plan.forecast import FORECASTERS
 from biscale.predict.profilers import PROFILERS
 from biscale.registry import Registry
 from biscale.sim.costmodels import COST_MODELS
@@ -62,12 +62,12 @@ def test_registration_mistakes_are_programming_errors() -> None:
 def test_the_project_registries() -> None:
     assert CONTROLLERS.names() == ("baseline", "default", "fixed", "max")
     assert isinstance(CONTROLLERS.get("max")(), MaxClock)
-    assert PLANNERS.names() == ("scheduled", "static")
+    assert PLANNERS.names() == ("biscale", "distserve", "distserve-static", "placeonly", "scheduled", "static")
     assert COST_MODELS.names() == ("hardware", "predictor")
     assert PROFILERS.names() == ("sim", "torch")
     assert PREFILL_ROUTERS.names() == ("least-work", "round-robin") and DECODE_ROUTERS.names() == ("most-free-kv",)
-    assert len(FORECASTERS) == 0  # tier 1 registers its forecasters here
-    for reg in (CONTROLLERS, PLANNERS, COST_MODELS, PROFILERS, PREFILL_ROUTERS, DECODE_ROUTERS):
+    assert FORECASTERS.names() == ("ewma", "peak", "previous", "quantile")
+    for reg in (CONTROLLERS, PLANNERS, COST_MODELS, PROFILERS, PREFILL_ROUTERS, DECODE_ROUTERS, FORECASTERS):
         assert all(reg.help(n) for n in reg.names())
     hw = COST_MODELS.get("hardware")("h100-sxm", "llama-3.3-70b")
     assert hw.supported_clocks_mhz[-1] == 1980

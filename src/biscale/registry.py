@@ -12,8 +12,9 @@ are defined::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from biscale.errors import InputError
 
@@ -52,11 +53,25 @@ class Registry(Generic[T]):
 
         return add
 
+    def register_lazy(self, name: str, help: str, target: str) -> None:
+        """Register ``target`` (``"package.module:attribute"``) under ``name`` without importing it now.
+
+        For entries defined in a package that itself depends on the registry's package (tier-1 planners live in
+        :mod:`biscale.plan`, which runs the simulator): the seam names them, the module is imported on first
+        :meth:`get`. A plugin reference, not an import, so the package layering stays acyclic.
+        """
+        module, sep, attr = target.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"lazy {self.kind} target must be 'module:attribute', got {target!r}")
+        self.register(name, help)(_Lazy(module, attr))
+
     def get(self, name: str) -> T:
         """The entry registered as ``name``; an unknown name is an :class:`InputError` listing the choices."""
         entry = self._entries.get(name)
         if entry is None:
             raise InputError(self.unknown_reason(name), field=self.field)
+        if isinstance(entry, _Lazy):
+            entry = self._entries[name] = entry.resolve()
         return entry
 
     def unknown_reason(self, name: str) -> str:
@@ -87,6 +102,19 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self.names())})"
+
+
+class _Lazy:
+    """A registry entry named by ``module:attribute``, imported on first lookup."""
+
+    __slots__ = ("attr", "module")
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module = module
+        self.attr = attr
+
+    def resolve(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.attr)
 
 
 def _first_line(doc: str | None) -> str:

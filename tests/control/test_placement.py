@@ -18,6 +18,7 @@ from biscale.control import (
     InstanceSpec,
     MaxClock,
     Placement,
+    PlannerContext,
     ScheduledPlanner,
     StaticPlanner,
     controller_from_clock,
@@ -181,9 +182,10 @@ def test_planners() -> None:
     assert sched.plan(Obs(600.0)) == b  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ScheduledPlanner([])
-    assert isinstance(PLANNERS.get("static")(a, []), StaticPlanner)
-    assert PLANNERS.get("scheduled")(a, [(0.0, a), (60.0, b)]).plan(Obs(90.0)) == b  # type: ignore[arg-type]
+    assert isinstance(PLANNERS.get("static")(PlannerContext("static", a)), StaticPlanner)
+    ctx = PlannerContext("scheduled", a, [(0.0, a), (60.0, b)])
+    assert PLANNERS.get("scheduled")(ctx).plan(Obs(90.0)) == b  # type: ignore[arg-type]
     with pytest.raises(InputError, match="field 'schedule': the scheduled planner needs a schedule"):
-        PLANNERS.get("scheduled")(a, [])
-    with pytest.raises(InputError, match=r"field 'planner': unknown planner 'oracle' \(choices: scheduled, static\)"):
+        PLANNERS.get("scheduled")(PlannerContext("scheduled", a))
+    with pytest.raises(InputError, match=r"field 'planner': unknown planner 'oracle' \(choices: biscale, "):
         PLANNERS.get("oracle")

@@ -15,7 +15,7 @@ from biscale.control.controllers import (
     snap_clock,
 )
 from biscale.control.placement import InstanceSpec, Placement, load_placement, parse_placement
-from biscale.control.planner import PLANNERS, Planner, ScheduledPlanner, StaticPlanner
+from biscale.control.planner import PLANNERS, Planner, PlannerContext, ScheduledPlanner, StaticPlanner
 from biscale.control.state import GOVERNOR_MHZ, ClusterObservation, InstanceState, InstanceSummary, Slo
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "MaxClock",
     "Placement",
     "Planner",
+    "PlannerContext",
     "ScheduledPlanner",
     "Slo",
     "StaticPlanner",

@@ -5,6 +5,10 @@ and the live runtime read it. Two spellings:
 
 * the compact SPEC string ``prefill:2xTP2,decode:3xTP4@1410`` (grammar in ``docs/simulator.md``);
 * a JSON file ``{"instances": [{"phase": "prefill", "tp": 2, "count": 2, "clock": 1410}, ...]}``.
+
+A planner may add what it predicts (all optional, ignored by the simulator): per group the node of each instance
+(``nodes``), the planned load (``load_rps``) and power (``power_w``) of one instance; per placement a
+:class:`PlanPrediction` (forecast, feasibility, power and J/token per phase, headroom).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biscale.errors import InputError
 
@@ -41,6 +45,13 @@ class InstanceSpec(BaseModel):
     """Baseline SM clock (MHz, ``"max"`` or ``"default"``); ``None``: the run's default (top clock)."""
     capacity_rps: float | None = Field(default=None, gt=0)
     """Sustainable request rate of one such instance, req/s (the planner's R_c); routers weight by it."""
+    nodes: tuple[int, ...] | None = None
+    """Planner's node (0-based) for each instance of the group (length ``count``); informative: the simulator
+    packs instances itself (largest TP first, best fit)."""
+    load_rps: float | None = Field(default=None, ge=0)
+    """Planned mean request rate of one instance, req/s."""
+    power_w: float | None = Field(default=None, ge=0)
+    """Predicted mean power of one instance (all its GPUs) at ``load_rps``, W."""
 
     @field_validator("clock")
     @classmethod
@@ -49,10 +60,65 @@ class InstanceSpec(BaseModel):
             raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
         return v
 
+    @model_validator(mode="after")
+    def _nodes_per_instance(self) -> InstanceSpec:
+        if self.nodes is not None and (len(self.nodes) != self.count or min(self.nodes, default=0) < 0):
+            raise ValueError(f"nodes must list one node index >= 0 per instance ({self.count}), got {self.nodes}")
+        return self
+
     def token(self) -> str:
         """This group in SPEC syntax, e.g. ``prefill:2xTP2@1410``."""
         clock = "" if self.clock is None else f"@{self.clock}"
         return f"{self.phase}:{self.count}xTP{self.tp}{clock}"
+
+
+class PhasePrediction(BaseModel):
+    """What a planner predicts for one phase (all instances of the phase)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instances: int = Field(ge=0)
+    gpus: int = Field(ge=0)
+    capacity_rps: float = Field(ge=0)
+    """Sum of the instances' capacities R_c, req/s."""
+    headroom_pct: float | None = None
+    """Capacity above the forecast, % of the forecast (``None`` for a zero forecast)."""
+    utilisation_pct: float = Field(ge=0)
+    """Forecast / capacity, % (each instance's load under capacity-weighted routing)."""
+    power_w: float = Field(ge=0)
+    """Predicted mean power of the phase's instances, W."""
+    energy_per_token_j: float | None = None
+    """Power / token rate: prompt tokens (prefill), decode-generated tokens (decode), J/token."""
+
+
+class PlanPrediction(BaseModel):
+    """A planner's forecast, feasibility and predicted power for a placement (from its capacity table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    planner: str
+    feasible: bool
+    """False: the SLOs cannot be met on this cluster (see ``reason``); the placement is the fallback."""
+    reason: str | None = None
+    forecast_rps: float = Field(ge=0)
+    alpha: float = Field(ge=0)
+    """Headroom factor: capacity >= (1 + alpha) x forecast per phase."""
+    gpus_total: int = Field(ge=0)
+    gpus_used: int = Field(ge=0)
+    gpus_needed: int | None = None
+    """When infeasible: GPUs in instances of the smallest sufficient cluster (``None``: no cluster suffices)."""
+    nodes_needed: int | None = None
+    """When infeasible: nodes of that cluster."""
+    prefill: PhasePrediction
+    decode: PhasePrediction
+    unassigned_power_w: float = Field(ge=0)
+    """Power of the GPUs in no instance, W."""
+    cluster_power_w: float = Field(ge=0)
+    """Prefill + decode + unassigned, W."""
+    mean_input_tokens: float = Field(ge=0)
+    mean_output_tokens: float = Field(ge=0)
+    table_key: str = ""
+    """Key of the capacity table the prediction comes from."""
 
 
 class Placement(BaseModel):
@@ -62,6 +128,8 @@ class Placement(BaseModel):
 
     instances: tuple[InstanceSpec, ...]
     """The instance groups; at least one prefill and one decode instance."""
+    prediction: PlanPrediction | None = None
+    """What the planner that wrote it predicts (optional; ignored by the simulator)."""
 
     @field_validator("instances")
     @classmethod
@@ -76,8 +144,9 @@ class Placement(BaseModel):
     def expand(self) -> Iterator[InstanceSpec]:
         """One spec (count 1) per instance, in placement order."""
         for group in self.instances:
-            for _ in range(group.count):
-                yield group.model_copy(update={"count": 1})
+            for i in range(group.count):
+                nodes = None if group.nodes is None else (group.nodes[i],)
+                yield group.model_copy(update={"count": 1, "nodes": nodes})
 
     def num_instances(self, phase: str | None = None) -> int:
         return sum(g.count for g in self.instances if phase is None or g.phase == phase)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from biscale.control.controllers import ClockController, controller_from_clock
 from biscale.control.placement import Placement, load_placement
-from biscale.control.planner import PLANNERS, Planner
+from biscale.control.planner import PLANNERS, Planner, PlannerContext
 from biscale.costmodel import CostModel
 from biscale.errors import InputError
 from biscale.sim.config import SimConfig
@@ -87,6 +87,9 @@ class SimulateConfig(BaseModel):
     ``static``); asked every ``sim.window_s``."""
     schedule: tuple[ScheduledPlacement, ...] = ()
     """Placement schedule for the ``scheduled`` planner."""
+    planner_options: dict[str, Any] = Field(default_factory=dict)
+    """Planner-specific settings (tier-1 planners: ``forecaster``, ``alpha``, ``predictors``, ...; see
+    docs/planning.md)."""
     sim: SimConfig = Field(default_factory=SimConfig)
     """Simulator settings."""
 
@@ -128,21 +131,36 @@ class SimulateConfig(BaseModel):
             out[phase] = controller_from_clock(own if own is not None else self.clock, field=field)
         return out
 
-    def build_planner(self, placement: Placement) -> Planner:
+    def build_planner(self, placement: Placement, trace: Trace) -> Planner:
         name = self.planner or ("scheduled" if self.schedule else "static")
-        schedule = [(e.from_s, _placement(e.placement)) for e in self.schedule]
-        return PLANNERS.get(name)(placement, schedule)
+        sim = self.sim
+        ctx = PlannerContext(
+            name=name,
+            placement=placement,
+            schedule=[(e.from_s, _placement(e.placement)) for e in self.schedule],
+            workload=trace,
+            slo=sim.slo,
+            nodes=sim.nodes,
+            gpus_per_node=sim.gpus_per_node,
+            window_s=sim.window_s,
+            gpu=self.gpu,
+            model=self.model,
+            options=dict(self.planner_options),
+        )
+        return PLANNERS.get(name)(ctx)
 
     def prepare(self) -> PreparedRun:
         """Load and build everything the run needs (bad input is an :class:`InputError`, placement first)."""
         placement = self.load_placement()
         cost_model = COST_MODELS.get(self.cost_model)(self.gpu, self.model)
+        controllers = self.build_controllers()
+        trace = self.load_trace()
         return PreparedRun(
             placement=placement,
             cost_model=cost_model,
-            controllers=self.build_controllers(),
-            planner=self.build_planner(placement),
-            trace=self.load_trace(),
+            controllers=controllers,
+            planner=self.build_planner(placement, trace),
+            trace=trace,
         )
 
     def run(self, progress: Callable[[float], None] | None = None, prepared: PreparedRun | None = None) -> SimResult:
