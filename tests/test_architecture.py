@@ -1,7 +1,9 @@
 """Truth vs belief, enforced: controllers, planners and predictors never import the ground-truth hardware model.
 
-Only the cost-model *interface* (``biscale.hardware.base``) may be imported by them; the simulated profiler
-(which plays the role of a real GPU being measured) is the one predictor-side module allowed to read the truth.
+Only the cost-model *interface* (``biscale.hardware.base``) may be imported by them. Two modules are allowed to
+read the truth, by name: the simulated profiler (it plays the role of a real GPU being measured) and the clairvoyant
+oracle (``control/oracle.py``: the bound every controller is compared against; no other controller may import it
+except through the factory).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import biscale
 
 PKG = Path(biscale.__file__).parent
 ALLOWED_HARDWARE_MODULES = {"biscale.hardware.base"}
-TRUTH_READERS = {PKG / "predict" / "profilers" / "sim.py"}
+TRUTH_READERS = {PKG / "predict" / "profilers" / "sim.py", PKG / "control" / "oracle.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -57,3 +59,20 @@ def test_the_check_detects_a_violation(tmp_path):
     found = _imports(bad)
     assert "biscale.hardware.get_hardware" in found
     assert "biscale.hardware.roofline" in found
+
+
+def test_only_the_factory_reaches_the_oracle():
+    """The oracle reads the truth; online controllers must not borrow from it."""
+    users = sorted(
+        str(path.relative_to(PKG))
+        for path in _belief_side_files()
+        if any(
+            name == "biscale.control.oracle" or name.startswith("biscale.control.oracle.") for name in _imports(path)
+        )
+    )
+    assert users == ["control/factory.py"]
+
+
+def test_the_oracle_really_reads_the_truth():
+    """The exception is needed (the oracle builds the hardware model when it is given none)."""
+    assert "biscale.hardware.get_hardware" in _imports(PKG / "control" / "oracle.py")
