@@ -18,8 +18,9 @@ per-TP table of its predictions that answers in a few microseconds); it is corre
 the lowest clock whose corrected latency is allowed wins. Guards run the top clock: KV use at or above
 ``kv_guard_pct``, ``waiting_guard`` or more requests waiting to join the batch, or a preemption in the last
 ``preemption_hold_s``. Hysteresis: a higher clock is taken at once (latency is at stake); a lower one only after it
-has been wanted for ``down_dwell`` decisions in a row and saves at least ``min_saving_pct`` of the iteration's
-predicted energy, so a switch (which costs the switch latency and may have to be undone) is made only when it pays.
+has been wanted for ``down_dwell`` decisions in a row and saves at least ``min_saving_pct`` of the predicted power
+(a busy decode instance's energy is its power times the time, :mod:`clocks`), so a switch (which costs the switch
+latency and may have to be undone) is made only when it pays.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ DEFAULT_PREEMPTION_HOLD_S = 1.0
 DEFAULT_DOWN_DWELL = 3
 """Consecutive decisions a lower clock must be wanted before stepping down."""
 DEFAULT_MIN_SAVING_PCT = 1.0
-"""Least predicted energy saving per iteration worth a downward switch, percent."""
+"""Least predicted power saving worth a downward switch, percent."""
 
 
 TABLE_POINTS = 33
@@ -60,13 +61,14 @@ TABLE_POINTS = 33
 
 
 class DecodeLatencyTable:
-    """Predicted decode-iteration latency and energy at fixed candidate clocks, tabulated for fast lookup.
+    """Predicted decode-iteration latency and power at fixed candidate clocks, tabulated for fast lookup.
 
     Why: one predictor query costs ~25-35 us of numpy overhead, most of the decode controller's budget. The
     predictor is, at a fixed batch size and clock, affine in the batch's context sum except where its monotone
-    fix-up across clocks changes branch (and energy = latency x power is nearly so), so a table over every batch size
+    fix-up across clocks changes branch (and power, energy / latency, nearly so), so a table over every batch size
     of the predictor's training range times :data:`TABLE_POINTS` log-spaced context sums, interpolated linearly in
-    the context sum, reproduces it to within 0.1 % (tested). It is built with one predictor call on first use.
+    the context sum, reproduces it to within 0.1 % (latency) and 0.5 % (power) (tested). It is built with one
+    predictor call on first use.
     Shapes outside the training range are not in the table (``None``): the caller asks the predictor.
     """
 
@@ -84,8 +86,8 @@ class DecodeLatencyTable:
         shape = (b.size, points, len(clocks_mhz))
         self.latency_s = pred.latency_s.reshape(shape)
         """Latency, seconds (batch size - b_lo, knot, clock)."""
-        self.energy_j = pred.energy_j.reshape(shape)
-        """Energy per GPU, joules (same axes)."""
+        self.power_w = pred.power_w.reshape(shape)
+        """Power per GPU, watts (same axes)."""
         self.ctx = ctx
         self._ctx = ctx.tolist()
         self._lat_rows: list[list[list[float]]] = self.latency_s.tolist()
@@ -110,13 +112,13 @@ class DecodeLatencyTable:
         row = self._lat_rows[batch_size - self.b_lo]
         return [a + f * (b - a) for a, b in zip(row[i], row[i + 1], strict=True)]
 
-    def energy(self, batch_size: int, context_sum: float) -> np.ndarray | None:
-        """Energy per GPU at each clock (N,), joules; ``None`` outside the table."""
+    def power(self, batch_size: int, context_sum: float) -> np.ndarray | None:
+        """Power per GPU at each clock (N,), watts; ``None`` outside the table."""
         at = self._knot(batch_size, context_sum)
         if at is None:
             return None
         i, f = at
-        row = self.energy_j[batch_size - self.b_lo]
+        row = self.power_w[batch_size - self.b_lo]
         return row[i] + f * (row[i + 1] - row[i])
 
 
@@ -184,13 +186,13 @@ class DecodeSlack(ClockController):
             lat = self.predictor.predict("decode", tp, raw, clocks).latency_s[0].tolist()
         return lat
 
-    def predicted_energy_j(self, tp: int, clocks: tuple[int, ...], batch_size: int, context_sum: int) -> np.ndarray:
-        """The predictor's energy per GPU of the next iteration at each of ``clocks`` (N,), joules."""
-        energy = self._table(tp, clocks).energy(batch_size, context_sum)
-        if energy is None:
+    def predicted_power_w(self, tp: int, clocks: tuple[int, ...], batch_size: int, context_sum: int) -> np.ndarray:
+        """The predictor's power per GPU during the next iteration at each of ``clocks`` (N,), watts."""
+        power = self._table(tp, clocks).power(batch_size, context_sum)
+        if power is None:
             raw = np.array([[batch_size, context_sum]], dtype=np.float64)
-            energy = self.predictor.predict("decode", tp, raw, clocks).energy_j[0]
-        return energy
+            power = self.predictor.predict("decode", tp, raw, clocks).power_w[0]
+        return power
 
     def allowed_latency_s(self, state: InstanceState) -> float:
         """The longest next iteration that keeps every running request on its (margined) TPOT target, seconds."""
@@ -249,6 +251,6 @@ class DecodeSlack(ClockController):
         return clocks[want]
 
     def _pays(self, tp: int, clocks: tuple[int, ...], batch_size: int, context_sum: int, low: int, cur: int) -> bool:
-        """Whether stepping down from ``clocks[cur]`` to ``clocks[low]`` saves ``min_saving_pct`` of the energy."""
-        energy = self.predicted_energy_j(tp, clocks, batch_size, context_sum)
-        return bool(energy[low] <= (1.0 - self.min_saving) * energy[cur])
+        """Whether stepping down from ``clocks[cur]`` to ``clocks[low]`` saves ``min_saving_pct`` of the power."""
+        power = self.predicted_power_w(tp, clocks, batch_size, context_sum)
+        return bool(power[low] <= (1.0 - self.min_saving) * power[cur])
