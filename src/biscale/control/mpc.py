@@ -238,9 +238,11 @@ def solve_greedy(latency_s: np.ndarray, energy_j: np.ndarray, deadlines_s: np.nd
     """The paper's Algorithm 1: greedy descent over clock levels.
 
     Start with every batch at the top clock. For each lower level in turn, every batch now at the previous level
-    may stay or step down one level: enumerate those 2^m combinations (vectorised), keep the feasible ones, take
-    the cheapest (in predicted energy). Stop when no combination that steps down is feasible and cheaper (the
-    batches that stayed are fixed from then on).
+    may stay or step down one level: enumerate those 2^m combinations (vectorised), keep the feasible ones that
+    move at least one batch, and take the cheapest (in predicted energy); the batches that stayed are fixed from
+    then on. Stop when no combination is feasible (or no batch is left to move). The answer is the cheapest plan
+    met on the way down: energy need not fall at every level (near the top, a power-capped GPU draws the same energy
+    at a lower clock), so a step that costs energy may lead to a cheaper plan further down.
     """
     k, n = latency_s.shape
     if k > MAX_GREEDY_HORIZON:
@@ -250,6 +252,7 @@ def solve_greedy(latency_s: np.ndarray, energy_j: np.ndarray, deadlines_s: np.nd
         return bad
     levels = np.full(k, n - 1, dtype=np.int64)
     total = float(energy_j[:, n - 1].sum())
+    best_levels, best_total = levels.copy(), total
     fin = np.flatnonzero(np.isfinite(deadlines_s))
     # slack of each deadline-carrying batch (F, 1); a batch's latency counts towards stages at or after it (F, K)
     slack = (deadlines_s - np.cumsum(latency_s[:, n - 1]))[fin, None] + _EPS_S
@@ -260,15 +263,17 @@ def solve_greedy(latency_s: np.ndarray, energy_j: np.ndarray, deadlines_s: np.nd
         cost = (energy_j[movable, lv] - energy_j[movable, lv + 1]) @ bits
         add = (counts[:, movable] * (latency_s[movable, lv] - latency_s[movable, lv + 1])) @ bits
         cost[~(add <= slack).all(axis=0)] = np.inf
-        best = int(np.argmin(cost))
-        if best == 0 or not cost[best] < 0.0:
+        cost[0] = np.inf  # staying put is not a step
+        step = int(np.argmin(cost))
+        if not np.isfinite(cost[step]):
             break
-        moved = bits[:, best] > 0
-        movable = movable[moved]
+        movable = movable[bits[:, step] > 0]
         levels[movable] = lv
-        slack = slack - add[:, best : best + 1]
-        total += float(cost[best])
-    return Plan(levels, total, True)
+        slack = slack - add[:, step : step + 1]
+        total += float(cost[step])
+        if total < best_total:
+            best_levels, best_total = levels.copy(), total
+    return Plan(best_levels, best_total, True)
 
 
 def solve_exact(
