@@ -172,3 +172,18 @@ def test_the_checks_detect_violations(tmp_path: Path) -> None:
 def test_relative_imports_resolve(tmp_path: Path) -> None:
     pkg = fake_package(tmp_path, {"sim/probe.py": "from . import engine\nfrom ..control import state\n"})
     assert {"biscale.sim.engine", "biscale.control.state"} <= imports(pkg / "sim" / "probe.py", pkg)
+
+
+def test_only_the_factory_reaches_the_oracle() -> None:
+    """The oracle reads the truth; online controllers must not borrow from it."""
+    users = sorted(
+        str(path.relative_to(PKG))
+        for path in source_files(*BELIEF_SIDE)
+        if any(n == "biscale.control.oracle" or n.startswith("biscale.control.oracle.") for n in imports(path))
+    )
+    assert users == ["control/factory.py"]
+
+
+def test_the_oracle_really_reads_the_truth() -> None:
+    """The exception is needed (the oracle builds the hardware model when it is given none)."""
+    assert "biscale.hardware.get_hardware" in imports(PKG / "control" / "oracle.py")

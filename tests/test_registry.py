@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from biscale.control import CONTROLLERS, PLANNERS, MaxClock
+from biscale.control import CONTROLLERS, PLANNERS, ControllerContext, MaxClock
 from biscale.errors import InputError
 from biscale.plan.forecast import FORECASTERS
 from biscale.predict.profilers import PROFILERS
@@ -60,8 +60,9 @@ def test_registration_mistakes_are_programming_errors() -> None:
 
 
 def test_the_project_registries() -> None:
-    assert CONTROLLERS.names() == ("baseline", "default", "fixed", "max")
-    assert isinstance(CONTROLLERS.get("max")(), MaxClock)
+    tier2 = ("mpc", "mpc-greedy", "oracle", "slack", "static")
+    assert CONTROLLERS.names() == ("baseline", "default", "fixed", "max", *tier2)
+    assert isinstance(CONTROLLERS.get("max")(ControllerContext(phase="decode")), MaxClock)
     assert PLANNERS.names() == ("biscale", "distserve", "distserve-static", "placeonly", "scheduled", "static")
     assert COST_MODELS.names() == ("hardware", "predictor")
     assert PROFILERS.names() == ("sim", "torch")

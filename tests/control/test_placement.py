@@ -146,11 +146,9 @@ def test_controllers_from_clock_option() -> None:
     assert isinstance(controller_from_clock("default"), DefaultGovernor)
     fixed = controller_from_clock("1410")
     assert isinstance(fixed, FixedClock) and fixed.clock_mhz == 1410
-    with pytest.raises(
-        InputError, match=r"bad clock 'fast': not MHz and unknown controller 'fast' \(choices: baseline"
-    ):
+    with pytest.raises(InputError, match=r"unknown controller 'fast' \(choices: baseline"):
         controller_from_clock("fast")
-    with pytest.raises(InputError, match="the fixed controller needs a clock"):
+    with pytest.raises(InputError, match="controller 'fixed' needs a clock"):
         controller_from_clock("fixed")
     assert isinstance(controller_from_clock("governor"), DefaultGovernor)
     assert isinstance(controller_from_clock(990), FixedClock)

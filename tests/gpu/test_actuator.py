@@ -8,7 +8,7 @@ import time
 import pynvml
 import pytest
 
-from biscale.control.actuator import ClockActuator
+from biscale.actuator import ClockActuator
 from biscale.errors import ControlSuspendedError, InputError, NoGpuError, NvmlCallError, PermissionRequiredError
 from biscale.gpu.fake_nvml import FORBIDDEN_SETTERS, FakeNvml, default_state
 from biscale.gpu.nvml import NvmlActuator, nearest_clocks

@@ -9,7 +9,7 @@ import pytest
 
 from biscale.control.state import Slo
 from biscale.plan.capacity import CapacitySettings, CapacityTable, ConfigCapacity, build_capacity_table
-from biscale.predict import default_predictor
+from biscale.predict import Predictor, default_predictor
 from biscale.workload import Trace, load_lengths, load_trace, with_lengths
 
 #: The small real table's settings: few configurations, short probes, coarse tolerance (fast, still meaningful).
@@ -81,3 +81,8 @@ def workload() -> Trace:
 def small_table(workload: Trace, tmp_path_factory: pytest.TempPathFactory) -> CapacityTable:
     cache = tmp_path_factory.mktemp("capacity-cache")
     return build_capacity_table(default_predictor(), workload, Slo(), SMALL, workers=1, cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
+def predictor() -> Predictor:
+    return default_predictor("h100-sxm", "llama-3.3-70b")

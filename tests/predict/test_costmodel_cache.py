@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
-from biscale.hardware.base import DecodeShape, PrefillShape
 from biscale.predict import PredictorCostModel, default_predictor
 
 

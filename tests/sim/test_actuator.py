@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biscale.actuator import ClockActuator
 from biscale.control import GOVERNOR_MHZ, ClockController, InstanceState, parse_placement
-from biscale.control.actuator import ClockActuator
 from biscale.sim import SimClockActuator, SimConfig, Simulator
 from biscale.sim.toy import ToyCostModel
 from biscale.workload import Trace

@@ -126,7 +126,7 @@ def test_placement_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-unt
         (["--placement", "prefill:4xTP2,decode:3xTP4"], "placement needs 20 GPUs but the cluster has 16 (2 x 8)"),
         (["--placement", "prefill:1xTP1,decode:1xTP4"], "TP1 is below the model's minimum TP degree 2"),
         (["--placement", "prefill:1xTP16,decode:1xTP4"], "TP16 does not fit a node of 8 GPUs"),
-        (["--placement", "prefill:1xTP2,decode:1xTP4", "--clock", "fast"], "bad clock 'fast'"),
+        (["--placement", "prefill:1xTP2,decode:1xTP4", "--clock", "fast"], "unknown controller 'fast'"),
         (["--placement", "missing.json"], "missing.json: placement file not found"),
         (
             ["--placement", "prefill:1xTP2,decode:1xTP4", "--rate", "0"],
@@ -138,6 +138,15 @@ def test_placement_file(run_cli, tmp_path: Path) -> None:  # type: ignore[no-unt
             "field 'cost_model': unknown cost model 'oracle' (choices: hardware, predictor)",
         ),
         ([], "field 'placement': missing (give it in the configuration file or as a command-line option)"),
+        (
+            ["--placement", "prefill:1xTP2,decode:1xTP4", "--controller", "prefill=slack,decode=slack"],
+            "field 'controllers.prefill': controller 'slack' serves decode instances, not prefill",
+        ),
+        (["--placement", "prefill:1xTP2,decode:1xTP4", "--controller", "prefill=mpc"], "no controller for decode"),
+        (
+            ["--placement", "prefill:1xTP2,decode:1xTP4", "--planner", "magic"],
+            "field 'planner': unknown planner 'magic'",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(run_cli, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
@@ -250,3 +259,15 @@ def test_config_schema_command(run_cli) -> None:  # type: ignore[no-untyped-def]
     assert set(schema["required"]) == {"trace", "placement"}
     assert "rate_rps" in schema["properties"] and "sim" in schema["properties"]
     assert "req/s" in schema["properties"]["rate_rps"]["description"]
+
+
+def test_tier2_controllers_from_the_command_line(run_cli) -> None:  # type: ignore[no-untyped-def]
+    top = json.loads(run_cli(*RUN_30S, "--clock", "max", "--json").out)
+    res = run_cli(*RUN_30S, "--controller", "prefill=mpc,decode=slack", "--json")
+    assert res.code == 0, res.err
+    tier2 = json.loads(res.out)
+    assert tier2["slo_met"] and tier2["clock_switches"] > 0 and top["clock_switches"] == 0
+    assert tier2["requests_completed"] == top["requests_completed"] == top["requests_total"]
+    # lower clocks wherever there is slack: less energy per token in both phases
+    for key in ("prefill_energy_per_prompt_token_j", "decode_energy_per_output_token_j"):
+        assert tier2[key] < 0.9 * top[key], key

@@ -81,6 +81,9 @@ def test_prefill_controller_sees_the_chunked_batch_and_the_queue_behind_it() -> 
     # batch 3: the last prompt alone, nothing behind it
     assert tokens(third.batch_new_tokens) == [2000] and tokens(third.batch_prefix_tokens) == [0]
     assert third.waiting_prompt_tokens.size == 0
+    # request ids (trace indices) of the batch and the queue behind it
+    assert [tokens(s.batch_request_ids) for s in spy.seen] == [[0], [0, 1], [2]]
+    assert [tokens(s.waiting_request_ids) for s in spy.seen] == [[1, 2], [2], []]
     rq = res.requests
     assert list(rq["prefill_start_s"]) == [0.0, t1, third.time_s]
 
@@ -115,3 +118,11 @@ def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_
     assert seen[0].time_s == rq.loc[0, "kv_transfer_end_s"] < rq.loc[1, "kv_transfer_end_s"] < seen[1].time_s
     assert seen[1].waiting_time_s[0] == pytest.approx(seen[1].time_s)  # waiting since arrival at t = 0
     assert seen[3].time_s == rq.loc[0, "last_token_s"]  # request 1 joins when request 0 leaves
+    # ids, and each running request's time since its first token (its TPOT history)
+    assert [tokens(s.running_request_ids) for s in seen] == [[0], [0], [0], [1], [1]]
+    assert [tokens(s.waiting_request_ids) for s in seen] == [[], [1], [1], [], []]
+    first_tok = [rq.loc[0, "first_token_s"]] * 3 + [rq.loc[1, "first_token_s"]] * 2
+    assert [s.running_decode_time_s[0] for s in seen] == pytest.approx(
+        [s.time_s - f for s, f in zip(seen, first_tok, strict=True)]
+    )
+    assert seen[0].running_decode_time_s[0] == 0.0 and seen[0].preemptions == 0

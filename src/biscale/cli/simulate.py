@@ -40,6 +40,16 @@ def simulate_cmd(
         help="Controller for every instance: a locked clock, max, default (GPU governor) or a registered "
         "controller. Default: each instance's baseline from the placement (top clock if it has none).",
     ),
+    controller: str | None = typer.Option(
+        None,
+        "--controller",
+        metavar="PHASE=NAME,...",
+        help="Per-phase controllers, e.g. 'prefill=mpc,decode=slack' (names or MHz; a bare name applies to both "
+        "phases; see docs/control.md).",
+    ),
+    planner: str | None = typer.Option(
+        None, "--planner", help="Re-plan the placement every window: static (default), biscale, distserve, ..."
+    ),
     gpu: str | None = typer.Option(None, "--gpu", help="GPU of the cost model."),
     model: str | None = typer.Option(None, "--model", help="LLM of the cost model."),
     cost_model: str | None = typer.Option(
@@ -85,6 +95,11 @@ def simulate_cmd(
         "sim.slo.tpot_s": None if tpot_slo_ms is None else tpot_slo_ms / 1e3,
         "sim.sample_interval_s": sample_interval,
     }
+    if controller is not None:
+        from biscale.control.factory import parse_controller_spec
+
+        given.update({f"controllers.{ph}": name for ph, name in parse_controller_spec(controller).items()})
+    given["planner"] = planner
     cfg = load_simulate_config(config, {k: v for k, v in given.items() if v is not None})
     if out is not None and out.exists() and not out.is_dir():
         raise InputError("exists and is not a directory", path=out)

@@ -16,15 +16,76 @@ them through it); a new one registers where it is defined with ``@CONTROLLERS.re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from biscale.control.state import GOVERNOR_MHZ, InstanceState
+from biscale.control.state import GOVERNOR_MHZ, InstanceState, Slo
 from biscale.errors import InputError
 from biscale.registry import Registry
 
-#: Registry: name -> factory. ``fixed`` takes the clock in MHz; every other built-in takes no argument.
-CONTROLLERS: Registry[Callable[..., ClockController]] = Registry("controller", field="controller")
+if TYPE_CHECKING:
+    from biscale.control.placement import Placement
+    from biscale.costmodel import CostModel
+    from biscale.predict.predictor import Predictor
+    from biscale.workload.trace import Trace
+
+
+@dataclass(frozen=True)
+class ControllerContext:
+    """What a controller factory may use to build the controller of one phase for one run.
+
+    Online controllers use only ``predictor`` (what they believe) and ``options``; the run-level fields exist for
+    the offline ones: the static baseline searches ``trace`` on ``placement`` with ``sim_config``, and the
+    clairvoyant oracle (the one truth reader) gets ``trace`` and the simulator's ``truth``.
+    """
+
+    phase: str
+    """``prefill`` or ``decode``."""
+    predictor: Predictor | None = None
+    """Learned predictors; ``None``: the bundled ones of ``gpu`` / ``model`` (loaded only by factories that need
+    them, see :meth:`load_predictor`)."""
+    gpu: str = "h100-sxm"
+    model: str = "llama-3.3-70b"
+    slo: Slo = field(default_factory=Slo)
+    trace: Trace | None = None
+    """The run's requests (offline controllers only)."""
+    truth: CostModel | None = None
+    """The simulator's cost model (the clairvoyant oracle only)."""
+    placement: Placement | None = None
+    """The run's placement (the static baseline's offline search)."""
+    sim_config: Any = None
+    """The run's :class:`~biscale.sim.SimConfig` (the static baseline's offline search)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The controller's own settings: its constructor's keyword arguments (see docs/control.md)."""
+
+    def load_predictor(self) -> Predictor:
+        """``predictor``, or the bundled one of ``gpu`` / ``model``."""
+        if self.predictor is not None:
+            return self.predictor
+        from biscale.predict.predictor import default_predictor
+
+        return default_predictor(self.gpu, self.model)
+
+    def only_for(self, name: str, *phases: str) -> None:
+        """Refuse a phase the controller ``name`` does not serve (:class:`InputError`)."""
+        if self.phase not in phases:
+            serves = " and ".join(sorted(phases))
+            raise InputError(f"controller '{name}' serves {serves} instances, not {self.phase}", field="controller")
+
+    def build(self, name: str, factory: Callable[..., ClockController]) -> ClockController:
+        """``factory(**options)``; unknown or missing options are an :class:`InputError` naming the controller."""
+        try:
+            return factory(**self.options)
+        except TypeError as err:
+            raise InputError(f"controller '{name}': {err}", field="controller") from None
+
+
+#: ``context -> controller`` (see :class:`ControllerContext`).
+ControllerFactory = Callable[[ControllerContext], "ClockController"]
+
+#: Registry: name -> :data:`ControllerFactory`. Build one with :func:`biscale.control.factory.make_controller`.
+CONTROLLERS: Registry[ControllerFactory] = Registry("controller", field="controller")
 
 
 class ClockController(ABC):
@@ -39,7 +100,6 @@ class ClockController(ABC):
         """The clock to run the next iteration at (MHz), ``GOVERNOR_MHZ`` or ``None`` (no change)."""
 
 
-@CONTROLLERS.register("fixed", "lock every instance to one clock, MHz")
 class FixedClock(ClockController):
     """Always the same locked clock."""
 
@@ -55,7 +115,6 @@ class FixedClock(ClockController):
         return self.clock_mhz
 
 
-@CONTROLLERS.register("max", "lock to the top supported clock (DistServe's setting)")
 class MaxClock(ClockController):
     """Lock to the top supported clock (DistServe's setting)."""
 
@@ -66,7 +125,6 @@ class MaxClock(ClockController):
         return state.supported_clocks_mhz[-1]
 
 
-@CONTROLLERS.register("default", "leave clocks unlocked: the GPU's default governor")
 class DefaultGovernor(ClockController):
     """Leave clocks unlocked: the GPU's default governor (what most real clusters run)."""
 
@@ -77,7 +135,6 @@ class DefaultGovernor(ClockController):
         return GOVERNOR_MHZ
 
 
-@CONTROLLERS.register("baseline", "keep each instance at its placement's baseline clock")
 class BaselineClock(ClockController):
     """Keep each instance at the baseline clock its placement gave it (never switches)."""
 
@@ -88,23 +145,39 @@ class BaselineClock(ClockController):
         return None
 
 
-def controller_from_clock(clock: str | int | None, field: str = "clock") -> ClockController:
-    """Parse ``--clock MHZ|max|default|NAME``: a number -> :class:`FixedClock`; a name -> that entry of
-    :data:`CONTROLLERS` (``governor`` is an alias of ``default``); ``None`` -> :class:`BaselineClock`."""
+@CONTROLLERS.register("fixed", "lock every instance to one clock (option clock_mhz, MHz)")
+def _fixed(ctx: ControllerContext) -> ClockController:
+    if "clock_mhz" not in ctx.options:
+        raise InputError("controller 'fixed' needs a clock: give it in MHz (e.g. 1410)", field="controller")
+    return ctx.build("fixed", FixedClock)
+
+
+@CONTROLLERS.register("max", "lock to the top supported clock (DistServe's setting)")
+def _max(ctx: ControllerContext) -> ClockController:
+    return ctx.build("max", MaxClock)
+
+
+@CONTROLLERS.register("default", "leave clocks unlocked: the GPU's default governor")
+def _default(ctx: ControllerContext) -> ClockController:
+    return ctx.build("default", DefaultGovernor)
+
+
+@CONTROLLERS.register("baseline", "keep each instance at its placement's baseline clock")
+def _baseline(ctx: ControllerContext) -> ClockController:
+    return ctx.build("baseline", BaselineClock)
+
+
+def parse_clock(clock: str | int | None) -> tuple[str, dict[str, Any]]:
+    """``--clock MHZ|NAME`` -> (controller name, options): a number is ``fixed`` at that clock, ``governor`` is
+    ``default``, ``None`` is ``baseline``."""
     if clock is None:
-        return BaselineClock()
+        return "baseline", {}
     if isinstance(clock, int):
-        return CONTROLLERS.get("fixed")(clock)
+        return "fixed", {"clock_mhz": clock}
     text = clock.strip().lower()
     if text.isdigit():
-        return CONTROLLERS.get("fixed")(int(text))
-    if text == "governor":
-        text = "default"
-    if text == "fixed":
-        raise InputError("the fixed controller needs a clock: give it in MHz (e.g. 1410)", field=field)
-    if text not in CONTROLLERS:
-        raise InputError(f"bad clock '{clock}': not MHz and {CONTROLLERS.unknown_reason(text)}", field=field)
-    return CONTROLLERS.get(text)()
+        return "fixed", {"clock_mhz": int(text)}
+    return ("default" if text == "governor" else text), {}
 
 
 def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:

@@ -93,6 +93,13 @@ class InstanceState:
     TPOT so far is this divided by ``running_generated_tokens - 1``."""
     preemptions: int = 0
     """Requests preempted on this instance so far (KV memory ran out), count."""
+    batch_request_ids: np.ndarray = field(default_factory=_no_tokens)
+    """The engine's request ids of the scheduled batch's sequences (same order as ``batch_*``; the trace index in
+    the simulator). Online controllers ignore ids; the clairvoyant oracle looks requests up in the trace by them."""
+    waiting_request_ids: np.ndarray = field(default_factory=_no_tokens)
+    """Request ids of the waiting requests (same order as ``waiting_*``)."""
+    running_request_ids: np.ndarray = field(default_factory=_no_tokens)
+    """Request ids of the running decode batch (same order as ``running_*``)."""
 
     @property
     def kv_use_pct(self) -> float:

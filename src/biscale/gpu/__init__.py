@@ -5,7 +5,7 @@ so the code tested in CI on the fake is the code that drives real GPUs. See docs
 The guard process lives in :mod:`biscale.gpu.guard` (not exported here: it runs with ``python -m``).
 
 Names are imported lazily (PEP 562): ``import biscale.gpu`` loads neither ``pynvml`` nor ``prometheus_client``;
-each name loads its submodule on first use. The actuator *interface* is :class:`biscale.control.actuator.ClockActuator`
+each name loads its submodule on first use. The actuator *interface* is :class:`biscale.actuator.ClockActuator`
 and the NVML errors are in :mod:`biscale.errors`.
 """
 

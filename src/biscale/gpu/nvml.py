@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from biscale.control.actuator import ClockActuator
+from biscale.actuator import ClockActuator
 from biscale.errors import ControlSuspendedError, InputError, NoGpuError, NvmlCallError, PermissionRequiredError
 from biscale.gpu.failsafe import Watchdog
 from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml

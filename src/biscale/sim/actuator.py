@@ -1,4 +1,4 @@
-"""The simulator's :class:`~biscale.control.actuator.ClockActuator`: virtual GPUs whose clock moves after a delay.
+"""The simulator's :class:`~biscale.actuator.ClockActuator`: virtual GPUs whose clock moves after a delay.
 
 Controllers' decisions reach the simulated GPUs through this class, exactly as they reach real GPUs through the
 NVML actuator. The engine calls it at decision points (before an iteration, at instance start).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from biscale.control.actuator import ClockActuator
+from biscale.actuator import ClockActuator
 
 #: ``(gpus, clock_mhz or 0 for the governor)`` -> None; the engine schedules the switch.
 SwitchHook = Callable[[tuple[int, ...], int], None]

@@ -154,7 +154,7 @@ class Simulator:
 
     @property
     def actuator(self) -> SimClockActuator:
-        """The simulator's :class:`~biscale.control.actuator.ClockActuator`."""
+        """The simulator's :class:`~biscale.actuator.ClockActuator`."""
         return self.clocks.actuator
 
     @property

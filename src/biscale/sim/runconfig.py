@@ -14,11 +14,11 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from biscale.control.controllers import ClockController, controller_from_clock
+from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement, load_placement
 from biscale.control.planner import PLANNERS, Planner, PlannerContext
 from biscale.costmodel import CostModel
@@ -82,6 +82,11 @@ class SimulateConfig(BaseModel):
     controller. None: each instance keeps its placement's baseline clock (``sim.initial_clock`` if it has none)."""
     controllers: PhaseControllers | None = None
     """Per-phase controllers, overriding ``clock`` for the phases they name."""
+    controller_options: dict[Literal["prefill", "decode"], dict[str, Any]] = Field(default_factory=dict)
+    """Each phase's controller settings (its constructor's keyword arguments, e.g. ``{"prefill": {"horizon": 8}}``;
+    see docs/control.md)."""
+    predictors: str | None = None
+    """Directory of the learned-predictor artifact the controllers believe (None: the bundled one of gpu/model)."""
     planner: str | None = None
     """Planner, a name in :data:`biscale.control.planner.PLANNERS` (None: ``scheduled`` with a schedule, else
     ``static``); asked every ``sim.window_s``."""
@@ -122,13 +127,39 @@ class SimulateConfig(BaseModel):
     def load_placement(self) -> Placement:
         return _placement(self.placement)
 
-    def build_controllers(self) -> dict[str, ClockController]:
+    def build_controllers(
+        self, trace: Trace, placement: Placement, cost_model: CostModel
+    ) -> dict[str, ClockController]:
+        """One controller per phase, built by name with the run's context (the static baseline searches this
+        trace and placement; the clairvoyant oracle gets the trace and ``cost_model`` as its truth)."""
+        from biscale.control.factory import controller_from_clock
+
         per_phase = self.controllers or PhaseControllers()
+        predictor = None
+        if self.predictors is not None:
+            from biscale.predict import load_predictor
+
+            predictor = load_predictor(self.predictors)
         out = {}
         for phase in ("prefill", "decode"):
             own = getattr(per_phase, phase)
             field = f"controllers.{phase}" if own is not None else "clock"
-            out[phase] = controller_from_clock(own if own is not None else self.clock, field=field)
+            try:
+                out[phase] = controller_from_clock(
+                    own if own is not None else self.clock,
+                    phase,
+                    predictor=predictor,
+                    options=self.controller_options.get(phase, {}),
+                    gpu=self.gpu,
+                    model=self.model,
+                    slo=self.sim.slo,
+                    trace=trace,
+                    truth=cost_model,
+                    placement=placement,
+                    sim_config=self.sim,
+                )
+            except InputError as err:
+                raise InputError(err.reason, field=field) from err
         return out
 
     def build_planner(self, placement: Placement, trace: Trace) -> Planner:
@@ -153,8 +184,8 @@ class SimulateConfig(BaseModel):
         """Load and build everything the run needs (bad input is an :class:`InputError`, placement first)."""
         placement = self.load_placement()
         cost_model = COST_MODELS.get(self.cost_model)(self.gpu, self.model)
-        controllers = self.build_controllers()
         trace = self.load_trace()
+        controllers = self.build_controllers(trace, placement, cost_model)
         return PreparedRun(
             placement=placement,
             cost_model=cost_model,

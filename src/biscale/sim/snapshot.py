@@ -76,11 +76,13 @@ class SnapshotBuilder:
             token_budget=self.prefill_token_budget,
             max_batch_seqs=self.prefill_max_seqs,
             baseline_clock_mhz=inst.baseline_clock_mhz,
+            batch_request_ids=np.array(ids, dtype=np.int64),
+            waiting_request_ids=np.array(queue, dtype=np.int64),
         )
 
     def _decode(self, inst: DecodeInstance, t: float) -> InstanceState:
         rq = self.requests
-        arrival, inp, join = rq.arrival_s, rq.input_tokens, rq.decode_join_iteration
+        arrival, inp, join, first = rq.arrival_s, rq.input_tokens, rq.decode_join_iteration, rq.first_token_s
         ready = list(inst.ready)
         running = list(inst.running)
         generated = np.array([inst.generated_tokens(join[r]) for r in running], dtype=np.int64)
@@ -102,6 +104,9 @@ class SnapshotBuilder:
             slo=self.slo,
             max_batch_seqs=self.decode_max_batch,
             baseline_clock_mhz=inst.baseline_clock_mhz,
+            running_decode_time_s=np.array([t - first[r] for r in running], dtype=np.float64),
+            waiting_request_ids=np.array(ready, dtype=np.int64),
+            running_request_ids=np.array(running, dtype=np.int64),
         )
 
 

@@ -2,8 +2,10 @@
 
 A controller's decision (an SM clock per instance) reaches hardware only through a :class:`ClockActuator`.
 The simulator implements it on virtual GPUs with a switch delay (:class:`biscale.sim.actuator.SimClockActuator`);
-:class:`biscale.gpu.nvml.NvmlActuator` implements it on NVML. It lives in the control package so that both
-worlds depend on the seam, not on each other: importing it loads neither NVML nor Prometheus.
+:class:`biscale.gpu.nvml.NvmlActuator` implements it on NVML. It is a top-level seam (like
+:mod:`biscale.costmodel`) so that both worlds depend on it, not on each other, and no subpackage cycle forms
+(controllers use the predictors, whose GPU profiler uses the control plane): importing it loads neither NVML nor
+Prometheus.
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""Static baseline: one locked clock per phase for the whole run, the lowest that meets both SLOs on the trace.
+
+Found offline by search with the simulator on the **predictors** (``PredictorCostModel``, the belief side): the
+static baseline is what an operator could pick in advance from their own profiling, without the ground truth. (A
+search on the hardware model would hand the baseline knowledge no controller has.) The clocks found are then run on
+whatever the evaluation uses as truth, where they may miss an SLO the beliefs said they meet: that is reported, not
+corrected.
+
+Search: with decode at the top clock, binary search over the supported clocks for the lowest prefill clock whose
+run meets both P99 targets (``slo_met``); then, with prefill at that clock, the lowest decode clock. Both searches
+assume that a higher clock never makes a run miss its SLOs (true of latency, which never grows with the clock).
+When even the top clocks miss, both phases stay at the top and ``meets_slo`` is False. Each probe is one simulation
+of the whole trace: about 2 x log2(110) = 14 runs on an H100 clock list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from biscale.control.controllers import ControllerContext, FixedClock
+from biscale.control.placement import Placement
+from biscale.errors import InputError
+from biscale.predict.costmodel import PredictorCostModel
+from biscale.predict.predictor import Predictor
+from biscale.sim import SimConfig, simulate
+
+if TYPE_CHECKING:
+    from biscale.workload.trace import Trace
+
+
+@dataclass(frozen=True)
+class StaticClocks:
+    """The result of :func:`search_static_clocks`."""
+
+    prefill_mhz: int
+    decode_mhz: int
+    meets_slo: bool
+    """Whether the chosen pair meets both SLOs on the predictors (False: even the top clocks miss)."""
+    runs: int
+    """Simulations the search ran."""
+    summary: dict[str, Any]
+    """The summary of the run at the chosen pair (on the predictors)."""
+
+
+_CACHE: dict[str, StaticClocks] = {}
+
+
+def _key(trace: Trace, placement: Placement, predictor: Predictor, config: SimConfig | None) -> str:
+    h = hashlib.sha256()
+    for a in (trace.arrival_s, trace.input_tokens, trace.output_tokens):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(placement.spec().encode())
+    h.update(repr(config).encode())
+    h.update(f"{predictor.gpu}/{predictor.model}/{predictor.path}/{id(predictor.models)}".encode())
+    return h.hexdigest()
+
+
+def search_static_clocks(
+    trace: Trace, placement: Placement, predictor: Predictor, config: SimConfig | None = None
+) -> StaticClocks:
+    """The lowest per-phase static clocks meeting both SLOs on ``trace`` (simulated on the predictors); cached."""
+    key = _key(trace, placement, predictor, config)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    cfg = config or SimConfig()
+    cm = PredictorCostModel(predictor)
+    clocks = cm.supported_clocks_mhz
+    runs = 0
+    summaries: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def run(p: int, d: int) -> dict[str, Any]:
+        nonlocal runs
+        if (p, d) not in summaries:
+            runs += 1
+            res = simulate(trace, placement, cm, {"prefill": FixedClock(p), "decode": FixedClock(d)}, config=cfg)
+            summaries[(p, d)] = res.summary
+        return summaries[(p, d)]
+
+    top = clocks[-1]
+
+    def lowest(ok: Any) -> int:
+        lo, hi = 0, len(clocks) - 1  # invariant: clocks[hi] meets
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ok(clocks[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return clocks[hi]
+
+    if not run(top, top)["slo_met"]:
+        result = StaticClocks(top, top, False, runs, run(top, top))
+    else:
+        p = lowest(lambda c: run(c, top)["slo_met"])
+        d = lowest(lambda c: run(p, c)["slo_met"])
+        result = StaticClocks(p, d, True, runs, run(p, d))
+    _CACHE[key] = result
+    return result
+
+
+class StaticClock(FixedClock):
+    """A :class:`FixedClock` that remembers the search that chose it."""
+
+    name = "static"
+
+    def __init__(self, clock_mhz: int, search: StaticClocks) -> None:
+        super().__init__(clock_mhz)
+        self.search = search
+
+
+def static_from_context(ctx: ControllerContext) -> StaticClock:
+    """The :data:`~biscale.control.controllers.CONTROLLERS` factory of ``static``: the run's ``trace`` and
+    ``placement`` are searched offline on the predictors (``sim_config``: the run's simulator settings)."""
+    if ctx.trace is None or ctx.placement is None:
+        raise InputError("the static baseline needs the run's trace and placement", field="controller")
+    if ctx.options:
+        raise InputError(f"controller 'static' takes no options, got {sorted(ctx.options)}", field="controller")
+    found = search_static_clocks(ctx.trace, ctx.placement, ctx.load_predictor(), ctx.sim_config)
+    return StaticClock(found.prefill_mhz if ctx.phase == "prefill" else found.decode_mhz, found)
