@@ -74,6 +74,14 @@ def plan_cmd(
     fmt: str = typer.Option("table", "--format", help="table or json (the Placement schema with predictions)."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
     out: Path | None = typer.Option(None, "--out", help="Also write the placement JSON to this file."),
+    # --- launch commands for the plan (biscale.integrations.emit; docs/deploy.md) ---
+    emit: str | None = typer.Option(
+        None, "--emit", metavar="vllm|sglang", help="Print launch commands (a bash script) for the plan instead."
+    ),
+    serve_model: str = typer.Option(
+        "meta-llama/Llama-3.3-70B-Instruct", "--serve-model", help="Model the engines serve (with --emit)."
+    ),
+    hosts: str | None = typer.Option(None, "--hosts", metavar="H,...", help="Node addresses (with --emit)."),
 ) -> None:
     """Plan the placement (instances, TP, baseline clocks, nodes) for a load; print its predicted power."""
     from biscale.control.state import Slo
@@ -136,7 +144,20 @@ def plan_cmd(
             out.write_text(placement.to_json() + "\n")
         except OSError as err:
             raise InputError(f"cannot write: {err.strerror}", path=out) from err
-    if json_out or fmt == "json":
+    if emit is not None:
+        from biscale.integrations.emit import build_plan, render_script
+        from biscale.predict.costmodel import PredictorCostModel
+
+        if placement is None:
+            raise InputError(f"nothing to emit: {prediction.reason}", field="emit")
+        deployment = build_plan(
+            placement, emit.strip().lower(), gpus_per_node=cluster.gpus_per_node, nodes=cluster.nodes,
+            hosts=[h.strip() for h in hosts.split(",") if h.strip()] if hosts else None, serve_model=serve_model,
+            slo=slo, gpu=gpu, model=model, predictors=None if predictors is None else str(predictors),
+            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1],
+        )  # fmt: skip
+        sys.stdout.write(render_script(deployment))
+    elif json_out or fmt == "json":
         if placement is not None:
             sys.stdout.write(to_json_text(placement.model_dump(mode="json", exclude_none=True)) + "\n")
         else:

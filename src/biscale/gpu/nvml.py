@@ -28,6 +28,10 @@ from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml
 
 log = logging.getLogger("biscale.gpu")
 
+#: ``request_clock`` value meaning "back to the default governor" (``biscale.control.state.GOVERNOR_MHZ``; not
+#: imported from there: the control plane sits below the controllers in the import graph).
+GOVERNOR_REQUEST = 0
+
 PERMISSION_HINT = (
     "setting GPU clocks needs root or the CAP_SYS_ADMIN capability (run with sudo, or grant it to the process); "
     "read-only commands such as 'biscale gpu status' work without it"
@@ -581,9 +585,14 @@ class NvmlActuator(ClockActuator):
 
     # ------------------------------------------------------------------------------------ non-blocking
     def request_clock(self, gpus: Sequence[int], sm_clock_mhz: int) -> None:
-        """Queue a clock for the group and return at once; a newer request for the group replaces it."""
+        """Queue a clock for the group and return at once; a newer request for the group replaces it.
+
+        ``sm_clock_mhz = 0`` (a controller's ``GOVERNOR_MHZ``) queues a return to the default governor: it goes
+        through the same queue, so it can neither overtake nor be overtaken by a lock requested before it.
+        """
         group = tuple(sorted(self._check_gpus(gpus)))
-        self.check_clock(group, sm_clock_mhz)
+        if sm_clock_mhz != GOVERNOR_REQUEST:
+            self.check_clock(group, sm_clock_mhz)
         if self.suspended_reason is not None:  # already logged when it was suspended
             self.requests_dropped += 1
             return
@@ -612,7 +621,10 @@ class NvmlActuator(ClockActuator):
                 mhz = self._pending.pop(group)
                 self._busy = True
             try:
-                self.set_clock(group, mhz)
+                if mhz == GOVERNOR_REQUEST:
+                    self._reset(group, "governor", raise_errors=True)
+                else:
+                    self.set_clock(group, mhz)
                 self.requests_applied += 1
             except Exception as err:  # logged; serving must never depend on the controller
                 log.error("non-blocking clock request %s MHz for GPUs %s failed: %s", mhz, list(group), err)
