@@ -32,9 +32,9 @@ def version() -> None:
 
 def _register_all() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
-    from biscale.cli import config, gpu, hardware, plan, predict, simulate, trace
+    from biscale.cli import config, emulate, gpu, hardware, loadgen, plan, predict, simulate, trace
 
-    for module in (hardware, trace, simulate, config, plan, predict, gpu):
+    for module in (hardware, trace, simulate, config, plan, predict, gpu, loadgen, emulate):
         module.register(app)
 
 

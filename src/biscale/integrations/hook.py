@@ -342,7 +342,7 @@ _TAKES_CLOCKS = ("mpc", "mpc-greedy", "slack")
 
 
 class PhaseInfo:
-    """``biscale_gpu_phase_info{gpu, phase, instance} = 1``: which GPUs serve which phase.
+    """``biscale_gpu_phase_info{gpu, phase, engine_instance} = 1``: which GPUs serve which phase.
 
     Why: the exporter's energy series are per GPU; a load generator reading them from Prometheus joins on this
     gauge to split energy into prefill and decode (``biscale.live.prometheus``).
@@ -354,12 +354,15 @@ class PhaseInfo:
         from prometheus_client import Gauge
 
         self.gauge = Gauge(
-            self.NAME, "Phase served by each GPU (value is always 1)", ["gpu", "phase", "instance"], registry=registry
+            self.NAME,
+            "Phase served by each GPU (value is always 1)",
+            ["gpu", "phase", "engine_instance"],
+            registry=registry,
         )
 
     def set(self, instance: str, phase: str, gpus: Iterable[int]) -> None:
         for g in gpus:
-            self.gauge.labels(gpu=str(g), phase=phase, instance=instance).set(1)
+            self.gauge.labels(gpu=str(g), phase=phase, engine_instance=instance).set(1)
 
 
 def build_controller(config: HookConfig) -> tuple[ClockController, Any]:

@@ -3,7 +3,8 @@
 Why generated: the same job names and labels must appear in the shipped file, in the file ``biscale plan --emit``
 writes for a planned cluster, and in the end-to-end test that runs a real Prometheus, so that the Grafana dashboard
 (``deploy/grafana/biscale-dashboard.json``) and the load generator's Prometheus energy reader work on all of them.
-Every target carries a ``phase`` label (``prefill`` / ``decode`` / ``both``) and a ``biscale_instance`` label.
+Every target carries a ``role`` label (``prefill`` / ``decode`` / ``both``) and a ``biscale_instance`` label (names
+the exporters' own series do not use: Prometheus would rename a scraped label that a target label also sets).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def scrape_config(jobs: Mapping[str, Sequence[ScrapeTarget]], *, interval_s: flo
     for job, targets in jobs.items():
         lines += [f"  - job_name: {json.dumps(job)}", "    metrics_path: /metrics", "    static_configs:"]
         for t in targets:
-            labels = {"phase": t.phase, "biscale_instance": t.instance, **t.labels}
+            labels = {"role": t.phase, "biscale_instance": t.instance, **t.labels}
             lines.append(f"      - targets: [{json.dumps(t.address)}]")
             lines.append("        labels: {" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in labels.items()) + "}")
     return "\n".join(lines) + "\n"
