@@ -80,6 +80,7 @@ def _instances(energy: Any, requests: Any, duration_s: float) -> Any:
         "busy_energy_j",
         "idle_energy_j",
         "energy_j",
+        "instance_name",
     ]
     if energy is None or not energy.groups:
         return pd.DataFrame({c: [] for c in cols}).astype(
@@ -112,6 +113,7 @@ def _instances(energy: Any, requests: Any, duration_s: float) -> Any:
                 g.energy_j,
                 0.0,
                 g.energy_j,
+                g.name,
             ]
         )
     return pd.DataFrame(rows, columns=cols)
