@@ -189,7 +189,7 @@ def test_prometheus_scrapes_the_emulated_engine_and_the_exporter(
     # the load generator split the emulated engine's energy by phase (biscale_gpu_phase_info)
     run_dir = Path(res["run_dir"])
     inst = pd.read_parquet(run_dir / "instances.parquet")
-    assert set(inst["instance_name"]) == {"prefill-0", "decode-0", "127.0.0.1:%d" % exporter}
+    assert set(inst["instance_name"]) == {"prefill-0", "decode-0", f"127.0.0.1:{exporter}"}
     emulated = inst[inst["instance_name"].isin(["prefill-0", "decode-0"])].set_index("phase")
     assert set(emulated.index) == {"prefill", "decode"}
     assert (emulated["energy_j"] > 0).all() and (emulated["tp"] == 4).all()
