@@ -148,7 +148,10 @@ def test_done_criterion_against_the_emulated_engine(
     assert results["format"] == "biscale-results" and results["version"] == 1
     (run,) = results["runs"]
     assert run["scenario"] == "live" and run["system"] == "live" and run["run_dir"] == "runs/live/2rps/live"
+    assert run["load"] == 2.0 and run["load_label"] == "2rps" and run["slo_met"] in (True, False)
+    assert run["p99_ttft_ms"] == run["ttft_p99_ms"] == res["ttft_p99_ms"]
     assert run["requests_total"] == res["requests_total"] and run["ttft_p99_ms"] > 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["requests_total"] == res["requests_total"] and summary["energy_total_j"] is None
     assert summary["meta"]["energy_source"] == "none"
+    assert (summary["meta"]["scenario"], summary["meta"]["load"], summary["meta"]["system"]) == ("live", 2.0, "live")

@@ -220,6 +220,7 @@ def loadgen_cmd(
     run_dir = write_live_run(
         out,
         load=load,
+        load_rps=wl.mean_rate_rps if rate is None else rate,
         system=system,
         requests=requests,
         tokens=token_table(records),

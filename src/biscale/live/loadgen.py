@@ -186,7 +186,11 @@ async def replay(trace: Trace, settings: LoadSettings) -> tuple[list[RequestReco
         await asyncio.gather(*pending, return_exceptions=True)
         for rec in records:
             if rec.status == "unfinished":
-                rec.error = f"still running {settings.drain_timeout_s:g} s after the last arrival (cancelled)"
+                rec.error = (
+                    f"still running {settings.drain_timeout_s:g} s after the last arrival (cancelled)"
+                    if rec.send_s == rec.send_s
+                    else f"not sent: no free slot (max concurrency {settings.max_concurrency}) before the drain timeout"
+                )
         return records, time.monotonic() - t0
 
 

@@ -1,6 +1,6 @@
 """The files a live run writes: a run directory as ``SimResult.write`` makes one, and a one-run ``results.json``.
 
-Layout (RESULTS_FORMAT.md): ``OUT/results.json`` and ``OUT/runs/live/<load>/<system>/`` holding
+Layout (RESULTS_FORMAT.md): ``OUT/results.json`` and ``OUT/runs/live/<load label>/<system>/`` holding
 ``requests.parquet`` (the simulator's request columns, with what a client cannot see left NaN / -1, plus ``send_s``
 and ``error``), ``tokens.parquet`` (request_id, token_index, time_s: every streamed token), ``instances.parquet`` and
 ``timeline.parquet`` (the simulator's columns; per GPU group when energy was measured, else empty), ``summary.json``
@@ -35,6 +35,8 @@ def run_fields(summary: dict[str, Any]) -> dict[str, Any]:
         "avg_power_w": summary.get("avg_power_w"),
         **{f"ttft_{k}_ms": summary.get(f"ttft_{k}_ms") for k in keys},
         **{f"tpot_{k}_ms": summary.get(f"tpot_{k}_ms") for k in keys},
+        "p99_ttft_ms": summary.get("ttft_p99_ms"),
+        "p99_tpot_ms": summary.get("tpot_p99_ms"),
         "slo_met": summary.get("slo_met"),
         "slo_attainment_pct": summary.get("slo_attainment_pct"),
         "windows_slo_met_pct": None,
@@ -52,6 +54,7 @@ def write_live_run(
     out: str | Path,
     *,
     load: str,
+    load_rps: float | None,
     system: str,
     requests: pd.DataFrame,
     tokens: pd.DataFrame,
@@ -71,9 +74,10 @@ def write_live_run(
     tokens.to_parquet(run_dir / "tokens.parquet", index=False)
     instances.to_parquet(run_dir / "instances.parquet", index=False)
     timeline.to_parquet(run_dir / "timeline.parquet", index=False)
-    write_json(run_dir / "summary.json", {**summary, "meta": {**meta, "biscale_version": __version__}})
+    ident = {"scenario": SCENARIO, "load": load_rps, "load_label": load, "system": system}
+    write_json(run_dir / "summary.json", {**summary, "meta": {**meta, **ident, "biscale_version": __version__}})
     write_json(run_dir / "config.json", config, indent=2)
-    run = {"scenario": SCENARIO, "load": load, "system": system, "run_dir": str(run_dir.relative_to(root))}
+    run = {**ident, "run_dir": str(run_dir.relative_to(root))}
     write_json(
         root / "results.json",
         {
@@ -81,7 +85,7 @@ def write_live_run(
             "version": RESULTS_VERSION,
             "biscale_version": __version__,
             "config": config,
-            "scenarios": [SCENARIO],
+            "scenarios": [{"name": SCENARIO, "description": "a live load-generator run", "capacity_rps": None}],
             "runs": [{**run, **run_fields(summary)}],
             "savings": [],
             "oracle_gap": [],
