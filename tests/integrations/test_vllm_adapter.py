@@ -431,3 +431,19 @@ def test_without_nvml_permission_it_decides_and_serves_without_clocking(
 def test_the_lazy_classes_need_vllm() -> None:
     pytest.importorskip("vllm", reason="vLLM is not installed (never a test dependency); the stand-ins cover it")
     assert adapter.BiScaleScheduler.__mro__[2].__name__ == "AsyncScheduler"
+
+
+def test_with_a_guard_process_the_clocks_are_restored_and_the_guard_released(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BISCALE_GUARD", "true")
+    sched = make("decode", monkeypatch)
+    hook = sched._biscale
+    assert hook.guard is not None and hook.guard.proc.poll() is None
+    hook.controller = Spy(answer=1005)
+    sched.add_request(Request("r", 64, 8, time.time(), RequestStatus.WAITING))
+    sched.update_from_output(sched.schedule(), None)
+    assert hook.actuator.flush(5) and locked(nvml_file)[2] == [1005, 1005]
+    guard = hook.guard
+    sched.shutdown()
+    assert guard.proc.poll() == 0 and locked(nvml_file) == [None] * 4
