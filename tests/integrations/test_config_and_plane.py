@@ -67,6 +67,7 @@ def test_a_queued_return_to_the_governor_keeps_its_place_behind_a_lock() -> None
         assert act.current_clock_mhz([0, 1]) == {0: None, 1: None}
         act.request_clock([0, 1], 990)
         assert act.flush(5) and act.current_clock_mhz([0, 1]) == {0: 990, 1: 990}
+        assert act.locked_clock_nowait(1) == 990
         act.request_clock([0, 1], 0)
         assert act.flush(5) and act.current_clock_mhz([0, 1]) == {0: None, 1: None}
         assert ("governor" in {r for _, r in act.restores}) and act.requests_applied >= 2

@@ -489,6 +489,11 @@ class NvmlActuator(ClockActuator):
         with self._lock:
             return {g: self._requested.get(g) for g in self._check_gpus(gpus)}
 
+    def locked_clock_nowait(self, gpu: int) -> int | None:
+        """The clock this actuator last locked ``gpu`` to (``None``: default governor), without waiting for a switch
+        in progress (``current_clock_mhz`` takes the lock a switch holds): what a serving loop's hot path reads."""
+        return self._requested.get(int(gpu))
+
     def reset(self, gpus: Sequence[int]) -> None:
         """Unlock ``gpus`` (``nvmlDeviceResetGpuLockedClocks``); raises after trying all if any failed."""
         self._reset(self._check_gpus(gpus), "reset", raise_errors=True)

@@ -225,7 +225,7 @@ class ClockHook:
         """(clock in force, clock requested but not yet in force), MHz, as the snapshot carries them."""
         if self.actuator is None:
             return (self.target or GOVERNOR_MHZ), None
-        applied = self.actuator.current_clock_mhz(self.gpus)[self.gpus[0]]
+        applied = self.actuator.locked_clock_nowait(self.gpus[0])  # never waits on a switch in progress
         current = GOVERNOR_MHZ if applied is None else int(applied)
         pending = self.target if self.target is not None and self.target != current else None
         return current, pending

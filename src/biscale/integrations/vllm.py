@@ -169,7 +169,11 @@ class BiScaleSchedulerMixin:
                 hook.fall_back(err)
             else:
                 hook.before_step(step)
-            self._biscale_started[id(out)] = time.monotonic()
+            started = self._biscale_started
+            if len(started) > 16:  # outputs vLLM never reported back (an aborted step): keep the newest only
+                for key in list(started)[:-8]:
+                    del started[key]
+            started[id(out)] = time.monotonic()
         return out
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:

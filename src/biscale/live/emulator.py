@@ -144,7 +144,7 @@ class EmulatedInstance:
     def clock(self) -> int | None:
         """The clock the fake GPUs run now (None: default governor)."""
         act = self.hook.actuator
-        return None if act is None else act.current_clock_mhz(self.gpus)[self.gpus[0]]
+        return None if act is None else act.locked_clock_nowait(self.gpus[0])
 
     def drive(self, power_w: float) -> None:
         for g in self.gpus:
