@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -331,7 +332,8 @@ def export(
         bound = metrics.serve(port, addr)
     except OSError as err:
         meter.close()
-        raise InputError(f"cannot listen on {addr}:{port}: {err.strerror or err}", field="--port") from err
+        field = "--addr" if isinstance(err, socket.gaierror) else "--port"  # a name that does not resolve
+        raise InputError(f"cannot listen on {addr}:{port}: {err.strerror or err}", field=field) from err
     _say(f"serving Prometheus metrics on http://{addr}:{bound}/metrics")
     sys.stderr.flush()
     t0 = time.monotonic()

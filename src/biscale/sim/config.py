@@ -7,9 +7,9 @@ schema's descriptions.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from biscale.control.placement import ClockSetting
+from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting
 from biscale.control.state import Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
@@ -65,9 +65,9 @@ class SimConfig(BaseModel):
     """Per-instance timeline sampling interval, seconds."""
     slo: Slo = Field(default_factory=Slo)
     """Latency objectives the summary checks."""
-    duration_s: float | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
     """Submit only requests arriving before this time, seconds (``None``: the whole trace)."""
-    max_time_s: float | None = Field(default=None, ge=0)
+    max_time_s: float | None = Field(default=None, gt=0)
     """Horizon: no iteration starts after it; in-flight iterations and transfers finish; the rest is reported
     unfinished. ``None``: run until every request is done."""
     initial_clock: ClockSetting = "max"
@@ -101,6 +101,15 @@ class SimConfig(BaseModel):
         if v not in DECODE_ROUTERS:
             raise ValueError(DECODE_ROUTERS.unknown_reason(v))
         return v
+
+    @model_validator(mode="after")
+    def _cluster_size(self) -> SimConfig:
+        if self.total_gpus > MAX_CLUSTER_GPUS:
+            raise ValueError(
+                f"a cluster of {self.nodes} nodes x {self.gpus_per_node} GPUs = {self.total_gpus:,} GPUs is more "
+                f"than the limit of {MAX_CLUSTER_GPUS:,}"
+            )
+        return self
 
     @property
     def total_gpus(self) -> int:

@@ -30,7 +30,7 @@ from biscale.workload._parse import (
 )
 from biscale.workload.bundled import BUNDLED_LENGTHS, BUNDLED_TRACES
 from biscale.workload.lengths import LengthTable
-from biscale.workload.rate import check_rate
+from biscale.workload.rate import check_rate, check_seed
 from biscale.workload.trace import Trace
 
 
@@ -316,7 +316,7 @@ def _to_trace(
             )
         n = len(rows.input_tokens)
         check_rate(arrival_rate_rps, n / arrival_rate_rps)
-        gen = np.random.default_rng(np.random.SeedSequence(int(seed)))
+        gen = np.random.default_rng(np.random.SeedSequence(check_seed(seed)))
         gaps = gen.exponential(1.0 / arrival_rate_rps, size=n)
         gaps[0] = 0.0
         meta.update({"arrivals": "poisson", "arrival_rate_rps": arrival_rate_rps, "seed": seed})
@@ -372,5 +372,5 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
     try:
         frame.to_csv(path, index=False, float_format="%.6f")
     except OSError as exc:
-        raise InputError(f"cannot write file ({exc.strerror})", path=path) from None
+        raise InputError(f"cannot write file ({exc.strerror or ' '.join(str(exc).split())})", path=path) from None
     return path
