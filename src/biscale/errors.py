@@ -60,7 +60,8 @@ def validation_input_error(err: Any, *, path: str | Path | None = None, missing:
     msg = str(first["msg"]).removeprefix("Value error, ")
     given = first.get("input")
     scalar = isinstance(given, str | int | float) and not isinstance(given, bool)
-    if scalar and len(repr(given)) <= 60 and not (isinstance(given, str) and repr(given) in msg):
+    said = "(got " in msg or (isinstance(given, str) and repr(given) in msg)  # the message quotes it already
+    if scalar and len(repr(given)) <= 60 and not said:
         msg = f"{msg} (got {given!r})"
     return InputError(msg, path=path, field=loc)
 

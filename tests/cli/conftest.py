@@ -61,6 +61,14 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "types.json",
         json.dumps({"trace": "azure-conv", "placement": "prefill:TP2,decode:TP4", "sim": {"nodes": "two"}}),
     )
+    put(
+        "clock_word.json",
+        json.dumps({"instances": [{"phase": "prefill", "tp": 2, "clock": "fast"}, {"phase": "decode", "tp": 4}]}),
+    )
+    put(
+        "initial_clock.toml",
+        'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[sim]\ninitial_clock = 4000\n',
+    )
     put("zero_slo.toml", 'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[sim.slo]\nttft_s = 0\n')
     put("unknown_key.toml", 'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\nbogus = 1\n')
     put("syntax.toml", 'trace = "azure-conv\n')

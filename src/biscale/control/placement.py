@@ -29,6 +29,19 @@ PHASES: tuple[str, str] = ("prefill", "decode")
 #: A baseline clock: a lockable SM clock in MHz, ``"max"`` (the top clock) or ``"default"`` (the GPU's governor).
 ClockSetting = int | Literal["max", "default"]
 
+
+def clock_setting(value: object) -> ClockSetting:
+    """``value`` as a :data:`ClockSetting`, or a ``ValueError`` with one message for every wrong form (a pydantic
+    ``before`` validator: the union's per-member errors would say "valid integer" for ``"fast"``)."""
+    if value in ("max", "default"):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ValueError(f"clock must be a whole number of MHz > 0, 'max' or 'default' (got {value!r})")
+
+
 #: Most GPUs a cluster (and so a placement) may have: more than any LLM-serving deployment; it keeps a typo such
 #: as ``--nodes 100000000`` from exhausting memory in per-GPU and per-instance state.
 MAX_CLUSTER_GPUS = 131_072
@@ -57,12 +70,10 @@ class InstanceSpec(BaseModel):
     power_w: float | None = Field(default=None, ge=0)
     """Predicted mean power of one instance (all its GPUs) at ``load_rps``, W."""
 
-    @field_validator("clock")
+    @field_validator("clock", mode="before")
     @classmethod
-    def _positive_clock(cls, v: ClockSetting | None) -> ClockSetting | None:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
-        return v
+    def _clock(cls, v: object) -> ClockSetting | None:
+        return None if v is None else clock_setting(v)
 
     @model_validator(mode="after")
     def _nodes_per_instance(self) -> InstanceSpec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting
+from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting, clock_setting
 from biscale.control.state import Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
@@ -81,12 +81,10 @@ class SimConfig(BaseModel):
     record_segments: bool = False
     """Keep every constant-power segment (for checking the energy integral; costs memory)."""
 
-    @field_validator("initial_clock")
+    @field_validator("initial_clock", mode="before")
     @classmethod
-    def _positive_clock(cls, v: ClockSetting) -> ClockSetting:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
-        return v
+    def _clock(cls, v: object) -> ClockSetting:
+        return clock_setting(v)
 
     @field_validator("prefill_router")
     @classmethod
