@@ -69,6 +69,11 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "initial_clock.toml",
         'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[sim]\ninitial_clock = 4000\n',
     )
+    put(
+        "schedule_clock.toml",
+        'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n'
+        'schedule = [{from_s = 3000, placement = "prefill:TP2,decode:TP4@9999"}]\n',
+    )
     put("zero_slo.toml", 'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[sim.slo]\nttft_s = 0\n')
     put("unknown_key.toml", 'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\nbogus = 1\n')
     put("syntax.toml", 'trace = "azure-conv\n')

@@ -105,6 +105,13 @@ CASES = [
         "trace stats sharegpt-v3 --start 5",
         "length table has no arrival times",
     ),
+    case("trace-stats-zero-rate-length-table", "trace stats sharegpt-v3 --rate 0", "field 'rate_rps'", "(got 0.0)"),
+    case(
+        "simulate-length-table-as-trace",
+        ("simulate", "--trace", "sharegpt-v3", "--placement", "prefill:TP2,decode:TP4", "--rate", "5"),
+        "sharegpt_v3_lengths.csv",
+        "no arrival times: use it as the lengths of a trace (CLI --lengths)",
+    ),
     case(
         "trace-stats-missing-column",
         "trace stats {missing_col} --format azure",
@@ -199,6 +206,13 @@ CASES = [
         "simulate --config {initial_clock}",
         "field 'sim.initial_clock'",
         "4000 MHz",
+        "345-1980 MHz",
+    ),
+    case(
+        "simulate-config-scheduled-clock-above-range",
+        "simulate --config {schedule_clock}",
+        "field 'schedule.0.placement'",
+        "'decode:1xTP4@9999'",
         "345-1980 MHz",
     ),
     case("simulate-duration-zero", (*RUN[:4], "--duration", "0"), "field 'sim.duration_s'", "greater than 0"),

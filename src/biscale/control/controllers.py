@@ -200,6 +200,13 @@ def check_clock_in_range(clock_mhz: int, supported: Sequence[int], *, field: str
     return clock_mhz
 
 
+def check_placement_clocks(placement: Placement, supported: Sequence[int], field: str = "placement") -> None:
+    """Every locked baseline clock of ``placement`` lies in the supported range (:func:`check_clock_in_range`)."""
+    for group in placement.instances:
+        if isinstance(group.clock, int):
+            check_clock_in_range(group.clock, supported, field=field, what=f"'{group.token()}': clock")
+
+
 def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:
     """The supported clock nearest to ``clock_mhz`` (ties go to the higher clock), MHz."""
     if clock_mhz == GOVERNOR_MHZ:

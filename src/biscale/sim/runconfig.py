@@ -191,10 +191,13 @@ class SimulateConfig(BaseModel):
         return PLANNERS.get(name)(ctx)
 
     def check_clocks(self, supported_clocks_mhz: tuple[int, ...]) -> None:
-        """Refuse locked clocks outside the GPU's supported range: ``sim.initial_clock`` and fixed controllers
-        (placement clocks are checked by the simulator, :meth:`biscale.sim.fleet.Fleet.check`)."""
-        from biscale.control.controllers import check_clock_in_range, parse_clock
+        """Refuse locked clocks outside the GPU's supported range: ``sim.initial_clock``, fixed controllers and the
+        schedule's placements (the simulator checks each placement it starts, :meth:`biscale.sim.fleet.Fleet.check`;
+        this finds a scheduled one before the run, not when it is due)."""
+        from biscale.control.controllers import check_clock_in_range, check_placement_clocks, parse_clock
 
+        for i, entry in enumerate(self.schedule):
+            check_placement_clocks(_placement(entry.placement), supported_clocks_mhz, field=f"schedule.{i}.placement")
         if isinstance(self.sim.initial_clock, int):
             check_clock_in_range(self.sim.initial_clock, supported_clocks_mhz, field="sim.initial_clock")
         per_phase = self.controllers or PhaseControllers()

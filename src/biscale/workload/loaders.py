@@ -9,6 +9,7 @@ which are counted in ``trace.meta["excluded_failed_requests"]``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -310,12 +311,13 @@ def _to_trace(
     if rows.time_s is None:
         if arrival_rate_rps is None:
             raise InputError(
-                f"a {fmt.name} table has no arrival times; give an arrival rate (arrival_rate_rps=..., CLI --rate) "
-                "for Poisson arrivals, or use load_lengths() with poisson_trace()/gamma_trace()/with_lengths()",
+                f"a {fmt.name} table has no arrival times: use it as the lengths of a trace (CLI --lengths), or give "
+                "it Poisson arrivals at a rate (arrival_rate_rps=..., `biscale trace stats --rate`; "
+                "load_lengths() with poisson_trace()/gamma_trace()/with_lengths())",
                 path=table.path,
             )
         n = len(rows.input_tokens)
-        check_rate(arrival_rate_rps, n / arrival_rate_rps)
+        check_rate(arrival_rate_rps, n / arrival_rate_rps if arrival_rate_rps > 0 else math.inf)
         gen = np.random.default_rng(np.random.SeedSequence(check_seed(seed)))
         gaps = gen.exponential(1.0 / arrival_rate_rps, size=n)
         gaps[0] = 0.0
