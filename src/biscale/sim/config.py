@@ -32,9 +32,9 @@ class NetworkConfig(BaseModel):
     """Per-GPU, per-direction NVLink bandwidth inside a node, bytes/s."""
     internode_bw_bytes_per_s: float = Field(default=50e9, gt=0)
     """Per-GPU inter-node (InfiniBand NDR 400 Gb/s) bandwidth, bytes/s."""
-    nvlink_latency_s: float = Field(default=30e-6, ge=0)
+    nvlink_latency_s: float = Field(default=30e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer inside a node, seconds."""
-    internode_latency_s: float = Field(default=50e-6, ge=0)
+    internode_latency_s: float = Field(default=50e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer across nodes, seconds."""
 
 
@@ -55,9 +55,9 @@ class SimConfig(BaseModel):
     """Most sequences (prompts or chunks) in one prefill batch."""
     decode_max_batch: int = Field(default=256, ge=1)
     """Most requests in one decode batch (vLLM's default ``max_num_seqs``)."""
-    switch_latency_s: float = Field(default=0.010, ge=0)
+    switch_latency_s: float = Field(default=0.010, ge=0, allow_inf_nan=False)
     """Delay between a clock request and the new clock taking effect, seconds (0 = immediate)."""
-    startup_s: float = Field(default=0.0, ge=0)
+    startup_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Time from a new instance's creation (placement change) to serving, seconds; it draws idle power meanwhile."""
     window_s: float = Field(default=300.0, gt=0)
     """Planner window, seconds (the planner is asked at every multiple of it after 0)."""
