@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import print_json, print_table
+from biscale.cli.common import check_output_dir, print_json, print_table
 from biscale.errors import InputError
 
 
@@ -165,6 +165,7 @@ def loadgen_cmd(
             raise InputError(f"must be > 0, got {v}", field=name)
     if not system or "/" in system or system.startswith("."):
         raise InputError(f"not a usable name: {system!r}", field="system")
+    check_output_dir(out, "--out")
     wl = _workload(trace, lengths, rate, rate_scale, duration_s, max_input_tokens, max_output_tokens, seed)
     settings = LoadSettings(endpoint, api, model, max_concurrency, timeout_s, drain_timeout_s)
     meter: Any = None

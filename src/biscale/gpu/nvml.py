@@ -532,12 +532,15 @@ class NvmlActuator(ClockActuator):
                     self.restores.append((g, reason))
                     if self.observer is not None:
                         self.observer.record_restore(g, reason)
-                else:
-                    log.error("restore of GPU %d (%s) failed: %s; it may still be locked", g, reason, err)
             errors = [e for e in results.values() if e is not None]
-            if errors and raise_errors:
-                perm = [e for e in errors if isinstance(e, PermissionRequiredError)]
-                raise perm[0] if perm else errors[0]
+            perm = [e for e in errors if isinstance(e, PermissionRequiredError)]
+            raised = (perm or errors)[0] if errors and raise_errors else None
+            for g, err in results.items():  # what is raised is the caller's to report (a permission error: all of them)
+                same_cause = err is raised or (isinstance(raised, PermissionRequiredError) and err in perm)
+                if err is not None and not same_cause:
+                    log.error("restore of GPU %d (%s) failed: %s; it may still be locked", g, reason, err)
+            if raised is not None:
+                raise raised
             return ok
 
     def restore(self, reason: str = "restore") -> list[int]:
