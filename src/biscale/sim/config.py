@@ -7,9 +7,9 @@ schema's descriptions.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from biscale.control.placement import ClockSetting
+from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting, clock_setting
 from biscale.control.state import Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
@@ -32,9 +32,9 @@ class NetworkConfig(BaseModel):
     """Per-GPU, per-direction NVLink bandwidth inside a node, bytes/s."""
     internode_bw_bytes_per_s: float = Field(default=50e9, gt=0)
     """Per-GPU inter-node (InfiniBand NDR 400 Gb/s) bandwidth, bytes/s."""
-    nvlink_latency_s: float = Field(default=30e-6, ge=0)
+    nvlink_latency_s: float = Field(default=30e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer inside a node, seconds."""
-    internode_latency_s: float = Field(default=50e-6, ge=0)
+    internode_latency_s: float = Field(default=50e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer across nodes, seconds."""
 
 
@@ -55,9 +55,9 @@ class SimConfig(BaseModel):
     """Most sequences (prompts or chunks) in one prefill batch."""
     decode_max_batch: int = Field(default=256, ge=1)
     """Most requests in one decode batch (vLLM's default ``max_num_seqs``)."""
-    switch_latency_s: float = Field(default=0.010, ge=0)
+    switch_latency_s: float = Field(default=0.010, ge=0, allow_inf_nan=False)
     """Delay between a clock request and the new clock taking effect, seconds (0 = immediate)."""
-    startup_s: float = Field(default=0.0, ge=0)
+    startup_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Time from a new instance's creation (placement change) to serving, seconds; it draws idle power meanwhile."""
     window_s: float = Field(default=300.0, gt=0)
     """Planner window, seconds (the planner is asked at every multiple of it after 0)."""
@@ -65,9 +65,9 @@ class SimConfig(BaseModel):
     """Per-instance timeline sampling interval, seconds."""
     slo: Slo = Field(default_factory=Slo)
     """Latency objectives the summary checks."""
-    duration_s: float | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
     """Submit only requests arriving before this time, seconds (``None``: the whole trace)."""
-    max_time_s: float | None = Field(default=None, ge=0)
+    max_time_s: float | None = Field(default=None, gt=0)
     """Horizon: no iteration starts after it; in-flight iterations and transfers finish; the rest is reported
     unfinished. ``None``: run until every request is done."""
     initial_clock: ClockSetting = "max"
@@ -81,12 +81,10 @@ class SimConfig(BaseModel):
     record_segments: bool = False
     """Keep every constant-power segment (for checking the energy integral; costs memory)."""
 
-    @field_validator("initial_clock")
+    @field_validator("initial_clock", mode="before")
     @classmethod
-    def _positive_clock(cls, v: ClockSetting) -> ClockSetting:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
-        return v
+    def _clock(cls, v: object) -> ClockSetting:
+        return clock_setting(v)
 
     @field_validator("prefill_router")
     @classmethod
@@ -101,6 +99,15 @@ class SimConfig(BaseModel):
         if v not in DECODE_ROUTERS:
             raise ValueError(DECODE_ROUTERS.unknown_reason(v))
         return v
+
+    @model_validator(mode="after")
+    def _cluster_size(self) -> SimConfig:
+        if self.total_gpus > MAX_CLUSTER_GPUS:
+            raise ValueError(
+                f"a cluster of {self.nodes} nodes x {self.gpus_per_node} GPUs = {self.total_gpus:,} GPUs is more "
+                f"than the limit of {MAX_CLUSTER_GPUS:,}"
+            )
+        return self
 
     @property
     def total_gpus(self) -> int:
