@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import console, err_console, print_json, print_table
+from biscale.cli.common import check_output_dir, console, err_console, print_json, print_table
 from biscale.errors import InputError
 
 
@@ -210,6 +210,7 @@ def evaluate_cmd(
         return
     if sweep is not None and no_sweep:
         raise InputError("--sweep and --no-sweep exclude each other", field="--sweep")
+    check_output_dir(out, "--out")
     overrides = _overrides(trace, lengths, gpus, loads, systems, seed)
     scenarios = []
     sources: list[str | None] = list(config) if config else [None]
@@ -228,8 +229,6 @@ def evaluate_cmd(
         scenarios.append(sc)
     if len({sc.name for sc in scenarios}) != len(scenarios):
         raise InputError("two scenarios share a name", field="--config")
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a directory", path=out)
     command = "biscale " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "biscale evaluate"
     with make_backend(backend, workers=workers, address=address) as be, _Progress() as progress:
         results = run_evaluation(
@@ -248,7 +247,7 @@ def evaluate_cmd(
             f"{info['name']}: {info['workload']}; capacity {info['capacity_rps']:.2f} req/s "
             f"({'searched' if cap.get('searched') else 'given'}, distserve-static {cap['placement']})"
         )
-        print_table(title, COLUMNS, scenario_rows(results, info["name"]))
+        print_table(title, COLUMNS, scenario_rows(results, info["name"]), min_width=140)
     for line in headline_lines(results):
         console.print(line, highlight=False)
     console.print(

@@ -11,7 +11,7 @@ from biscale.errors import InputError, NoGpuError, PermissionRequiredError
 try:  # typer >= 0.2x vendors click; older versions depend on it
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
 
 app = typer.Typer(
     name="biscale",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from biscale.cli.common import console, print_json
+from biscale.cli.common import check_output_file, console, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +23,8 @@ def report_cmd(
     """Rebuild the self-contained HTML report from an evaluation's (or one run's) files alone."""
     from biscale.evaluate.report import build_report
 
+    if out is not None:
+        check_output_file(out, "--out")
     path, summary = build_report(directory, out)
     if json_out:
         print_json(summary)

@@ -28,6 +28,7 @@ SUMMARY_KEYS = (
     "requests_completed",
     "requests_unfinished",
     "requests_rejected",
+    "requests_failed",
     "sim_time_s",
     "energy_total_j",
     "energy_prefill_j",

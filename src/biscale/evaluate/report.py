@@ -115,6 +115,11 @@ class RunFiles:
             self._cache[key] = read_table(self.root / str(rd), name)
         return self._cache[key]
 
+    def has_rows(self, run: Mapping[str, Any], name: str) -> bool:
+        """Whether the run has table ``name`` with at least one row (a live run may write empty tables)."""
+        t = self.table(run, name)
+        return t is not None and len(t) > 0
+
 
 # ------------------------------------------------------------------------------------------------ figures
 def _figure(
@@ -469,8 +474,8 @@ def _section(
     first_load = loads[0] if loads else None
     at_first = [r for r in runs if str(r.get("load_label")) == first_load]
     at_first = sorted(at_first, key=lambda r: _order([x["system"] for x in at_first]).index(r["system"]))
-    with_tl = [r for r in at_first if files.table(r, "timeline.parquet") is not None]
-    with_req = [r for r in at_first if files.table(r, "requests.parquet") is not None]
+    with_tl = [r for r in at_first if files.has_rows(r, "timeline.parquet")]
+    with_req = [r for r in at_first if files.has_rows(r, "requests.parquet")]
     planned = [r for r in with_tl if r["system"] in ("distserve", "placeonly", "biscale")] or with_tl[:1]
     clocked = [r for r in with_tl if r["system"] in ("biscale", "oracle")] or with_tl[:1]
     one_baseline = "needs a distserve run at the same load (only one system here)"
@@ -516,7 +521,7 @@ def _section(
             ),
             lambda f: _placement(files, planned, f, window_s),
             (11, 2.2 * max(1, len(planned)) + 0.6),
-            None if planned else "no timeline table",
+            None if planned else "no timeline samples",
         ),
         _figure(
             FigureItem(
@@ -526,13 +531,13 @@ def _section(
             ),
             lambda f: _clocks(files, clocked, f),
             (11, 2.4 * max(1, len(clocked)) + 0.6),
-            None if clocked else "no timeline table",
+            None if clocked else "no timeline samples",
         ),
         _figure(
             FigureItem("power", "Power over time", f"Sum of the instances' power ({first_load}), 30 s moving mean."),
             lambda f: _power(files, with_tl, f),
             (11, 3.6),
-            None if with_tl else "no timeline table",
+            None if with_tl else "no timeline samples",
         ),
         _figure(
             FigureItem(

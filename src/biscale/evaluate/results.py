@@ -141,14 +141,24 @@ def derive(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def write_run_dir(run_dir: str | Path, output: Mapping[str, Any]) -> Path:
-    """Write one run directory from :func:`biscale.evaluate.runner.execute_run`'s output."""
+def write_run_dir(
+    run_dir: str | Path,
+    *,
+    tables: Mapping[str, pd.DataFrame | bytes],
+    summary: Mapping[str, Any],
+    config: Mapping[str, Any],
+) -> Path:
+    """Write one run directory: each table (``name.parquet`` -> a DataFrame, or its Parquet bytes as a worker
+    returned them), ``summary.json`` (the summary with its ``meta``) and ``config.json``."""
     d = Path(run_dir)
     d.mkdir(parents=True, exist_ok=True)
-    for name, data in output["files"].items():
-        (d / name).write_bytes(data)
-    write_json(d / "summary.json", output["summary"])
-    write_json(d / "config.json", output["config"], indent=2)
+    for name, table in tables.items():
+        if isinstance(table, bytes):
+            (d / name).write_bytes(table)
+        else:
+            table.to_parquet(d / name, index=False)
+    write_json(d / "summary.json", summary)
+    write_json(d / "config.json", config, indent=2)
     return d
 
 
@@ -220,11 +230,19 @@ def read_table(run_dir: str | Path, name: str) -> pd.DataFrame | None:
 
 
 def one_run_results(
-    run_dir: str | Path, *, scenario: str = "live", system: str | None = None, load: float | None = None
+    run_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    scenario: str = "live",
+    system: str | None = None,
+    load: float | None = None,
+    description: str = "one run",
 ) -> dict[str, Any]:
-    """A one-run results object for a run directory (``summary.json`` + ``requests.parquet`` + ``instances.parquet``
-    in the shared layout): what a live load generator writes as ``results.json`` beside its run, and what
-    ``biscale report`` builds for a run directory that has none. ``run_dir`` in it is ``.``."""
+    """A one-run results object for a run directory (``summary.json`` + ``requests.parquet`` [+ ``instances.parquet``,
+    ``config.json``] in the shared layout): what a live load generator writes as ``results.json`` beside its run, and
+    what ``biscale report`` builds for a run directory that has none. The run's ``run_dir`` is relative to ``root``
+    (the directory ``results.json`` goes to; default the run directory itself, ``.``). Identity (scenario, load,
+    load label, system) comes from the summary's ``meta`` when it has it, else from the arguments."""
     from biscale import __version__
     from biscale.evaluate.record import run_record
 
@@ -241,25 +259,31 @@ def one_run_results(
     config = _read_json(d / "config.json") if (d / "config.json").exists() else {}
     sim = config.get("sim") or {}
     slo = Slo(
-        ttft_s=float(summary.get("slo_ttft_ms", 600.0)) / 1e3,
-        tpot_s=float(summary.get("slo_tpot_ms", 100.0)) / 1e3,
-        percentile=float(summary.get("slo_percentile_pct", 99.0)),
+        ttft_s=float(summary.get("slo_ttft_ms") or 600.0) / 1e3,
+        tpot_s=float(summary.get("slo_tpot_ms") or 100.0) / 1e3,
+        percentile=float(summary.get("slo_percentile_pct") or 99.0),
     )
     window_s = float(sim.get("window_s", 300.0))
     meta = summary.get("meta") or {}
     gpus = sim.get("nodes", 0) * sim.get("gpus_per_node", 0) or None
     rec = run_record(summary, requests, instances, slo, window_s, total_gpus=gpus, unassigned_power_w=None)
     name = system or meta.get("system") or meta.get("controllers", {}).get("prefill") or "run"
+    rel = "." if root is None else Path(d).resolve().relative_to(Path(root).resolve()).as_posix()
     rec.update(
-        {"scenario": meta.get("scenario", scenario), "load": meta.get("load", load), "system": name, "run_dir": "."}
+        {
+            "scenario": meta.get("scenario", scenario),
+            "load": meta.get("load", load),
+            "load_label": meta.get("load_label", "run"),
+            "system": name,
+            "run_dir": rel,
+        }
     )
-    rec["load_label"] = meta.get("load_label", "run")
     results = {
         "format": RESULTS_FORMAT,
         "version": RESULTS_VERSION,
         "biscale_version": meta.get("biscale_version", __version__),
         "config": config,
-        "scenarios": [{"name": rec["scenario"], "description": "one run", "capacity_rps": None}],
+        "scenarios": [{"name": rec["scenario"], "description": description, "capacity_rps": None}],
         "runs": [rec],
     }
     results.update(derive([rec]))

@@ -240,7 +240,7 @@ def grid(
             tag = "-".join(f"{k}={v}" for k, v in point.items())
             for label in want:
                 load, r = rates[label]
-                for system in systems_in_order(sw.systems):
+                for system in systems_in_order([s for s in sw.systems if s in scenario.systems]):
                     tasks.append(
                         (
                             RunTask(
@@ -327,7 +327,7 @@ def run_evaluation(
 
     def done(i: int, output: dict[str, Any]) -> None:
         task = order[i]
-        write_run_dir(out / task.run_dir, output)
+        write_run_dir(out / task.run_dir, tables=output["files"], summary=output["summary"], config=output["config"])
         records[task.key] = output["record"]
         on_event("run", output["record"])
 

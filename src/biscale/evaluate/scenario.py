@@ -132,7 +132,7 @@ class SweepSpec(BaseModel):
     loads: tuple[float, ...] | None = None
     """Loads (fractions of capacity, or rates for rate-given scenarios) the sweep runs at (None: the first)."""
     systems: tuple[str, ...] = ("biscale", "distserve")
-    """Systems run at every point (the savings' baseline must be among them)."""
+    """Systems run at every point, among those the scenario runs (the savings' baseline must be among them)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -199,7 +199,7 @@ class Scenario(BaseModel):
     """LLM served."""
     predictors: str | None = None
     """Learned-predictor artifact directory the planners and controllers believe (None: the bundled one)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     """Seed of rate rescaling, length draws and synthetic arrivals."""
     sim: SimConfig = Field(default_factory=SimConfig)
     """Simulator settings (window, SLOs, switch latency, ...); the cluster shape comes from ``gpus``."""
@@ -212,6 +212,22 @@ class Scenario(BaseModel):
     """Capacity search (or a given capacity)."""
     sweep: SweepSpec | None = None
     """Sensitivity sweep (None: none)."""
+
+    @field_validator("loads")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        for x in v:
+            if not (math.isfinite(x) and x > 0):
+                raise ValueError(f"loads must be fractions of capacity > 0, got {x}")
+        return v
+
+    @field_validator("rates_rps")
+    @classmethod
+    def _rates(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        for x in v or ():
+            if not (math.isfinite(x) and x > 0):
+                raise ValueError(f"rates must be > 0 req/s, got {x}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -237,12 +253,6 @@ class Scenario(BaseModel):
             raise ValueError("a system is listed twice")
         if self.rates_rps is None and not self.loads:
             raise ValueError("give loads (fractions of capacity) or rates_rps")
-        for v in self.loads:
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"loads must be fractions of capacity > 0, got {v}")
-        for v in self.rates_rps or ():
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"rates must be > 0 req/s, got {v}")
         names = {f.name for f in fields(PlanSettings)} | {"forecaster"}
         bad = sorted(set(self.planner) - names)
         if bad:
