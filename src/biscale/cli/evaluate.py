@@ -157,8 +157,10 @@ class _Progress:
             r = payload
             if self._progress is not None:
                 self._progress.update(self._task, completed=self.done)
+            rd = str(r.get("run_dir", ""))
+            point = f" (sweep {rd.split('/sweep/', 1)[1].split('/')[0]})" if "/sweep/" in rd else ""
             self._line(
-                f"[{t:6.1f} s] run {self.done}/{self.total} {r['scenario']} {r['load_label']} {r['system']}: "
+                f"[{t:6.1f} s] run {self.done}/{self.total} {r['scenario']} {r['load_label']} {r['system']}{point}: "
                 f"prefill {r['prefill_j_per_token']:.3f} J/tok, decode {r['decode_j_per_token']:.3f} J/tok, "
                 f"SLOs {'met' if r['slo_met'] else 'missed'} ({r['windows_slo_met']}/{r['windows']} windows), "
                 f"{r['wall_s']:.1f} s"

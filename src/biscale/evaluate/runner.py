@@ -8,6 +8,7 @@ resolved configurations are identical (a sweep point equal to the main configura
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -56,6 +57,9 @@ class RunTask:
     """The capacity table (``CapacityTable.to_dict``)."""
     run_dir: str
     """Relative to the evaluation's output directory."""
+    cache_dir: str | None = None
+    """Cache of the static baseline's search (None: the default cache directory of the worker)."""
+    use_cache: bool = True
 
     @property
     def key(self) -> str:
@@ -86,7 +90,16 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     truth = get_hardware(sc.gpu, sc.model)
     predictor = load_predictor(sc.predictors) if sc.predictors else default_predictor(sc.gpu, sc.model)
     table = CapacityTable.from_dict(task.table)
-    built = build_system(sc, task.system, trace=trace, table=table, truth=truth, predictor=predictor)
+    built = build_system(
+        sc,
+        task.system,
+        trace=trace,
+        table=table,
+        truth=truth,
+        predictor=predictor,
+        cache_dir=task.cache_dir,
+        use_cache=task.use_cache,
+    )
     setup_s = time.perf_counter() - t_start
     t_sim = time.perf_counter()
     res = simulate(trace, built.placement, truth, built.controllers, built.planner, sim)
@@ -314,6 +327,10 @@ def run_evaluation(
                 "sweep": None if sc.sweep is None or not sweep else sc.sweep.model_dump(mode="json"),
             }
         )
+    cache_text = None if cache_dir is None else str(cache_dir)
+    all_tasks = [
+        (dataclasses.replace(task, cache_dir=cache_text, use_cache=use_cache), point) for task, point in all_tasks
+    ]
     unique: dict[str, RunTask] = {}
     for task, _ in all_tasks:
         unique.setdefault(task.key, task)

@@ -23,9 +23,13 @@ saves.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,9 +40,10 @@ from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
 from biscale.errors import InputError
 from biscale.evaluate.scenario import Scenario
-from biscale.plan.capacity import CapacityTable
+from biscale.plan.capacity import CapacityTable, artifact_hash, default_cache_dir, workload_fingerprint
 from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
 from biscale.plan.solve import Cluster, PlanSettings
+from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
 from biscale.predict.predictor import Predictor
 from biscale.sim.config import SimConfig
 from biscale.workload.trace import Trace
@@ -235,6 +240,56 @@ def controller_options(scenario: Scenario, name: str, phase: str) -> dict[str, A
     return {**opts, **per_phase.get(phase, {})}
 
 
+STATIC_FORMAT = "biscale-evaluate-static"
+STATIC_VERSION = 1
+
+
+def static_search(
+    trace: Trace,
+    placement: Placement,
+    predictor: Predictor,
+    sim: SimConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> StaticClocks:
+    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~14 simulations of the
+    whole trace on the predictors, the second most expensive part of an evaluation), cached as JSON under
+    ``<cache>/evaluate/static/`` keyed by everything it depends on (trace, placement, predictor artifact, simulator
+    settings, package version): a repeated evaluation reuses it, a changed input searches again."""
+    from biscale import __version__
+
+    payload = {
+        "format": STATIC_FORMAT,
+        "version": STATIC_VERSION,
+        "package_version": __version__,
+        "gpu": predictor.gpu,
+        "model": predictor.model,
+        "artifact": artifact_hash(predictor),
+        "workload": workload_fingerprint(trace),
+        "placement": placement.spec(),
+        "sim": sim.model_dump(mode="json"),
+    }
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(cache_dir or default_cache_dir()) / "evaluate" / "static" / f"{key[:24]}.json"
+    if use_cache and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return StaticClocks(**data["result"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # unreadable or of another shape: search again and overwrite it
+    found = search_static_clocks(trace, placement, predictor, sim)
+    if use_cache:
+        from biscale.jsonio import to_json_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(to_json_text({"format": STATIC_FORMAT, "key": key, "result": asdict(found)}))
+        os.replace(tmp, path)  # atomic: two workers may write the same entry
+    return found
+
+
 def build_system(
     scenario: Scenario,
     system: str,
@@ -243,8 +298,11 @@ def build_system(
     table: CapacityTable,
     truth: CostModel,
     predictor: Predictor,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
 ) -> BuiltSystem:
-    """Planner, initial placement and controllers of ``system`` for one run of ``scenario`` on ``trace``."""
+    """Planner, initial placement and controllers of ``system`` for one run of ``scenario`` on ``trace``
+    (``cache_dir`` / ``use_cache``: the static baseline's search cache, :func:`static_search`)."""
     from biscale.control.factory import make_controller
 
     spec = SYSTEMS.get(system)
@@ -254,20 +312,29 @@ def build_system(
     planner, placement, notes = build_planner(scenario, spec.planner, table, submitted(trace, sim.duration_s))
     controllers: dict[str, ClockController] = {}
     timed: dict[str, TimedController] = {}
+    found: StaticClocks | None = None
     for phase, name in (("prefill", spec.prefill), ("decode", spec.decode)):
-        ctrl = make_controller(
-            name,
-            phase,
-            predictor=predictor,
-            options=controller_options(scenario, name, phase),
-            gpu=scenario.gpu,
-            model=scenario.model,
-            slo=sim.slo,
-            trace=trace,
-            truth=MemoTruth(truth) if name == "oracle" else truth,
-            placement=placement,
-            sim_config=slo_horizon(trace, sim) if name == "static" else sim,
-        )
+        ctrl: ClockController
+        if name == "static":  # the registry's factory (it takes no options), with the search cached on disk
+            if found is None:
+                found = static_search(
+                    trace, placement, predictor, slo_horizon(trace, sim), cache_dir=cache_dir, use_cache=use_cache
+                )
+            ctrl = StaticClock(found.prefill_mhz if phase == "prefill" else found.decode_mhz, found)
+        else:
+            ctrl = make_controller(
+                name,
+                phase,
+                predictor=predictor,
+                options=controller_options(scenario, name, phase),
+                gpu=scenario.gpu,
+                model=scenario.model,
+                slo=sim.slo,
+                trace=trace,
+                truth=MemoTruth(truth) if name == "oracle" else truth,
+                placement=placement,
+                sim_config=sim,
+            )
         if ctrl.is_static:
             controllers[phase] = ctrl
         else:
