@@ -12,11 +12,13 @@ backend and worker count. The search brackets
 the capacity (x1.25 steps), then splits the bracket geometrically until the lowest failing rate is within
 ``rel_tol`` above the highest passing one; the capacity is that passing rate.
 
-Results are cached (JSON) under ``<cache>/evaluate/capacity/`` keyed by everything that determines them.
+Results are cached (JSON) under ``<cache>/evaluate/capacity/`` keyed by everything that determines them, the code of
+the simulator and the hardware model included (:func:`code_fingerprint`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -117,12 +119,35 @@ def _candidates(lo: float | None, hi: float | None, guess: float, k: int) -> lis
     return [lo * (hi / lo) ** ((i + 1) / (k + 1)) for i in range(k)]
 
 
+#: The parts of the package whose code or data decide a simulated run's outcome (simulator, hardware model,
+#: controllers, planners, predictors, workloads, summaries); a change to any of them invalidates cached searches.
+_RESULT_CODE = ("sim", "hardware", "control", "plan", "predict", "workload", "costmodel.py", "metrics.py", "actuator.py")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of every source and data file under :data:`_RESULT_CODE`: part of the key of every cached search
+    result, so that a cache written before a change of the simulator (without a version bump) is never reused."""
+    import biscale
+
+    root = Path(biscale.__file__).parent
+    h = hashlib.sha256()
+    for part in _RESULT_CODE:
+        p = root / part
+        files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def capacity_key(scenario: Scenario, placement: Placement) -> str:
     from biscale import __version__
 
     payload = {
         "format": CAPACITY_VERSION,
         "version": __version__,
+        "code": code_fingerprint(),
         "scenario": scenario.fingerprint(),
         "placement": placement.spec(),
     }

@@ -256,13 +256,16 @@ def static_search(
     """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~14 simulations of the
     whole trace on the predictors, the second most expensive part of an evaluation), cached as JSON under
     ``<cache>/evaluate/static/`` keyed by everything it depends on (trace, placement, predictor artifact, simulator
-    settings, package version): a repeated evaluation reuses it, a changed input searches again."""
+    settings, package version, the simulator's code): a repeated evaluation reuses it, a changed input searches
+    again."""
     from biscale import __version__
+    from biscale.evaluate.capacity import code_fingerprint
 
     payload = {
         "format": STATIC_FORMAT,
         "version": STATIC_VERSION,
         "package_version": __version__,
+        "code": code_fingerprint(),
         "gpu": predictor.gpu,
         "model": predictor.model,
         "artifact": artifact_hash(predictor),
