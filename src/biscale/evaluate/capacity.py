@@ -121,7 +121,17 @@ def _candidates(lo: float | None, hi: float | None, guess: float, k: int) -> lis
 
 #: The parts of the package whose code or data decide a simulated run's outcome (simulator, hardware model,
 #: controllers, planners, predictors, workloads, summaries); a change to any of them invalidates cached searches.
-_RESULT_CODE = ("sim", "hardware", "control", "plan", "predict", "workload", "costmodel.py", "metrics.py", "actuator.py")
+_RESULT_CODE = (
+    "sim",
+    "hardware",
+    "control",
+    "plan",
+    "predict",
+    "workload",
+    "costmodel.py",
+    "metrics.py",
+    "actuator.py",
+)
 
 
 @functools.lru_cache(maxsize=1)
