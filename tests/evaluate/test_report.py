@@ -112,6 +112,15 @@ def test_a_single_run_directory_gets_the_figures_its_files_support(tmp_path: Pat
     assert summary["figures"] == len(FIGURES) - 2
     page = (out / "report.html").read_text()
     assert "not drawn: needs a distserve run" in page
+    # an empty timeline (a run that recorded no samples) leaves the figures over time out, with the reason
+    import pandas as pd
+
+    tl = pd.read_parquet(out / "timeline.parquet")
+    tl.iloc[0:0].to_parquet(out / "timeline.parquet", index=False)
+    r = run_cli("report", str(out), "--json")
+    assert r.code == 0, r.err
+    missing = {k.split("/", 1)[1]: v for k, v in json.loads(r.out)["figures_missing"].items()}
+    assert {k for k, v in missing.items() if v == "no timeline samples"} == {"placement", "clocks", "power"}
 
 
 def test_report_errors_are_one_line(tmp_path: Path, run_cli) -> None:

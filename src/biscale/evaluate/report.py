@@ -232,7 +232,7 @@ def _placement(files: RunFiles, runs: Sequence[Mapping[str, Any]], fig: Figure, 
             alpha=0.8,
             step="post",
         )
-        for w in np.arange(window_s, t.max() * 60.0 + 1e-9, window_s):
+        for w in np.arange(window_s, (float(t.max()) if t.size else 0.0) * 60.0 + 1e-9, window_s):
             ax.axvline(w / 60.0, color="k", lw=0.3, alpha=0.4)
         ax.set_ylabel("GPUs")
         ax.set_title(
