@@ -7,6 +7,8 @@ schema's descriptions.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biscale.control.placement import ClockSetting
@@ -80,12 +82,40 @@ class SimConfig(BaseModel):
     """How many recent iteration latencies the state snapshot carries."""
     record_segments: bool = False
     """Keep every constant-power segment (for checking the energy integral; costs memory)."""
+    decode_kv_policy: Literal["paged", "full"] = "paged"
+    """Decode KV memory: ``paged`` (vLLM: blocks allocated as tokens are generated, preemption with recomputation
+    when they run out) or ``full`` (reserve each request's final size when its transfer starts; no preemption)."""
+    kv_block_tokens: int = Field(default=16, ge=1)
+    """Tokens per KV block of the paged policy (vLLM's default block size, 16), tokens."""
+    kv_watermark_frac: float = Field(default=0.01, ge=0, lt=1)
+    """Paged policy: fraction of an instance's KV blocks an admission (or a recomputation) must leave free
+    (vLLM's block-manager ``watermark``, default 0.01)."""
+    kv_link_sharing: Literal["fifo", "off"] = "fifo"
+    """KV transfers that share a GPU's link: ``fifo`` (one transfer per GPU lane at a time, in admission order) or
+    ``off`` (no contention: every transfer at full speed)."""
+    unassigned_gpu_power_w: float | Literal["idle", "off"] = "idle"
+    """Power of a GPU in no instance, W per GPU: ``idle`` (the GPU's deep-idle power under the default governor,
+    from the cost model), ``off`` (0 W: powered down or lent to other work), or a number of watts."""
+    frontend_overhead_s: float = Field(default=0.0, ge=0)
+    """Front-end cost added to every request's token times, so to its TTFT (API server, tokenisation,
+    scheduling, streaming the first token), seconds. 0: TTFT is GPU, queueing and transfer time alone."""
+    isolate_phase: Literal["prefill", "decode"] | None = None
+    """Simulate one phase only (tier 1's capacity probes): ``prefill`` (requests complete when their KV transfer
+    ends), ``decode`` (requests arrive with their KV; TTFT is the wait for decode admission); the other phase's
+    instances in the placement are ignored. None: both phases."""
 
     @field_validator("initial_clock")
     @classmethod
     def _positive_clock(cls, v: ClockSetting) -> ClockSetting:
         if isinstance(v, int) and v <= 0:
             raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
+        return v
+
+    @field_validator("unassigned_gpu_power_w")
+    @classmethod
+    def _non_negative_power(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and v < 0:
+            raise ValueError("unassigned GPU power must be >= 0 W, 'idle' or 'off'")
         return v
 
     @field_validator("prefill_router")
