@@ -41,7 +41,7 @@ def test_configuration_errors_name_the_field() -> None:
     with pytest.raises(ValidationError):  # the model itself: pydantic's error (a ValueError)
         SimConfig(decode_max_batch=0)
     with pytest.raises(
-        InputError, match=r"^field 'sim\.decode_max_batch': Input should be greater than or equal to 1$"
+        InputError, match=r"^field 'sim\.decode_max_batch': Input should be greater than or equal to 1 \(got 0\)$"
     ):
         load_simulate_config(
             None, {"trace": "azure-conv", "placement": "prefill:TP2,decode:TP4", "sim.decode_max_batch": 0}

@@ -13,6 +13,7 @@ catch those keep working.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class BiscaleError(Exception):
@@ -47,6 +48,22 @@ class InputError(BiscaleError, ValueError):
         prefix = ", ".join(where)
         text = f"{prefix}: {self.reason}" if prefix else self.reason
         return " ".join(text.split())  # always one line
+
+
+def validation_input_error(err: Any, *, path: str | Path | None = None, missing: str = "missing") -> InputError:
+    """The first problem of a pydantic ``ValidationError`` as an :class:`InputError`: the field path (``sim.nodes``),
+    what is allowed (pydantic's message) and the value given, when it is a single value."""
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"]) or None
+    if first["type"] == "missing":
+        return InputError(missing, path=path, field=loc)
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    given = first.get("input")
+    scalar = isinstance(given, str | int | float) and not isinstance(given, bool)
+    said = "(got " in msg or (isinstance(given, str) and repr(given) in msg)  # the message quotes it already
+    if scalar and len(repr(given)) <= 60 and not said:
+        msg = f"{msg} (got {given!r})"
+    return InputError(msg, path=path, field=loc)
 
 
 class PermissionRequiredError(BiscaleError, RuntimeError):

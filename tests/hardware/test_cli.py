@@ -84,7 +84,7 @@ def test_calibrate_out_is_a_file_is_exit_2(run_cli, tmp_path: Path) -> None:  # 
     f.write_text("x")
     res = run_cli("calibrate", "--out", f)
     assert res.code == 2
-    assert "exists and is not a directory" in res.err
+    assert "--out must name a directory, and this is a file" in res.err
 
 
 def test_hardware_list_json(run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -75,7 +75,7 @@ def test_lengths_by_name() -> None:
         (lambda: poisson_trace(1.0, -5.0, TABLE), "duration must be a positive number of seconds (got -5.0)"),
         (lambda: gamma_trace(1.0, 0.0, 10.0, TABLE), "coefficient of variation must be > 0 (got 0.0)"),
         (lambda: gamma_trace(1.0, float("inf"), 10.0, TABLE), "coefficient of variation must be > 0 (got inf)"),
-        (lambda: poisson_trace(1e9, 1e9, TABLE), "exceeds the limit of 50000000"),
+        (lambda: poisson_trace(1e9, 1e9, TABLE), "more than the limit of 50,000,000"),
     ],
 )
 def test_bad_arguments(call, message: str) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +83,61 @@ def progress_bar(description: str, total: float | None) -> Iterator[Any]:
 def fail(reason: str) -> InputError:
     """Build an :class:`InputError` for a bad option value (the caller raises it)."""
     return InputError(reason)
+
+
+def int_list(text: str | None, option: str, *, most: int | None = None) -> tuple[int, ...] | None:
+    """A comma-separated list of whole numbers > 0 (at most ``most``); ``None`` when the option was not given.
+
+    An option given with nothing in it (``--clocks ""``, often an unset shell variable) is an error, not "use the
+    default"."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated whole numbers, got {text!r}") from None
+    if not values:
+        raise InputError(f"{option} is empty: give comma-separated whole numbers, or leave the option out")
+    if min(values) <= 0:
+        raise InputError(f"{option} values must be positive, got {text!r}")
+    if most is not None and max(values) > most:
+        raise InputError(f"{option} values must be at most {most:,}, got {max(values):,}")
+    return values
+
+
+def check_output_dir(path: Path, option: str) -> Path:
+    """Refuse, before any work is done, an output directory that cannot be written: a file, a path inside a file,
+    a read-only place (an :class:`InputError` naming the option and the path). Nothing is created here."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} must name a directory, and this is a file", path=path)
+    _check_creatable(path, option, path)
+    return path
+
+
+def check_output_file(path: Path, option: str) -> Path:
+    """Refuse, before any work is done, an output file that cannot be written: a directory, a path inside a file,
+    a read-only file or place (an :class:`InputError` naming the option and the path). Nothing is created here."""
+    if path.is_dir():
+        raise InputError(f"{option} must name a file, and this is a directory", path=path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{option}: this file is not writable", path=path)
+    _check_creatable(path.parent, option, path)
+    return path
+
+
+def write_error(err: OSError, path: Path, option: str) -> InputError:
+    """An :class:`InputError` for a write that failed although the checks above passed (e.g. a full disk)."""
+    return InputError(f"{option}: cannot write ({err.strerror or ' '.join(str(err).split())})", path=path)
+
+
+def _check_creatable(folder: Path, option: str, shown: Path) -> None:
+    """``folder`` exists as a writable directory, or its nearest existing ancestor is one (so it can be made)."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option}: {existing} is a file, not a directory", path=shown)
+    try:  # a real attempt: os.access says yes to root even where nothing can be created (/proc, /sys)
+        os.rmdir(tempfile.mkdtemp(prefix=".biscale-write-check-", dir=existing))
+    except OSError as err:
+        raise InputError(f"{option}: cannot write in {existing} ({err.strerror or err})", path=shown) from err

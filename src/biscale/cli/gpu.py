@@ -6,7 +6,9 @@ Set ``BISCALE_FAKE_NVML=<state.json>`` to run every command on the fake NVML (te
 from __future__ import annotations
 
 import logging
+import math
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +48,11 @@ def _nvml_session(spec: str | None) -> Iterator[tuple[Any, list[int]]]:
 def _say(message: str) -> None:
     """One unwrapped line on stderr (rich would wrap long lines at the terminal width)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def _check_duration(duration_s: float | None) -> None:
+    if duration_s is not None and not duration_s >= 0:  # NaN too (it would end the hold at once)
+        raise InputError(f"must be >= 0 s (inf: until interrupted), got {duration_s}", field="--duration-s")
 
 
 def _setup_logging() -> None:
@@ -107,10 +114,9 @@ def lock(
     from biscale.gpu.nvml import NvmlActuator
 
     _setup_logging()
-    if watchdog_s <= 0:
-        raise InputError("must be > 0", field="--watchdog-s")
-    if duration_s is not None and duration_s < 0:
-        raise InputError("must be >= 0", field="--duration-s")
+    if not (math.isfinite(watchdog_s) and watchdog_s > 0):
+        raise InputError(f"must be > 0 s and finite, got {watchdog_s}", field="--watchdog-s")
+    _check_duration(duration_s)
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise InputError(f"{metrics_port} is not a TCP port", field="--metrics-port")
     with _nvml_session(gpus) as (nvml, indices):
@@ -263,8 +269,8 @@ def watch(
 
     from biscale.gpu.energy import EnergyMeter
 
-    if interval_s <= 0:
-        raise InputError("must be > 0", field="--interval-s")
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise InputError(f"must be > 0 s and finite, got {interval_s}", field="--interval-s")
     if count is not None and count < 1:
         raise InputError("must be >= 1", field="--count")
     with _nvml_session(gpus) as (nvml, indices):
@@ -322,6 +328,7 @@ def export(
 
     if not 0 <= port <= 65535:
         raise InputError(f"{port} is not a TCP port", field="--port")
+    _check_duration(duration_s)
     with _nvml_session(gpus) as (nvml, indices):
         pass
     meter = EnergyMeter(nvml, indices)
@@ -331,7 +338,8 @@ def export(
         bound = metrics.serve(port, addr)
     except OSError as err:
         meter.close()
-        raise InputError(f"cannot listen on {addr}:{port}: {err.strerror or err}", field="--port") from err
+        field = "--addr" if isinstance(err, socket.gaierror) else "--port"  # a name that does not resolve
+        raise InputError(f"cannot listen on {addr}:{port}: {err.strerror or err}", field=field) from err
     _say(f"serving Prometheus metrics on http://{addr}:{bound}/metrics")
     sys.stderr.flush()
     t0 = time.monotonic()

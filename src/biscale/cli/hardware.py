@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from biscale.cli.common import console, print_json, print_table, to_json_text
+from biscale.cli.common import check_output_dir, console, print_json, print_table, to_json_text
 from biscale.errors import InputError
 
 hardware_app = typer.Typer(help="Inspect the calibrated hardware models.", no_args_is_help=True)
@@ -41,8 +41,7 @@ def calibrate(
         if given not in names:
             what = "GPU" if gpu is not None else "model"
             raise InputError(f"unknown {what} '{given}' (valid: {', '.join(sorted(names))})", field=what.lower())
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a directory", path=out)
+    check_output_dir(out, "--out")
     checks = calibration.select_checks(calibration.run_checks(), gpu, model)
     if not checks:
         pairs = ", ".join(f"{g}/{m}" for g, m in calibration.calibrated_pairs())

@@ -8,6 +8,11 @@ import typer
 
 from biscale.errors import InputError, NoGpuError, PermissionRequiredError
 
+try:  # typer >= 0.2x vendors click; older versions depend on it
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+
 app = typer.Typer(
     name="biscale",
     help="Cut the GPU energy of prefill/decode-disaggregated LLM serving without breaking latency SLOs.",
@@ -32,9 +37,9 @@ def version() -> None:
 
 def _register_all() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
-    from biscale.cli import config, gpu, hardware, plan, predict, simulate, trace
+    from biscale.cli import config, emulate, gpu, hardware, loadgen, plan, predict, simulate, trace
 
-    for module in (hardware, trace, simulate, config, plan, predict, gpu):
+    for module in (hardware, trace, simulate, config, plan, predict, gpu, loadgen, emulate):
         module.register(app)
 
 
@@ -44,16 +49,50 @@ _register_all()
 USER_ERRORS = (InputError, PermissionRequiredError, NoGpuError)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_message(err: UsageError) -> str:
+    """A command-line usage error (unknown option, bad option type, missing argument) as one line."""
+    where = err.ctx.command_path if err.ctx is not None else "biscale"
+    return f"{_one_line(err.format_message())} (see '{where} --help')"
+
+
+def _os_message(err: OSError) -> str:
+    """An operating-system error that escaped a command's own checks, naming the file when the OS does."""
+    reason = err.strerror or _one_line(str(err)) or type(err).__name__
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. With ``argv=None`` (console script) it exits the process; otherwise returns the code."""
+    """Entry point. With ``argv=None`` (console script) it exits the process; otherwise returns the code.
+
+    Every way a command can fail on its input ends here as one line, ``biscale: error: <reason>``, and exit
+    code 2 (see docs/cli.md): :data:`USER_ERRORS`, command-line usage errors, and, as a last resort, operating-
+    system errors (an unwritable path a command did not check) and running out of memory.
+    """
+    message: str | None = None
     try:
-        app(args=argv, prog_name="biscale")
-        code = 0
-    except SystemExit as exc:  # typer/click exit (usage errors already printed, code 2)
+        result = app(args=argv, prog_name="biscale", standalone_mode=False)
+        code = result if isinstance(result, int) else 0  # typer.Exit(n) comes back as n
+    except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except USER_ERRORS as err:
-        print(f"biscale: error: {err}", file=sys.stderr)
+    except NoArgsIsHelpError as err:  # `biscale` or a group alone: print the help, as click does
+        err.show()
         code = 2
+    except UsageError as err:
+        message, code = _usage_message(err), 2
+    except typer.Abort:  # Ctrl-C while reading input: like click's "Aborted!"
+        message, code = "aborted", 1
+    except USER_ERRORS as err:
+        message, code = str(err), 2
+    except OSError as err:
+        message, code = _os_message(err), 2
+    except MemoryError:
+        message, code = "out of memory: the input asks for more than this machine holds (see docs/cli.md)", 2
+    if message is not None:
+        print(f"biscale: error: {_one_line(message)}", file=sys.stderr)
     if argv is None:
         sys.exit(code)
     return code

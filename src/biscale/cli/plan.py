@@ -10,7 +10,16 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import print_json, print_table, progress_bar, to_json_text
+from biscale.cli.common import (
+    check_output_dir,
+    check_output_file,
+    int_list,
+    print_json,
+    print_table,
+    progress_bar,
+    to_json_text,
+    write_error,
+)
 from biscale.errors import InputError
 
 #: The paper's workload when no trace is given: the Azure conversation arrival pattern with ShareGPT lengths.
@@ -70,10 +79,18 @@ def plan_cmd(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Capacity-table cache (default ~/.cache/biscale)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild the capacity table; do not write the cache."),
     workers: int | None = typer.Option(None, "--workers", help="Processes for the table (default: CPU count)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of length sampling and rate rescaling."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of length sampling and rate rescaling."),
     fmt: str = typer.Option("table", "--format", help="table or json (the Placement schema with predictions)."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
     out: Path | None = typer.Option(None, "--out", help="Also write the placement JSON to this file."),
+    # --- launch commands for the plan (biscale.integrations.emit; docs/deploy.md) ---
+    emit: str | None = typer.Option(
+        None, "--emit", metavar="vllm|sglang", help="Print launch commands (a bash script) for the plan instead."
+    ),
+    serve_model: str = typer.Option(
+        "meta-llama/Llama-3.3-70B-Instruct", "--serve-model", help="Model the engines serve (with --emit)."
+    ),
+    hosts: str | None = typer.Option(None, "--hosts", metavar="H,...", help="Node addresses (with --emit)."),
 ) -> None:
     """Plan the placement (instances, TP, baseline clocks, nodes) for a load; print its predicted power."""
     from biscale.control.state import Slo
@@ -93,8 +110,16 @@ def plan_cmd(
     for name, v in (("slo-ttft-ms", slo_ttft_ms), ("slo-tpot-ms", slo_tpot_ms), ("window-s", window_s)):
         if not (math.isfinite(v) and v > 0):
             raise InputError(f"must be > 0, got {v}", field=name)
+    if not (math.isfinite(probe_s) and probe_s > 0):
+        raise InputError(f"must be > 0 s, got {probe_s}", field="probe-s")
     if workers is not None and workers < 1:
         raise InputError(f"must be >= 1, got {workers}", field="workers")
+    if out is not None:
+        check_output_file(out, "--out")
+    if not no_cache:
+        from biscale.plan.capacity import default_cache_dir
+
+        check_output_dir(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else "the capacity cache")
     p_un: float | None = None
     if unassigned_power is not None:
         text = unassigned_power.strip().lower()
@@ -102,11 +127,9 @@ def plan_cmd(
             p_un = 0.0 if text == "off" else float(text)
         except ValueError:
             raise InputError(f"expected watts or 'off', got {unassigned_power!r}", field="unassigned-power-w") from None
-    from biscale.cli.predict import _int_list
-
     cluster = Cluster.of_gpus(gpus, gpus_per_node)
     cap_settings = CapacitySettings(
-        clocks_mhz=_int_list(clocks, "--clocks"), tps=_int_list(tps, "--tps"), probe_duration_s=probe_s, seed=seed
+        clocks_mhz=int_list(clocks, "--clocks"), tps=int_list(tps, "--tps"), probe_duration_s=probe_s, seed=seed
     )
     settings = PlanSettings(alpha=alpha, unassigned_gpu_power_w=p_un)
     pred = load_predictor(predictors) if predictors is not None else default_predictor(gpu, model)
@@ -135,8 +158,21 @@ def plan_cmd(
         try:
             out.write_text(placement.to_json() + "\n")
         except OSError as err:
-            raise InputError(f"cannot write: {err.strerror}", path=out) from err
-    if json_out or fmt == "json":
+            raise write_error(err, out, "--out") from err
+    if emit is not None:
+        from biscale.integrations.emit import build_plan, render_script
+        from biscale.predict.costmodel import PredictorCostModel
+
+        if placement is None:
+            raise InputError(f"nothing to emit: {prediction.reason}", field="emit")
+        deployment = build_plan(
+            placement, emit.strip().lower(), gpus_per_node=cluster.gpus_per_node, nodes=cluster.nodes,
+            hosts=[h.strip() for h in hosts.split(",") if h.strip()] if hosts else None, serve_model=serve_model,
+            slo=slo, gpu=gpu, model=model, predictors=None if predictors is None else str(predictors),
+            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1],
+        )  # fmt: skip
+        sys.stdout.write(render_script(deployment))
+    elif json_out or fmt == "json":
         if placement is not None:
             sys.stdout.write(to_json_text(placement.model_dump(mode="json", exclude_none=True)) + "\n")
         else:
@@ -220,7 +256,7 @@ def forecast_cmd(
     trace: str = typer.Option(..., "--trace", metavar="NAME|PATH", help="Trace whose windows are forecast."),
     window_s: float = typer.Option(300.0, "--window-s", help="Window length, s."),
     rate: float | None = typer.Option(None, "--rate", help="Rescale the trace to this mean rate first, req/s."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the rescaling."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the rescaling."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Score each forecaster on a trace's windows: MAPE and how often it forecasts too low."""

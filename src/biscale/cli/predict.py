@@ -10,20 +10,16 @@ from typing import Any, cast
 import numpy as np
 import typer
 
-from biscale.cli.common import print_json, print_table, progress_bar
+from biscale.cli.common import (
+    check_output_dir,
+    check_output_file,
+    int_list,
+    print_json,
+    print_table,
+    progress_bar,
+    write_error,
+)
 from biscale.errors import InputError
-
-
-def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise InputError(f"{option} must be comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise InputError(f"{option} values must be positive, got {text!r}")
-    return values
 
 
 def profile(
@@ -40,10 +36,12 @@ def profile(
     lengths: str = typer.Option(
         "sharegpt-v3", help="Length mix the batch shapes are drawn from (bundled name or CSV)."
     ),
-    shapes: int = typer.Option(64, min=4, help="Batch shapes per phase and TP (each measured at every clock)."),
-    max_prefill_tokens: int = typer.Option(16384, min=16, help="Largest prefill batch, tokens."),
-    max_decode_batch: int = typer.Option(512, min=1, help="Largest decode batch, requests."),
-    seed: int = typer.Option(0, help="Seed for shapes and measurement noise."),
+    shapes: int = typer.Option(
+        64, min=4, max=10_000, help="Batch shapes per phase and TP (each measured at every clock)."
+    ),
+    max_prefill_tokens: int = typer.Option(16384, min=16, max=1_048_576, help="Largest prefill batch, tokens."),
+    max_decode_batch: int = typer.Option(512, min=1, max=65_536, help="Largest decode batch, requests."),
+    seed: int = typer.Option(0, min=0, help="Seed for shapes and measurement noise."),
     layers: int = typer.Option(2, min=2, help="torch: full-size layers to instantiate (scaled to full depth)."),
     device: int = typer.Option(0, min=0, help="torch: CUDA device index."),
     sweep_clocks: bool = typer.Option(
@@ -58,6 +56,7 @@ def profile(
 
     if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise InputError("--output must end in .csv or .parquet", path=output)
+    check_output_file(output, "--output")
     profiler = PROFILERS.get(backend)()
     inputs, outputs, label = load_length_mix(lengths)
     request = profiler.prepare(
@@ -67,8 +66,8 @@ def profile(
             input_lengths=inputs,
             output_lengths=outputs,
             lengths_label=label,
-            tps=_int_list(tp, "--tp"),
-            clocks_mhz=_int_list(clocks, "--clocks"),
+            tps=int_list(tp, "--tp"),
+            clocks_mhz=int_list(clocks, "--clocks"),
             shapes=shapes,
             max_prefill_tokens=max_prefill_tokens,
             max_decode_batch=max_decode_batch,
@@ -94,7 +93,10 @@ def profile(
         max_decode_batch,
         seed,
     )
-    path = write_profile(df, output, meta)
+    try:
+        path = write_profile(df, output, meta)
+    except OSError as err:
+        raise write_error(err, output, "--output") from err
     elapsed = time.perf_counter() - t0
     clocks_seen = sorted({int(c) for c in df["sm_clock_mhz"]})
     summary: dict[str, Any] = {
@@ -175,7 +177,7 @@ def fit(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Artifact directory to write (predictor.json + coefficients.npz)."
     ),
-    seed: int = typer.Option(0, help="Seed of the held-out split (and of the baseline)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the held-out split (and of the baseline)."),
     test_fraction: float = typer.Option(0.2, help="Share of batch shapes held out for the accuracy report."),
     baseline: bool = typer.Option(
         True, "--baseline/--no-baseline", help="Also fit the paper's HGB baseline for comparison."
@@ -185,12 +187,16 @@ def fit(
     """Fit prefill/decode latency and power predictors; report held-out MAPE; save a JSON/NPZ artifact."""
     from biscale.predict.fit import fit_profile_file
 
+    check_output_dir(output, "--output")
     result = fit_profile_file(profile_path, seed=seed, test_fraction=test_fraction, baseline=baseline)
     result.predictor.meta["produced_by"] = (
         f"biscale fit {profile_path.name} -o {output.name} --seed {seed} --test-fraction {test_fraction}"
         + ("" if baseline else " --no-baseline")
     )
-    out = result.predictor.save(output)
+    try:
+        out = result.predictor.save(output)
+    except OSError as err:
+        raise write_error(err, output, "--output") from err
     errors = result.errors
     if json_out:
         flat = {k: v for k, v in errors.items() if k != "per_tp"}
@@ -238,6 +244,14 @@ def predict_check(
 
     pred = load_predictor(artifact)
     df = read_profile(profile_path)
+    measured = (str(df["gpu"].iloc[0]), str(df["model"].iloc[0]))
+    if measured != (pred.gpu, pred.model):
+        raise InputError(
+            f"the predictor is for {pred.gpu} / {pred.model} but the profile measures {measured[0]} / {measured[1]}; "
+            "score a predictor on a profile of its own GPU and model",
+            path=profile_path,
+            field="gpu" if measured[0] != pred.gpu else "model",
+        )
     out: dict[str, object] = {"artifact": str(artifact), "profile": str(profile_path), "rows_total": len(df)}
     oor_total = 0
     for phase in ("prefill", "decode"):
@@ -279,15 +293,24 @@ def predict_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Predicted latency, power and energy of one batch at each clock."""
+    from biscale.control.controllers import check_clock_in_range
     from biscale.costmodel import DecodeShape, PrefillShape
+    from biscale.predict.costmodel import PredictorCostModel
     from biscale.predict.predictor import default_predictor, load_predictor
+    from biscale.workload._parse import MAX_TOKENS
 
     if phase not in ("prefill", "decode"):
         raise InputError(f"--phase must be prefill or decode, got {phase!r}")
     pred = load_predictor(artifact) if artifact is not None else default_predictor(gpu, model)
-    lens = _int_list(lengths, "--lengths")
-    assert lens is not None
-    clock_list = _int_list(clocks, "--clocks") or pred.clocks_mhz(phase, tp)
+    lens = int_list(lengths, "--lengths", most=MAX_TOKENS)
+    if lens is None:  # pragma: no cover - typer makes --lengths required
+        raise InputError("--lengths is required")
+    given_clocks = int_list(clocks, "--clocks")
+    if given_clocks is not None:
+        supported = PredictorCostModel(pred).supported_clocks_mhz
+        for c in given_clocks:
+            check_clock_in_range(c, supported, field="clocks")
+    clock_list = given_clocks or pred.clocks_mhz(phase, tp)
     if phase == "prefill":
         p = pred.predict_prefill_shapes([PrefillShape.from_lengths(lens)], tp, clock_list)
     else:

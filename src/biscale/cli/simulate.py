@@ -12,8 +12,7 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import print_json, print_table, progress_bar
-from biscale.errors import InputError
+from biscale.cli.common import check_output_dir, print_json, print_table, progress_bar, write_error
 
 
 def register(app: typer.Typer) -> None:
@@ -67,7 +66,7 @@ def simulate_cmd(
     ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", help="TTFT target, ms."),
     tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", help="TPOT target, ms."),
     sample_interval: float | None = typer.Option(None, "--sample-interval", help="Timeline sampling interval, s."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for rescaling and length sampling."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed for rescaling and length sampling."),
     out: Path | None = typer.Option(
         None, "--out", help="Write requests/timeline/instances Parquet, summary.json and config.json."
     ),
@@ -101,14 +100,17 @@ def simulate_cmd(
         given.update({f"controllers.{ph}": name for ph, name in parse_controller_spec(controller).items()})
     given["planner"] = planner
     cfg = load_simulate_config(config, {k: v for k, v in given.items() if v is not None})
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError("exists and is not a directory", path=out)
     prepared = cfg.prepare()
+    if out is not None:
+        check_output_dir(out, "--out")
     total = cfg.sim.duration_s if cfg.sim.duration_s is not None else prepared.trace.duration_s
     with progress_bar("simulating", total=total or None) as bar:
         result = cfg.run(progress=lambda t: bar.update(completed=t), prepared=prepared)
     if out is not None:
-        result.write(out)
+        try:
+            result.write(out)
+        except OSError as err:
+            raise write_error(err, out, "--out") from err
     s = result.summary
     spec = result.meta["placement"]
     if json_out:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from biscale.cli.common import print_json, print_table
+from biscale.cli.common import check_output_file, print_json, print_table
 from biscale.errors import InputError
 
 trace_app = typer.Typer(
@@ -67,7 +68,7 @@ def stats_cmd(
         "--rate",
         help="Target mean rate, req/s: rescale a trace (keeps burstiness); Poisson arrivals for a length table.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for rescaling, length sampling and synthetic arrivals."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for rescaling, length sampling and synthetic arrivals."),
     method: str = typer.Option("sample", "--method", help="Rescaling method: sample (thin/superpose) or time."),
     lengths: str | None = typer.Option(
         None, "--lengths", metavar="NAME|PATH", help="Replace lengths by seeded sampling from this table."
@@ -84,6 +85,7 @@ def stats_cmd(
 ) -> None:
     """Summary of a trace or length table: requests, span, mean/peak rate, inter-arrival CV, length percentiles."""
     from biscale.workload import (
+        RESCALE_METHODS,
         LengthTable,
         Trace,
         TraceOrderWarning,
@@ -97,6 +99,10 @@ def stats_cmd(
         with_lengths,
     )
 
+    if method not in RESCALE_METHODS:
+        raise InputError(f"unknown rescale method {method!r} (known: {', '.join(RESCALE_METHODS)})", field="method")
+    if out is not None:
+        check_output_file(Path(out), "--out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TraceOrderWarning)
         data: Trace | LengthTable = load_any(source, format, exclude_failed=exclude_failed)
@@ -105,8 +111,16 @@ def stats_cmd(
         elif isinstance(data, Trace):
             if start is not None or end is not None:
                 data = slice_window(data, start or 0.0, float("inf") if end is None else end)
+                if len(data) == 0:
+                    window = f"[{data.meta['window_start_s']:g}, {data.meta['window_end_s']:g}) s"
+                    raise InputError(f"{source}: no request arrives in the window {window}", field="start")
             if rate is not None:
                 data = rescale_rate(data, rate, seed=seed, method=method)
+                if len(data) == 0:
+                    raise InputError(
+                        f"rescaling {source} to {rate:g} req/s kept none of its requests; give a higher rate",
+                        field="rate",
+                    )
         elif start is not None or end is not None:
             raise InputError(f"{source}: a length table has no arrival times to cut a window from (add --rate)")
         if lengths is not None:

@@ -16,7 +16,7 @@ them through it); a new one registers where it is defined with ``@CONTROLLERS.re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -177,7 +177,34 @@ def parse_clock(clock: str | int | None) -> tuple[str, dict[str, Any]]:
     text = clock.strip().lower()
     if text.isdigit():
         return "fixed", {"clock_mhz": int(text)}
-    return ("default" if text == "governor" else text), {}
+    try:
+        float(text)
+    except ValueError:
+        return ("default" if text == "governor" else text), {}
+    raise InputError(f"a clock is a whole number of MHz > 0, 'max' or 'default', got {clock.strip()!r}", field="clock")
+
+
+def check_clock_in_range(clock_mhz: int, supported: Sequence[int], *, field: str, what: str = "clock") -> int:
+    """``clock_mhz`` if it lies in the GPU's supported range, else an :class:`InputError` naming the range.
+
+    Why: a clock inside the range is snapped to the nearest supported clock (:func:`snap_clock`: at most half a
+    step, 7.5 MHz on H100 and A100), which is harmless; one outside it would silently run at the range's end.
+    """
+    lo, hi = min(supported), max(supported)
+    if not lo <= clock_mhz <= hi:
+        raise InputError(
+            f"{what} {clock_mhz} MHz is outside the GPU's supported range {lo}-{hi} MHz "
+            "(clocks inside it snap to the nearest supported clock)",
+            field=field,
+        )
+    return clock_mhz
+
+
+def check_placement_clocks(placement: Placement, supported: Sequence[int], field: str = "placement") -> None:
+    """Every locked baseline clock of ``placement`` lies in the supported range (:func:`check_clock_in_range`)."""
+    for group in placement.instances:
+        if isinstance(group.clock, int):
+            check_clock_in_range(group.clock, supported, field=field, what=f"'{group.token()}': clock")
 
 
 def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:

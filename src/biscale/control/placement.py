@@ -21,13 +21,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from biscale.errors import InputError
+from biscale.errors import InputError, validation_input_error
 
 Phase = Literal["prefill", "decode"]
 PHASES: tuple[str, str] = ("prefill", "decode")
 
 #: A baseline clock: a lockable SM clock in MHz, ``"max"`` (the top clock) or ``"default"`` (the GPU's governor).
 ClockSetting = int | Literal["max", "default"]
+
+
+def clock_setting(value: object) -> ClockSetting:
+    """``value`` as a :data:`ClockSetting`, or a ``ValueError`` with one message for every wrong form (a pydantic
+    ``before`` validator: the union's per-member errors would say "valid integer" for ``"fast"``)."""
+    if value in ("max", "default"):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ValueError(f"clock must be a whole number of MHz > 0, 'max' or 'default' (got {value!r})")
+
+
+#: Most GPUs a cluster (and so a placement) may have: more than any LLM-serving deployment; it keeps a typo such
+#: as ``--nodes 100000000`` from exhausting memory in per-GPU and per-instance state.
+MAX_CLUSTER_GPUS = 131_072
 
 
 class InstanceSpec(BaseModel):
@@ -39,8 +56,8 @@ class InstanceSpec(BaseModel):
     """``prefill`` or ``decode``."""
     tp: int = Field(ge=1)
     """Tensor-parallel degree (GPUs per instance; a TP group never spans nodes)."""
-    count: int = Field(default=1, ge=1)
-    """Number of instances of this kind."""
+    count: int = Field(default=1, ge=1, le=MAX_CLUSTER_GPUS)
+    """Number of instances of this kind (at most :data:`MAX_CLUSTER_GPUS`)."""
     clock: ClockSetting | None = None
     """Baseline SM clock (MHz, ``"max"`` or ``"default"``); ``None``: the run's default (top clock)."""
     capacity_rps: float | None = Field(default=None, gt=0)
@@ -53,12 +70,10 @@ class InstanceSpec(BaseModel):
     power_w: float | None = Field(default=None, ge=0)
     """Predicted mean power of one instance (all its GPUs) at ``load_rps``, W."""
 
-    @field_validator("clock")
+    @field_validator("clock", mode="before")
     @classmethod
-    def _positive_clock(cls, v: ClockSetting | None) -> ClockSetting | None:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
-        return v
+    def _clock(cls, v: object) -> ClockSetting | None:
+        return None if v is None else clock_setting(v)
 
     @model_validator(mode="after")
     def _nodes_per_instance(self) -> InstanceSpec:
@@ -174,17 +189,23 @@ class Placement(BaseModel):
         """Read a placement JSON file."""
         p = Path(path)
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(p.read_text(encoding="utf-8"))
         except OSError as err:
             raise InputError(f"cannot read placement file: {err.strerror}", path=p) from err
+        except UnicodeDecodeError as err:
+            raise InputError(f"not a placement JSON file: not UTF-8 text (byte {err.start})", path=p) from err
         except json.JSONDecodeError as err:
             raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
+        except RecursionError as err:
+            raise InputError("not valid JSON: nested too deeply", path=p) from err
+        if not isinstance(data, dict):
+            raise InputError(
+                'a placement file holds one JSON object: {"instances": [{"phase": ..., "tp": ...}, ...]}', path=p
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            first = err.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"])
-            raise InputError(first["msg"], path=p, field=loc or None) from err
+            raise validation_input_error(err, path=p) from err
 
 
 _TOKEN = re.compile(r"^(?P<phase>[a-z]+):(?:(?P<count>\d+)x)?tp(?P<tp>\d+)(?:@(?P<clock>\d+|max|default))?$")
@@ -223,11 +244,15 @@ def parse_placement(spec: str) -> Placement:
             clock = int(clock_text)
             if clock <= 0:
                 raise InputError(f"bad placement token '{raw.strip()}': clock must be > 0 MHz", field="placement")
-        groups.append(InstanceSpec(phase=phase, tp=tp, count=count, clock=clock))  # type: ignore[arg-type]
+        try:
+            groups.append(InstanceSpec(phase=phase, tp=tp, count=count, clock=clock))  # type: ignore[arg-type]
+        except ValidationError as err:
+            reason = validation_input_error(err).reason
+            raise InputError(f"bad placement token '{raw.strip()}': {reason}", field="placement") from err
     try:
         return Placement(instances=tuple(groups))
     except ValidationError as err:
-        raise InputError(f"bad placement '{spec}': {err.errors()[0]['msg']}", field="placement") from err
+        raise InputError(f"bad placement '{spec}': {validation_input_error(err).reason}", field="placement") from err
 
 
 def load_placement(spec_or_path: str) -> Placement:

@@ -30,10 +30,10 @@ class Slo(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    ttft_s: float = Field(default=0.600, gt=0)
-    """Time-to-first-token target, seconds (paper: 600 ms at P99)."""
-    tpot_s: float = Field(default=0.100, gt=0)
-    """Time-per-output-token target, seconds (paper: 100 ms at P99)."""
+    ttft_s: float = Field(default=0.600, gt=0, allow_inf_nan=False)
+    """Time-to-first-token target, seconds, finite (paper: 600 ms at P99)."""
+    tpot_s: float = Field(default=0.100, gt=0, allow_inf_nan=False)
+    """Time-per-output-token target, seconds, finite (paper: 100 ms at P99)."""
     percentile: float = Field(default=99.0, gt=0, le=100)
     """Percentile at which both targets must hold, percent."""
 

@@ -23,6 +23,7 @@ State file (JSON object)::
                "clock_cap_mhz": null,                      # simulate throttling below the lock
                "clock_event_reasons": 0,                   # bitmask returned by the reasons query
                "idle_power_w": 70.0, "busy_power_w": 450.0,  # power at the top clock; scales with f^2
+               "power_override_w": null,                   # if set: the power, W (drive_power)
                "energy_mj": 0, "energy_t": <unix s>,       # counter advances with power x time
                "energy_sequence_mj": []}],                 # if non-empty: next readings, popped in order
      "faults": [{"fn": "nvmlDeviceSetGpuLockedClocks", "code": 999,
@@ -185,6 +186,24 @@ class FakeNvml:
         with self._txn() as st:
             fn(st)
 
+    def drive_power(self, gpu: int, power_w: float | None) -> None:
+        """Pin GPU ``gpu``'s power draw to ``power_w`` watts (``None``: back to the clock-based model).
+
+        The energy counter first accrues the time since its last reading at the old power, so it integrates a
+        piecewise-constant power exactly, as the real counter does. An emulated engine calls it at every iteration
+        boundary with the power its cost model gives the iteration. Not an NVML function (not in the call log).
+        """
+
+        def body(st: dict[str, Any]) -> None:
+            g = st["gpus"][gpu]
+            now = time.time()
+            gained = self._power_w(g) * max(0.0, now - float(g["energy_t"])) * 1000.0
+            g["energy_mj"] = (int(g["energy_mj"]) + round(gained)) % U64
+            g["energy_t"] = now
+            g["power_override_w"] = None if power_w is None else float(power_w)
+
+        self.update(body)
+
     def calls(self, fn: str | None = None) -> list[dict[str, Any]]:
         """Recorded calls, optionally only those of one function."""
         return [c for c in self.snapshot()["calls"] if fn is None or c["fn"] == fn]
@@ -276,6 +295,8 @@ class FakeNvml:
         return clock
 
     def _power_w(self, g: dict[str, Any]) -> float:
+        if g.get("power_override_w") is not None:
+            return float(g["power_override_w"])
         top = max(g["graphics_clocks_mhz"])
         idle, busy = float(g["idle_power_w"]), float(g["busy_power_w"])
         return idle + (busy - idle) * (self._applied_mhz(g) / top) ** 2

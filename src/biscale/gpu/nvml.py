@@ -28,6 +28,10 @@ from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml
 
 log = logging.getLogger("biscale.gpu")
 
+#: ``request_clock`` value meaning "back to the default governor" (``biscale.control.state.GOVERNOR_MHZ``; not
+#: imported from there: the control plane sits below the controllers in the import graph).
+GOVERNOR_REQUEST = 0
+
 PERMISSION_HINT = (
     "setting GPU clocks needs root or the CAP_SYS_ADMIN capability (run with sudo, or grant it to the process); "
     "read-only commands such as 'biscale gpu status' work without it"
@@ -485,6 +489,11 @@ class NvmlActuator(ClockActuator):
         with self._lock:
             return {g: self._requested.get(g) for g in self._check_gpus(gpus)}
 
+    def locked_clock_nowait(self, gpu: int) -> int | None:
+        """The clock this actuator last locked ``gpu`` to (``None``: default governor), without waiting for a switch
+        in progress (``current_clock_mhz`` takes the lock a switch holds): what a serving loop's hot path reads."""
+        return self._requested.get(int(gpu))
+
     def reset(self, gpus: Sequence[int]) -> None:
         """Unlock ``gpus`` (``nvmlDeviceResetGpuLockedClocks``); raises after trying all if any failed."""
         self._reset(self._check_gpus(gpus), "reset", raise_errors=True)
@@ -523,12 +532,15 @@ class NvmlActuator(ClockActuator):
                     self.restores.append((g, reason))
                     if self.observer is not None:
                         self.observer.record_restore(g, reason)
-                else:
-                    log.error("restore of GPU %d (%s) failed: %s; it may still be locked", g, reason, err)
             errors = [e for e in results.values() if e is not None]
-            if errors and raise_errors:
-                perm = [e for e in errors if isinstance(e, PermissionRequiredError)]
-                raise perm[0] if perm else errors[0]
+            perm = [e for e in errors if isinstance(e, PermissionRequiredError)]
+            raised = (perm or errors)[0] if errors and raise_errors else None
+            for g, err in results.items():  # what is raised is the caller's to report (a permission error: all of them)
+                same_cause = err is raised or (isinstance(raised, PermissionRequiredError) and err in perm)
+                if err is not None and not same_cause:
+                    log.error("restore of GPU %d (%s) failed: %s; it may still be locked", g, reason, err)
+            if raised is not None:
+                raise raised
             return ok
 
     def restore(self, reason: str = "restore") -> list[int]:
@@ -581,9 +593,14 @@ class NvmlActuator(ClockActuator):
 
     # ------------------------------------------------------------------------------------ non-blocking
     def request_clock(self, gpus: Sequence[int], sm_clock_mhz: int) -> None:
-        """Queue a clock for the group and return at once; a newer request for the group replaces it."""
+        """Queue a clock for the group and return at once; a newer request for the group replaces it.
+
+        ``sm_clock_mhz = 0`` (a controller's ``GOVERNOR_MHZ``) queues a return to the default governor: it goes
+        through the same queue, so it can neither overtake nor be overtaken by a lock requested before it.
+        """
         group = tuple(sorted(self._check_gpus(gpus)))
-        self.check_clock(group, sm_clock_mhz)
+        if sm_clock_mhz != GOVERNOR_REQUEST:
+            self.check_clock(group, sm_clock_mhz)
         if self.suspended_reason is not None:  # already logged when it was suspended
             self.requests_dropped += 1
             return
@@ -612,7 +629,10 @@ class NvmlActuator(ClockActuator):
                 mhz = self._pending.pop(group)
                 self._busy = True
             try:
-                self.set_clock(group, mhz)
+                if mhz == GOVERNOR_REQUEST:
+                    self._reset(group, "governor", raise_errors=True)
+                else:
+                    self.set_clock(group, mhz)
                 self.requests_applied += 1
             except Exception as err:  # logged; serving must never depend on the controller
                 log.error("non-blocking clock request %s MHz for GPUs %s failed: %s", mhz, list(group), err)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from biscale.control.controllers import snap_clock
+from biscale.control.controllers import check_clock_in_range, snap_clock
 from biscale.control.placement import InstanceSpec, Placement
 from biscale.control.state import Slo
 from biscale.costmodel import DecodeShape, PrefillShape
@@ -96,7 +96,7 @@ class CapacitySettings:
     def __post_init__(self) -> None:
         if self.num_clocks < 1 or not (0 < self.clock_floor_frac <= 1):
             raise InputError("num_clocks must be >= 1 and clock_floor_frac in (0, 1]", field="capacity settings")
-        if self.probe_duration_s <= 0 or self.probe_start_s < 0:
+        if not (math.isfinite(self.probe_duration_s) and self.probe_duration_s > 0) or not self.probe_start_s >= 0:
             raise InputError("probe duration must be > 0 s and start >= 0 s", field="probe_duration_s")
         if not (0 < self.rel_tol < 1):
             raise InputError(f"rel_tol must be in (0, 1), got {self.rel_tol}", field="rel_tol")
@@ -313,8 +313,11 @@ def artifact_hash(predictor: Predictor) -> str:
 
 
 def default_clocks(supported: Sequence[int], settings: CapacitySettings) -> tuple[int, ...]:
-    """The candidate baseline clocks: explicit ones snapped to supported clocks, or the documented default set."""
+    """The candidate baseline clocks: explicit ones snapped to supported clocks (refused outside the supported
+    range), or the documented default set."""
     sup = sorted(int(c) for c in supported)
+    for clock in settings.clocks_mhz or ():
+        check_clock_in_range(clock, sup, field="clocks")
     top = sup[-1]
     wanted = (
         settings.clocks_mhz
@@ -646,6 +649,8 @@ def build_capacity_table(
     nor writes it. ``progress(done, total)`` is called as configuration chains and power points finish."""
     slo = slo or Slo()
     settings = settings or CapacitySettings()
+    if settings.clocks_mhz is not None:  # before the cache: a cached table must not excuse a clock out of range
+        default_clocks(PredictorCostModel(predictor).supported_clocks_mhz, settings)
     key = table_key(predictor, workload, slo, settings)
     cache_path = Path(cache_dir or default_cache_dir()) / "capacity" / f"{key[:24]}.json"
     if use_cache and cache_path.exists():

@@ -19,6 +19,10 @@ from biscale.errors import InputError
 from biscale.registry import Registry
 from biscale.workload.trace import Trace
 
+#: Most windows :func:`window_rates` cuts a trace into (a guard against exhausting memory with a tiny window:
+#: 1e-9 s windows of a 1 h trace would be 3.5e12 of them).
+MAX_WINDOWS = 1_000_000
+
 
 class Forecaster(ABC):
     """Stateful: ``observe`` each finished window's rate, then ``forecast`` the next one."""
@@ -115,7 +119,14 @@ def window_rates(trace: Trace, window_s: float) -> np.ndarray:
     dropped: its rate would be biased low)."""
     if not (math.isfinite(window_s) and window_s > 0):
         raise InputError(f"window must be > 0 s, got {window_s}", field="window-s")
-    n = math.floor(trace.duration_s / window_s + 1e-9)
+    n_float = trace.duration_s / window_s
+    if n_float > MAX_WINDOWS:
+        raise InputError(
+            f"windows of {window_s:g} s cut trace {trace.name!r} ({trace.duration_s:,.0f} s) into {n_float:.3g} "
+            f"windows, more than the limit of {MAX_WINDOWS:,}; use a longer window",
+            field="window-s",
+        )
+    n = math.floor(n_float + 1e-9)
     if n < 2:
         raise InputError(
             f"trace {trace.name!r} spans {trace.duration_s:.0f} s: fewer than 2 full windows of {window_s:g} s",

@@ -53,12 +53,16 @@ class PlanSettings:
     def __post_init__(self) -> None:
         if not (self.alpha >= 0 and math.isfinite(self.alpha)):
             raise InputError(f"alpha must be >= 0, got {self.alpha}", field="alpha")
-        if self.unassigned_gpu_power_w is not None and not self.unassigned_gpu_power_w >= 0:
-            raise InputError("unassigned GPU power must be >= 0 W", field="unassigned_gpu_power_w")
+        p_un = self.unassigned_gpu_power_w
+        if p_un is not None and not (p_un >= 0 and math.isfinite(p_un)):  # the program's costs must be finite
+            raise InputError(
+                f"unassigned GPU power must be a finite number >= 0 W, got {p_un}", field="unassigned_gpu_power_w"
+            )
         if self.levels < 1:
             raise InputError("levels must be >= 1", field="levels")
-        if self.hysteresis_pct < 0 or self.transition_startup_s < 0 or self.transition_energy_j_per_gpu < 0:
-            raise InputError("hysteresis and transition costs must be >= 0", field="hysteresis")
+        costs = (self.hysteresis_pct, self.transition_startup_s, self.transition_energy_j_per_gpu)
+        if not all(c >= 0 and math.isfinite(c) for c in costs):
+            raise InputError("hysteresis and transition costs must be finite numbers >= 0", field="hysteresis")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ are clamped to its ends and flagged.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -290,36 +292,111 @@ class Predictor:
 
 
 def load_predictor(path: str | Path) -> Predictor:
-    """Load an artifact directory written by ``biscale fit`` (JSON + NPZ; never unpickles)."""
+    """Load an artifact directory written by ``biscale fit`` (JSON + NPZ; never unpickles).
+
+    A damaged artifact (truncated or non-JSON metadata, an NPZ that is not a zip of numeric arrays, a missing
+    key or array, arrays of the wrong shape or with non-finite values) is an :class:`InputError` naming the file
+    and the key, never a crash at query time.
+    """
     d = Path(path)
     jp, npz = d / ARTIFACT_JSON, d / ARTIFACT_NPZ
-    if not jp.exists() or not npz.exists():
+    if not jp.is_file() or not npz.is_file():
         raise InputError(f"not a predictor artifact (needs {ARTIFACT_JSON} and {ARTIFACT_NPZ})", path=d)
-    try:
-        meta = json.loads(jp.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"bad JSON: {exc}", path=jp) from exc
-    if meta.get("format") != FORMAT_NAME or int(meta.get("format_version", -1)) != FORMAT_VERSION:
-        raise InputError(f"unsupported artifact format {meta.get('format')!r} v{meta.get('format_version')}", path=jp)
+    meta = _read_artifact_meta(jp)
     models: dict[tuple[str, int], PhaseModel] = {}
-    with np.load(npz, allow_pickle=False) as arrays:
-        for phase, entry in meta["phases"].items():
-            names = entry["raw_features"]
-            for tp_s, info in entry["tps"].items():
-                key = f"{phase}_tp{tp_s}"
-                ranges = info["training_ranges"]
-                models[(phase, int(tp_s))] = PhaseModel(
-                    phase=phase,
-                    tp=int(tp_s),
-                    clocks_mhz=np.asarray(arrays[f"{key}_clocks_mhz"], dtype=np.int64),
-                    knots=np.asarray(arrays[f"{key}_knots"], dtype=np.float64),
-                    lat_coef=np.asarray(arrays[f"{key}_latency_coef"], dtype=np.float64),
-                    energy_coef=np.asarray(arrays[f"{key}_energy_coef"], dtype=np.float64),
-                    lo=np.array([ranges[n][0] for n in names], dtype=np.float64),
-                    hi=np.array([ranges[n][1] for n in names], dtype=np.float64),
-                    power_ceiling_w=float(meta.get("power_ceiling_w", float("inf"))),
-                )
+    try:
+        with np.load(npz, allow_pickle=False) as arrays:
+            if not hasattr(arrays, "files"):
+                raise ValueError("a single array, not an archive")
+            for phase, entry in meta["phases"].items():
+                for tp_s, info in entry["tps"].items():
+                    models[(phase, int(tp_s))] = _phase_model(phase, int(tp_s), info, arrays, meta, npz)
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # what numpy/zipfile raise
+        raise InputError(
+            "not a valid NPZ archive of numeric arrays (corrupt, truncated, or holding pickled objects)", path=npz
+        ) from exc
     return Predictor(meta, models, path=d)
+
+
+def _read_artifact_meta(jp: Path) -> dict[str, Any]:
+    """``predictor.json``, checked for every key :func:`load_predictor` reads."""
+    try:
+        meta = json.loads(jp.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path=jp) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"bad JSON: {exc.msg}", path=jp, line=exc.lineno) from exc
+    if not isinstance(meta, dict):
+        raise InputError("predictor metadata must be one JSON object", path=jp)
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"unsupported artifact format {meta.get('format')!r} v{meta.get('format_version')} "
+            f"(expected {FORMAT_NAME!r} v{FORMAT_VERSION})",
+            path=jp,
+        )
+    for key in ("gpu", "model"):
+        if not isinstance(meta.get(key), str):
+            raise InputError("missing or not a string", path=jp, field=key)
+    ceiling = meta.get("power_ceiling_w", float("inf"))
+    if isinstance(ceiling, bool) or not isinstance(ceiling, int | float) or not ceiling > 0:
+        raise InputError(f"must be a number > 0 W, got {ceiling!r}", path=jp, field="power_ceiling_w")
+    phases = meta.get("phases")
+    if not isinstance(phases, dict) or not phases or set(phases) - set(RAW_FEATURES):
+        raise InputError(f"must map phases ({', '.join(RAW_FEATURES)}) to their models", path=jp, field="phases")
+    for phase, entry in phases.items():
+        where = f"phases.{phase}"
+        if not isinstance(entry, dict) or entry.get("raw_features") != list(RAW_FEATURES[phase]):
+            raise InputError(f"raw_features must be {list(RAW_FEATURES[phase])}", path=jp, field=where)
+        tps = entry.get("tps")
+        if not isinstance(tps, dict) or not tps:
+            raise InputError("must map TP degrees to models", path=jp, field=f"{where}.tps")
+        for tp_s, info in tps.items():
+            ranges = info.get("training_ranges") if isinstance(info, dict) else None
+            if not (str(tp_s).isdigit() and int(tp_s) >= 1) or not isinstance(ranges, dict):
+                raise InputError("needs a TP degree >= 1 and training_ranges", path=jp, field=f"{where}.tps.{tp_s}")
+            for name in RAW_FEATURES[phase]:
+                r = ranges.get(name)
+                if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, int | float) for v in r)):
+                    raise InputError("must be [low, high]", path=jp, field=f"{where}.tps.{tp_s}.training_ranges.{name}")
+    return meta
+
+
+def _phase_model(phase: str, tp: int, info: dict[str, Any], arrays: Any, meta: dict[str, Any], npz: Path) -> PhaseModel:
+    """One phase/TP model from the archive, with every array's shape checked against the profiled clocks."""
+    key = f"{phase}_tp{tp}"
+    n_raw = len(RAW_FEATURES[phase])
+
+    def array(suffix: str, dtype: type, shape: tuple[int, ...] | None) -> np.ndarray:
+        name = f"{key}_{suffix}"
+        if name not in arrays.files:
+            raise InputError(f"array {name!r} is missing", path=npz)
+        a = np.asarray(arrays[name])
+        if a.dtype.kind not in "iuf":
+            raise InputError(f"array {name!r} is not numeric ({a.dtype})", path=npz)
+        if shape is not None and a.shape != shape:
+            raise InputError(f"array {name!r} has shape {a.shape}, expected {shape}", path=npz)
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"array {name!r} has non-finite values", path=npz)
+        return np.asarray(a, dtype=dtype)
+
+    clocks = array("clocks_mhz", np.int64, None)
+    if clocks.ndim != 1 or clocks.size < 2 or clocks[0] <= 0 or np.any(np.diff(clocks) <= 0):
+        raise InputError(f"array '{key}_clocks_mhz' must list at least 2 ascending clocks > 0 MHz", path=npz)
+    c = clocks.size
+    ranges = info["training_ranges"]
+    return PhaseModel(
+        phase=phase,
+        tp=tp,
+        clocks_mhz=clocks,
+        knots=array("knots", np.float64, (c,)),
+        lat_coef=array("latency_coef", np.float64, (n_raw + 2, c)),
+        energy_coef=array("energy_coef", np.float64, (n_raw + 3, c)),
+        lo=np.array([ranges[n][0] for n in RAW_FEATURES[phase]], dtype=np.float64),
+        hi=np.array([ranges[n][1] for n in RAW_FEATURES[phase]], dtype=np.float64),
+        power_ceiling_w=float(meta.get("power_ceiling_w", float("inf"))),
+    )
 
 
 def bundled_artifact_dir(gpu: str, model: str) -> Path:

@@ -148,8 +148,8 @@ def read_meta(profile_path: str | Path) -> ProfileMeta | None:
     if not mp.exists():
         return None
     try:
-        return ProfileMeta.model_validate(json.loads(mp.read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
+        return ProfileMeta.model_validate(json.loads(mp.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
         first = str(exc).splitlines()
         raise InputError(f"bad profile sidecar: {first[0] if first else exc}", path=mp) from exc
 

@@ -7,11 +7,12 @@ schema's descriptions.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from biscale.control.placement import ClockSetting
+from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting, clock_setting
 from biscale.control.state import Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
@@ -34,9 +35,9 @@ class NetworkConfig(BaseModel):
     """Per-GPU, per-direction NVLink bandwidth inside a node, bytes/s."""
     internode_bw_bytes_per_s: float = Field(default=50e9, gt=0)
     """Per-GPU inter-node (InfiniBand NDR 400 Gb/s) bandwidth, bytes/s."""
-    nvlink_latency_s: float = Field(default=30e-6, ge=0)
+    nvlink_latency_s: float = Field(default=30e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer inside a node, seconds."""
-    internode_latency_s: float = Field(default=50e-6, ge=0)
+    internode_latency_s: float = Field(default=50e-6, ge=0, allow_inf_nan=False)
     """Fixed cost of one transfer across nodes, seconds."""
 
 
@@ -57,9 +58,9 @@ class SimConfig(BaseModel):
     """Most sequences (prompts or chunks) in one prefill batch."""
     decode_max_batch: int = Field(default=256, ge=1)
     """Most requests in one decode batch (vLLM's default ``max_num_seqs``)."""
-    switch_latency_s: float = Field(default=0.010, ge=0)
+    switch_latency_s: float = Field(default=0.010, ge=0, allow_inf_nan=False)
     """Delay between a clock request and the new clock taking effect, seconds (0 = immediate)."""
-    startup_s: float = Field(default=0.0, ge=0)
+    startup_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Time from a new instance's creation (placement change) to serving, seconds; it draws idle power meanwhile."""
     window_s: float = Field(default=300.0, gt=0)
     """Planner window, seconds (the planner is asked at every multiple of it after 0)."""
@@ -67,9 +68,9 @@ class SimConfig(BaseModel):
     """Per-instance timeline sampling interval, seconds."""
     slo: Slo = Field(default_factory=Slo)
     """Latency objectives the summary checks."""
-    duration_s: float | None = Field(default=None, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
     """Submit only requests arriving before this time, seconds (``None``: the whole trace)."""
-    max_time_s: float | None = Field(default=None, ge=0)
+    max_time_s: float | None = Field(default=None, gt=0)
     """Horizon: no iteration starts after it; in-flight iterations and transfers finish; the rest is reported
     unfinished. ``None``: run until every request is done."""
     initial_clock: ClockSetting = "max"
@@ -96,7 +97,7 @@ class SimConfig(BaseModel):
     unassigned_gpu_power_w: float | Literal["idle", "off"] = "idle"
     """Power of a GPU in no instance, W per GPU: ``idle`` (the GPU's deep-idle power under the default governor,
     from the cost model), ``off`` (0 W: powered down or lent to other work), or a number of watts."""
-    frontend_overhead_s: float = Field(default=0.0, ge=0)
+    frontend_overhead_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Front-end cost added to every request's token times, so to its TTFT (API server, tokenisation,
     scheduling, streaming the first token), seconds. 0: TTFT is GPU, queueing and transfer time alone."""
     isolate_phase: Literal["prefill", "decode"] | None = None
@@ -104,18 +105,16 @@ class SimConfig(BaseModel):
     ends), ``decode`` (requests arrive with their KV; TTFT is the wait for decode admission); the other phase's
     instances in the placement are ignored. None: both phases."""
 
-    @field_validator("initial_clock")
+    @field_validator("initial_clock", mode="before")
     @classmethod
-    def _positive_clock(cls, v: ClockSetting) -> ClockSetting:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError("clock must be a positive MHz value, 'max' or 'default'")
-        return v
+    def _clock(cls, v: object) -> ClockSetting:
+        return clock_setting(v)
 
     @field_validator("unassigned_gpu_power_w")
     @classmethod
     def _non_negative_power(cls, v: float | str) -> float | str:
-        if isinstance(v, float | int) and v < 0:
-            raise ValueError("unassigned GPU power must be >= 0 W, 'idle' or 'off'")
+        if isinstance(v, float | int) and not 0 <= v < math.inf:
+            raise ValueError("unassigned GPU power must be a finite number of W >= 0, 'idle' or 'off'")
         return v
 
     @field_validator("prefill_router")
@@ -131,6 +130,15 @@ class SimConfig(BaseModel):
         if v not in DECODE_ROUTERS:
             raise ValueError(DECODE_ROUTERS.unknown_reason(v))
         return v
+
+    @model_validator(mode="after")
+    def _cluster_size(self) -> SimConfig:
+        if self.total_gpus > MAX_CLUSTER_GPUS:
+            raise ValueError(
+                f"a cluster of {self.nodes} nodes x {self.gpus_per_node} GPUs = {self.total_gpus:,} GPUs is more "
+                f"than the limit of {MAX_CLUSTER_GPUS:,}"
+            )
+        return self
 
     @property
     def total_gpus(self) -> int:

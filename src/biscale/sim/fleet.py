@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from biscale.control.controllers import check_placement_clocks
 from biscale.control.placement import InstanceSpec, Placement
 from biscale.costmodel import CostModel
 from biscale.errors import InputError
@@ -127,6 +128,7 @@ class Fleet:
         """Raise :class:`InputError` unless ``placement`` fits the cluster and the cost model supports its TPs."""
         tps = [s.tp for s in self.specs(placement)]
         check_fits(tps, self.nodes, self.gpus_per_node, self.min_tp)
+        check_placement_clocks(placement, self.cost_model.supported_clocks_mhz)  # in range they snap, out: error
         for tp in sorted(set(tps)):
             try:
                 cap = self.cost_model.kv_capacity_tokens(tp)

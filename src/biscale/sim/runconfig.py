@@ -16,19 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement, load_placement
 from biscale.control.planner import PLANNERS, Planner, PlannerContext
 from biscale.costmodel import CostModel
-from biscale.errors import InputError
+from biscale.errors import InputError, validation_input_error
 from biscale.sim.config import SimConfig
 from biscale.sim.costmodels import COST_MODELS
 from biscale.sim.results import SimResult, simulate
 from biscale.workload.trace import Trace
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+#: Most requests one simulated run may hold. Measured peak memory: ~1 KB per request (the engine's tables, the
+#: result frames and the Parquet writer; 103k requests added 100 MB): ~5 GB at the limit.
+MAX_SIM_REQUESTS = 5_000_000
+#: Most per-instance timeline rows one run may record. Measured peak memory: ~0.5 KB per row (2.1 M rows added
+#: 0.97 GB): ~2.5 GB at the limit.
+MAX_TIMELINE_ROWS = 5_000_000
 
 #: A placement: a SPEC string (``prefill:2xTP2,decode:3xTP4``), the path of a placement JSON file, or the object.
 PlacementSource = str | Placement
@@ -69,7 +77,7 @@ class SimulateConfig(BaseModel):
     """Rescale the trace to this mean rate, req/s, keeping its burstiness (None: as recorded)."""
     lengths: str | None = None
     """Replace prompt/output lengths by seeded draws from this length table (bundled name or file)."""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     """Seed for rate rescaling and length sampling."""
     gpu: str = "h100-sxm"
     """GPU of the cost model."""
@@ -119,6 +127,8 @@ class SimulateConfig(BaseModel):
 
         trace = load_trace(self.trace)
         if self.rate_rps is not None:
+            end = trace.duration_s if self.sim.duration_s is None else min(self.sim.duration_s, trace.duration_s)
+            self._check_requests(self.rate_rps * end, "about ")  # before rescaling builds them
             trace = rescale_rate(trace, self.rate_rps, seed=self.seed)
         if self.lengths is not None:
             trace = with_lengths(trace, load_lengths(self.lengths), seed=self.seed)
@@ -180,11 +190,66 @@ class SimulateConfig(BaseModel):
         )
         return PLANNERS.get(name)(ctx)
 
+    def check_clocks(self, supported_clocks_mhz: tuple[int, ...]) -> None:
+        """Refuse locked clocks outside the GPU's supported range: ``sim.initial_clock``, fixed controllers and the
+        schedule's placements (the simulator checks each placement it starts, :meth:`biscale.sim.fleet.Fleet.check`;
+        this finds a scheduled one before the run, not when it is due)."""
+        from biscale.control.controllers import check_clock_in_range, check_placement_clocks, parse_clock
+
+        for i, entry in enumerate(self.schedule):
+            check_placement_clocks(_placement(entry.placement), supported_clocks_mhz, field=f"schedule.{i}.placement")
+        if isinstance(self.sim.initial_clock, int):
+            check_clock_in_range(self.sim.initial_clock, supported_clocks_mhz, field="sim.initial_clock")
+        per_phase = self.controllers or PhaseControllers()
+        for phase in ("prefill", "decode"):
+            own = getattr(per_phase, phase)
+            name, options = parse_clock(own if own is not None else self.clock)
+            clock = {**options, **self.controller_options.get(phase, {})}.get("clock_mhz")
+            if name == "fixed" and isinstance(clock, int):
+                field = f"controllers.{phase}" if own is not None else "clock"
+                check_clock_in_range(clock, supported_clocks_mhz, field=field)
+
+    def _check_requests(self, requests: float, about: str = "") -> None:
+        if requests > MAX_SIM_REQUESTS:
+            raise InputError(
+                f"the run would simulate {about}{requests:,.0f} requests, more than the limit of {MAX_SIM_REQUESTS:,} "
+                "(the simulator needs ~1 KB per request); lower the rate or the duration",
+                field="rate_rps" if self.rate_rps is not None else "sim.duration_s",
+            )
+
+    def check_size(self, trace: Trace, placement: Placement) -> None:
+        """Refuse, before it starts, a run whose tables would exhaust memory: more than :data:`MAX_SIM_REQUESTS`
+        requests, or more than :data:`MAX_TIMELINE_ROWS` timeline rows (instances x span / sampling interval,
+        counting only the arrival span: the least the run will record)."""
+        sim = self.sim
+        end = trace.duration_s if sim.duration_s is None else min(sim.duration_s, trace.duration_s)
+        requests = len(trace) if sim.duration_s is None else int(np.searchsorted(trace.arrival_s, end, side="left"))
+        if requests == 0:  # e.g. a rate so low that thinning kept nothing: a run of nothing reports only nulls
+            raise InputError(
+                f"the run has no request: rescaling trace {trace.name!r} to {self.rate_rps:g} req/s kept none of "
+                "its requests; give a higher rate"
+                if self.rate_rps is not None
+                else f"the run has no request: trace {trace.name!r} is empty",
+                field="rate_rps" if self.rate_rps is not None else "trace",
+            )
+        self._check_requests(requests)
+        span = end if sim.max_time_s is None else min(end, sim.max_time_s)
+        rows = placement.num_instances() * span / sim.sample_interval_s
+        if rows > MAX_TIMELINE_ROWS:
+            raise InputError(
+                f"sampling every {sim.sample_interval_s:g} s would record at least {rows:.3g} timeline rows "
+                f"({placement.num_instances()} instances over {span:.3g} s), more than the limit of "
+                f"{MAX_TIMELINE_ROWS:,}; use a longer interval",
+                field="sim.sample_interval_s",
+            )
+
     def prepare(self) -> PreparedRun:
         """Load and build everything the run needs (bad input is an :class:`InputError`, placement first)."""
         placement = self.load_placement()
         cost_model = COST_MODELS.get(self.cost_model)(self.gpu, self.model)
+        self.check_clocks(tuple(int(c) for c in cost_model.supported_clocks_mhz))
         trace = self.load_trace()
+        self.check_size(trace, placement)
         controllers = self.build_controllers(trace, placement, cost_model)
         return PreparedRun(
             placement=placement,
@@ -234,15 +299,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if suffix not in (".toml", ".json"):
         raise InputError("a configuration file must end in .toml or .json", path=p)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise InputError(f"cannot read configuration file: {err.strerror}", path=p) from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"not a configuration file: not UTF-8 text (byte {err.start})", path=p) from err
     try:
         data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"not valid TOML: {err}", path=p) from err
     except json.JSONDecodeError as err:
         raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
+    except RecursionError as err:
+        raise InputError("not valid JSON: nested too deeply", path=p) from err
     if not isinstance(data, dict):
         raise InputError("a configuration file must hold one object (a table)", path=p)
     return data
@@ -276,13 +345,13 @@ def load_simulate_config(path: str | Path | None = None, overrides: Mapping[str,
     try:
         return SimulateConfig.model_validate(merged)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
+        loc = ".".join(str(x) for x in err.errors()[0]["loc"])
         from_override = any(loc == k or loc.startswith(k + ".") for k in overrides)
-        msg = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "missing":
-            msg = "missing (give it in the configuration file or as a command-line option)"
-        raise InputError(msg, path=None if from_override or path is None else path, field=loc or None) from err
+        raise validation_input_error(
+            err,
+            path=None if from_override or path is None else path,
+            missing="missing (give it in the configuration file or as a command-line option)",
+        ) from err
 
 
 def config_schema() -> dict[str, Any]:

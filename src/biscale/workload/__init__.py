@@ -15,13 +15,16 @@ from biscale.workload.loaders import (
     register_trace_format,
     save_trace,
 )
-from biscale.workload.ops import rescale_rate, slice_window, with_lengths
+from biscale.workload.ops import RESCALE_METHODS, rescale_rate, slice_window, with_lengths
+from biscale.workload.rate import MAX_SYNTH_REQUESTS
 from biscale.workload.stats import trace_stats
 from biscale.workload.trace import Trace
 
 __all__ = [
     "BUNDLED_LENGTHS",
     "BUNDLED_TRACES",
+    "MAX_SYNTH_REQUESTS",
+    "RESCALE_METHODS",
     "TRACE_FORMATS",
     "BundledDataset",
     "LengthTable",

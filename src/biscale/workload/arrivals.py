@@ -14,13 +14,13 @@ import numpy as np
 from biscale.errors import InputError
 from biscale.workload.lengths import LengthTable
 from biscale.workload.loaders import load_lengths
-from biscale.workload.rate import check_rate
+from biscale.workload.rate import check_rate, check_seed
 from biscale.workload.trace import Trace
 
 
 def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent generators for arrivals and lengths: changing the length table never moves the arrivals."""
-    a, b = np.random.SeedSequence(int(seed)).spawn(2)
+    a, b = np.random.SeedSequence(check_seed(seed)).spawn(2)
     return np.random.default_rng(a), np.random.default_rng(b)
 
 

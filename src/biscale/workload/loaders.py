@@ -9,6 +9,7 @@ which are counted in ``trace.meta["excluded_failed_requests"]``.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from biscale.workload._parse import (
 )
 from biscale.workload.bundled import BUNDLED_LENGTHS, BUNDLED_TRACES
 from biscale.workload.lengths import LengthTable
-from biscale.workload.rate import check_rate
+from biscale.workload.rate import check_rate, check_seed
 from biscale.workload.trace import Trace
 
 
@@ -310,13 +311,14 @@ def _to_trace(
     if rows.time_s is None:
         if arrival_rate_rps is None:
             raise InputError(
-                f"a {fmt.name} table has no arrival times; give an arrival rate (arrival_rate_rps=..., CLI --rate) "
-                "for Poisson arrivals, or use load_lengths() with poisson_trace()/gamma_trace()/with_lengths()",
+                f"a {fmt.name} table has no arrival times: use it as the lengths of a trace (CLI --lengths), or give "
+                "it Poisson arrivals at a rate (arrival_rate_rps=..., `biscale trace stats --rate`; "
+                "load_lengths() with poisson_trace()/gamma_trace()/with_lengths())",
                 path=table.path,
             )
         n = len(rows.input_tokens)
-        check_rate(arrival_rate_rps, n / arrival_rate_rps)
-        gen = np.random.default_rng(np.random.SeedSequence(int(seed)))
+        check_rate(arrival_rate_rps, n / arrival_rate_rps if arrival_rate_rps > 0 else math.inf)
+        gen = np.random.default_rng(np.random.SeedSequence(check_seed(seed)))
         gaps = gen.exponential(1.0 / arrival_rate_rps, size=n)
         gaps[0] = 0.0
         meta.update({"arrivals": "poisson", "arrival_rate_rps": arrival_rate_rps, "seed": seed})
@@ -372,5 +374,5 @@ def save_trace(trace: Trace, path: str | Path) -> Path:
     try:
         frame.to_csv(path, index=False, float_format="%.6f")
     except OSError as exc:
-        raise InputError(f"cannot write file ({exc.strerror})", path=path) from None
+        raise InputError(f"cannot write file ({exc.strerror or ' '.join(str(exc).split())})", path=path) from None
     return path

@@ -8,10 +8,13 @@ import numpy as np
 
 from biscale.errors import InputError
 from biscale.workload.lengths import LengthTable
+from biscale.workload.rate import check_request_count, check_seed
 from biscale.workload.trace import Trace
 
 #: Default largest time shift of a superposed copy when rescaling up, seconds.
 DEFAULT_SHIFT_S = 60.0
+#: The ways :func:`rescale_rate` changes the rate.
+RESCALE_METHODS = ("sample", "time")
 
 
 def _rebase(arrival_s: np.ndarray) -> np.ndarray:
@@ -46,9 +49,16 @@ def rescale_rate(
         raise InputError(f"trace {trace.name!r} needs at least two requests over a positive span to rescale")
     if not (math.isfinite(shift_s) and shift_s >= 0):
         raise InputError(f"shift must be >= 0 seconds (got {shift_s})", field="shift_s")
-    if method not in ("sample", "time"):
-        raise InputError(f"unknown rescale method {method!r} (known: sample, time)", field="method")
+    if method not in RESCALE_METHODS:
+        raise InputError(f"unknown rescale method {method!r} (known: {', '.join(RESCALE_METHODS)})", field="method")
+    seed = check_seed(seed)
     factor = target_rate_rps / trace.mean_rate_rps
+    if method == "sample":
+        check_request_count(
+            factor * len(trace),
+            f"rescaling {trace.name!r} ({len(trace):,} requests over {trace.duration_s:,.0f} s) to "
+            f"{target_rate_rps:g} req/s",
+        )
     meta = dict(trace.meta)
     meta.update({"rescaled_from_rps": trace.mean_rate_rps, "rescale_factor": factor, "rescale_seed": seed})
     if method == "time":
@@ -61,7 +71,7 @@ def rescale_rate(
             source=trace.source,
             meta=meta,
         )
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
     span = trace.duration_s
     whole = math.floor(factor)
     frac = factor - whole
@@ -94,7 +104,7 @@ def rescale_rate(
 
 def with_lengths(trace: Trace, lengths: LengthTable, seed: int = 0) -> Trace:
     """The same arrivals with (prompt, output) pairs drawn uniformly with replacement from ``lengths`` (seeded)."""
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
+    rng = np.random.default_rng(np.random.SeedSequence(check_seed(seed)))
     inp, out = lengths.sample(len(trace), rng)
     meta = dict(trace.meta)
     meta.update({"lengths": lengths.name, "lengths_source": lengths.source, "lengths_seed": seed})

@@ -26,7 +26,8 @@ def peak_rate_rps(arrival_s: np.ndarray, window_s: float = PEAK_WINDOW_S) -> flo
     """Highest request count in any fixed ``window_s`` bin (bins from t = 0), divided by ``window_s``."""
     if arrival_s.size == 0:
         return math.nan
-    counts = np.bincount((arrival_s // window_s).astype(np.int64))
+    # Only occupied bins are counted (float bin numbers: any span fits): memory follows the requests, not the span.
+    _, counts = np.unique(arrival_s // window_s, return_counts=True)
     return float(counts.max()) / window_s
 
 
