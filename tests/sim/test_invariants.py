@@ -249,7 +249,14 @@ def test_decode_memory_wait_never_drops() -> None:
     oversubscribed."""
     toy = ToyCostModel(kv_tokens_per_gpu=500)  # decode TP2: 1000 tokens of KV
     tr = Trace(np.zeros(6), np.full(6, 300), np.full(6, 200))  # 500 tokens each: two fit at a time
-    cfg = SimConfig(nodes=1, gpus_per_node=4, record_segments=True, sample_interval_s=0.05, decode_kv_policy="full")
+    cfg = SimConfig(
+        nodes=1,
+        gpus_per_node=4,
+        record_segments=True,
+        sample_interval_s=0.05,
+        decode_kv_policy="full",
+        frontend_overhead_s=0.0,
+    )
     res = simulate(tr, parse_placement("prefill:1xTP2,decode:1xTP2"), toy, MaxClock(), config=cfg)
     check_invariants(res, cfg, toy)
     rq = res.requests.sort_values("kv_transfer_start_s")

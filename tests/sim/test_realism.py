@@ -21,6 +21,7 @@ from biscale.control.controllers import BaselineClock
 from biscale.costmodel import PrefillShape
 from biscale.hardware import get_hardware
 from biscale.sim import SimConfig, Simulator, simulate
+from biscale.sim.config import DEFAULT_FRONTEND_OVERHEAD_S
 from biscale.sim.prefill import take_chunks
 from biscale.sim.results import collect
 from biscale.sim.toy import ToyCostModel
@@ -189,7 +190,7 @@ def test_blocked_time_is_the_transfer_that_frees_memory() -> None:
     instance was blocked exactly that long."""
     toy = ToyCostModel(kv_tokens_per_gpu=1_000)
     tr = Trace(np.zeros(2), np.array([600, 600]), np.array([300, 300]))
-    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_kv_policy="full")
+    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_kv_policy="full", frontend_overhead_s=0.0)
     res = simulate(tr, parse_placement("prefill:1xTP1,decode:1xTP1"), toy, MaxClock(), config=cfg)
     rq = res.requests
     net = cfg.network
@@ -211,6 +212,7 @@ def two_long_requests(policy: str, watermark: float = 0.0):  # type: ignore[no-u
         kv_watermark_frac=watermark,
         kv_link_sharing="off",
         record_segments=True,
+        frontend_overhead_s=0.0,
     )
     return toy, cfg, simulate(tr, parse_placement("prefill:1xTP1,decode:1xTP1"), toy, MaxClock(), config=cfg)
 
@@ -338,8 +340,8 @@ def test_unassigned_gpus_draw_their_power(setting: float | str, per_gpu_w: float
 def test_frontend_overhead_shifts_token_times_only() -> None:
     tr = Trace(np.linspace(0.0, 3.0, 30), np.full(30, 400), np.arange(1, 31))
     plc = parse_placement("prefill:1xTP2,decode:1xTP4")
-    base = simulate(tr, plc, HW, MaxClock(), config=SimConfig(nodes=1, gpus_per_node=8))
-    assert SimConfig().frontend_overhead_s == 0.0
+    base = simulate(tr, plc, HW, MaxClock(), config=SimConfig(nodes=1, gpus_per_node=8, frontend_overhead_s=0.0))
+    assert SimConfig().frontend_overhead_s == DEFAULT_FRONTEND_OVERHEAD_S == 0.009
     ov = simulate(tr, plc, HW, MaxClock(), config=SimConfig(nodes=1, gpus_per_node=8, frontend_overhead_s=0.05))
     a, b = base.requests, ov.requests
     assert np.allclose(b["ttft_s"] - a["ttft_s"], 0.05, rtol=0, atol=1e-12)
@@ -386,7 +388,7 @@ def test_controllers_see_the_overhead_preemptions_and_prefill_kv() -> None:
 # ---------------------------------------------------------------------------------------------- phase isolation
 def test_prefill_isolation_completes_requests_when_their_kv_has_left() -> None:
     tr = Trace(np.linspace(0.0, 1.0, 20), np.full(20, 500), np.full(20, 50))
-    cfg = SimConfig(nodes=1, gpus_per_node=2, isolate_phase="prefill")
+    cfg = SimConfig(nodes=1, gpus_per_node=2, isolate_phase="prefill", frontend_overhead_s=0.0)
     res = simulate(tr, parse_placement("prefill:1xTP2,decode:1xTP4"), HW, MaxClock(), config=cfg)
     assert list(res.instances["phase"]) == ["prefill"]
     rq = res.requests

@@ -17,7 +17,7 @@ from biscale.workload import Trace
 HW = get_hardware("h100-sxm", "llama-3.3-70b")
 FMAX = HW.supported_clocks_mhz[-1]
 ONE_EACH = parse_placement("prefill:1xTP2,decode:1xTP4")
-CFG = SimConfig(nodes=1, gpus_per_node=8, record_segments=True)
+CFG = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, record_segments=True)
 REL = 1e-9
 
 
@@ -89,7 +89,7 @@ def test_two_requests_share_a_prefill_batch_and_decode_iterations() -> None:
 
 
 def test_chunked_long_prompt_and_a_short_one_joining_the_last_chunk() -> None:
-    cfg = SimConfig(nodes=1, gpus_per_node=8, prefill_token_budget=4096)
+    cfg = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, prefill_token_budget=4096)
     L, S = 10_000, 100
     res = simulate(trace([0.0, 0.001], [L, S], [2, 2]), ONE_EACH, HW, MaxClock(), config=cfg)
     long, short = res.requests.iloc[0], res.requests.iloc[1]
@@ -124,7 +124,7 @@ class SwitchOnSecondCall(ClockController):
 def test_clock_switch_lands_mid_iteration() -> None:
     L, n_out, low = 400, 5, 1200
     ctrl = SwitchOnSecondCall(low)
-    cfg = SimConfig(nodes=1, gpus_per_node=8, switch_latency_s=0.010, record_segments=True)
+    cfg = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, switch_latency_s=0.010, record_segments=True)
     res = simulate(trace([0.0], [L], [n_out]), ONE_EACH, HW, {"prefill": MaxClock(), "decode": ctrl}, config=cfg)
     r = res.requests.iloc[0]
     first = HW.prefill_cost(PrefillShape.from_lengths([L]), 2, FMAX).latency_s + transfer_s(L)

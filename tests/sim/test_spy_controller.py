@@ -104,7 +104,7 @@ def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_
     # request wait behind the first
     trace = Trace(np.zeros(2), np.array([100, 200]), np.array([4, 3]))
     spy = Spy()
-    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_max_batch=1, decode_kv_policy=policy)
+    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_max_batch=1, decode_kv_policy=policy, frontend_overhead_s=0.0)
     res = simulate(
         trace,
         parse_placement("prefill:TP1,decode:TP1@default"),

@@ -18,6 +18,13 @@ from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
+DEFAULT_FRONTEND_OVERHEAD_S = 0.009
+"""Per-request front-end cost on the TTFT path, seconds: tokenisation (~3 ms) + routing to a GPU queue (~1 ms) +
+post-processing and streaming the first token (detokenisation, packaging: ~5 ms), the per-stage figures of the
+request-path breakdown in "What happens in the 400ms between your API call and the LLM response" (MVP Factory
+blog, mvpfactory.io, 2026). Its API-gateway, load-balancer and billing stages are left out: they sit in front of
+a self-hosted cluster's measured TTFT. An assumption, not a measurement on this stack (docs/simulator.md)."""
+
 
 class NetworkConfig(BaseModel):
     """KV-cache transfer links. A transfer of ``b`` bytes between a prefill instance of TP ``p`` and a decode
@@ -97,9 +104,10 @@ class SimConfig(BaseModel):
     unassigned_gpu_power_w: float | Literal["idle", "off"] = "idle"
     """Power of a GPU in no instance, W per GPU: ``idle`` (the GPU's deep-idle power under the default governor,
     from the cost model), ``off`` (0 W: powered down or lent to other work), or a number of watts."""
-    frontend_overhead_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    frontend_overhead_s: float = Field(default=DEFAULT_FRONTEND_OVERHEAD_S, ge=0, allow_inf_nan=False)
     """Front-end cost added to every request's token times, so to its TTFT (API server, tokenisation,
-    scheduling, streaming the first token), seconds. 0: TTFT is GPU, queueing and transfer time alone."""
+    scheduling, streaming the first token), seconds; default 9 ms (:data:`DEFAULT_FRONTEND_OVERHEAD_S`). 0: TTFT is
+    GPU, queueing and transfer time alone (the behaviour before this setting existed)."""
     isolate_phase: Literal["prefill", "decode"] | None = None
     """Simulate one phase only (tier 1's capacity probes): ``prefill`` (requests complete when their KV transfer
     ends), ``decode`` (requests arrive with their KV; TTFT is the wait for decode admission); the other phase's

@@ -75,7 +75,8 @@ class DecodeStage:
         """Requests completed, for the planner's window counters; None: not tracked."""
         self._heap = events.heap
         self._next_seq = events.next_seq
-        self._grow = kv.grow
+        self._block = kv.unit_tokens
+        """Tokens per KV block of a paged policy (instances of other policies have no ``kv_cross``)."""
 
     def on_kick(self, inst: DecodeInstance, t: float) -> None:
         """The kick scheduled when ``inst`` got work while idle."""
@@ -216,10 +217,21 @@ class DecodeStage:
             or led.pending_clock_mhz is not None
             or t > self.horizon_s
             or inst.preempted
-            or not self._grow(inst)
         ):
             self.start_iteration(inst, t)
             return
+        cross = inst.kv_cross
+        if cross:  # paged KV: the next iteration's new blocks (PagedKv.grow inlined: this is the hot path)
+            need = cross[(k + 1) % self._block]
+            if need:
+                used = inst.kv_blocks_used + need
+                if used > inst.kv_blocks_total:  # out of blocks: the general path preempts
+                    self.start_iteration(inst, t)
+                    return
+                inst.kv_blocks_used = used
+                tokens = inst.kv_used_tokens = used * self._block
+                if tokens > inst.kv_peak_tokens:
+                    inst.kv_peak_tokens = tokens
         # hot path: the same batch runs on back to back at a static clock (no idle gap, nothing to decide)
         end = led.price_iteration(
             t, self.decode_cost, DecodeShape(len(running), inst.context_sum, float(inst.context_sq_sum))
