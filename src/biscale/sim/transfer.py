@@ -50,16 +50,6 @@ _DRAINING = int(InstanceStatus.DRAINING)
 _NVLINK, _NIC = 0, 1
 
 
-def transfer_end_s(network: NetworkConfig, start_s: float, kv_bytes: float, src: Instance, dst: Instance) -> float:
-    """When a transfer of ``kv_bytes`` of KV cache from ``src`` to ``dst`` that starts at ``start_s`` ends on free
-    links, s."""
-    if src.node == dst.node:
-        bw, lat = network.nvlink_bw_bytes_per_s, network.nvlink_latency_s
-    else:
-        bw, lat = network.internode_bw_bytes_per_s, network.internode_latency_s
-    return start_s + lat + kv_bytes / (bw * min(src.tp, dst.tp))
-
-
 class KvTransfers:
     """Places prefilled requests on decode instances and moves their KV."""
 
