@@ -241,10 +241,9 @@ class KvTransfers:
         if t > start:
             start = t
         end = start + lat + kv_bytes / (bw * k)
-        for i in range(k):
-            out[i] = end
-            if lanes_in is not None:
-                lanes_in[i] = end
+        out[:k] = [end] * k
+        if lanes_in is not None:
+            lanes_in[:k] = [end] * k
         return start, end
 
     def arrive(self, r: int, t: float) -> None:
