@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -196,6 +197,12 @@ def test_mpc_front_end_overhead_and_margin_shrink_the_budget(predictor, make_pre
     loose = PrefillMpc(predictor, margin_pct=0).decide(s)
     tight = PrefillMpc(predictor, margin_pct=0, frontend_overhead_s=0.15).decide(s)
     assert tight > loose
+
+
+def test_mpc_takes_the_engines_front_end_overhead_unless_given_its_own(predictor, make_prefill_state):
+    state = dataclasses.replace(make_prefill_state(slo=Slo(ttft_s=0.5)), frontend_overhead_s=0.05)
+    assert PrefillMpc(predictor, margin_pct=10).budget_s(state) == pytest.approx(0.4)  # 0.45 - the engine's 0.05
+    assert PrefillMpc(predictor, margin_pct=10, frontend_overhead_s=0.0).budget_s(state) == pytest.approx(0.45)
 
 
 def test_mpc_kv_transfer_default_comes_from_the_artifact(predictor):

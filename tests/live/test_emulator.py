@@ -89,9 +89,11 @@ def test_batches_follow_the_simulator_rule_and_are_priced_at_the_clock_the_contr
     finish()
     assert list(prefill.queue) == reqs and reqs[0].num_computed_tokens == 1000  # the chunked head keeps its place
     step, finish = prefill._prefill_step()
-    assert step is not None and [n for _, n in step.scheduled] == [500]
+    # the head's last 500 tokens, then a 500-token chunk of the next prompt fills the budget (vLLM's rule)
+    assert step is not None and [n for _, n in step.scheduled] == [500, 500]
+    assert [r for r, _ in step.scheduled] == reqs[:2]
     cost = prefill._price(step)
-    assert cost.latency_s == engine.cost.prefill_cost(prefill_shape([500], [1000]), 4, 1200).latency_s
+    assert cost.latency_s == engine.cost.prefill_cost(prefill_shape([500, 500], [1000, 0]), 4, 1200).latency_s
     finish()
     assert reqs[0].num_output_tokens == 1 and list(decode.queue) == [reqs[0]]  # first token, then to decode
     # decode: the joining request's context is prompt + 1 (its first token), one token per step

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, example, find, given, settings
 from hypothesis import strategies as st
 
 from biscale.control import (
@@ -18,8 +20,12 @@ from biscale.control import (
     ScheduledPlanner,
     parse_placement,
 )
+from biscale.costmodel import CostModel
+from biscale.errors import InputError
 from biscale.hardware import get_hardware
 from biscale.sim import SimConfig, SimResult, simulate
+from biscale.sim.cluster import check_fits
+from biscale.sim.engine import unassigned_gpu_power
 from biscale.sim.toy import ToyCostModel
 from biscale.workload import Trace
 
@@ -47,64 +53,103 @@ class RandomClocks(ClockController):
         return int(self.rng.choice(state.supported_clocks_mhz))
 
 
-def check_invariants(res: SimResult, cfg: SimConfig) -> None:
+UNFINISHED_STATES = {
+    "waiting_prefill",
+    "prefilling",
+    "waiting_decode_memory",
+    "transferring",
+    "waiting_decode",
+    "decoding",
+    "preempted",
+}
+
+
+def check_invariants(res: SimResult, cfg: SimConfig, cost_model: CostModel) -> None:
     """Everything that must hold for any run."""
     rq = res.requests
     s = res.summary
-    # conservation: every request is accounted for exactly once
-    assert s["requests_total"] == len(rq) == s["requests_completed"] + s["requests_unfinished"] + s["requests_rejected"]
-    assert set(rq["status"]) <= {"completed", "unfinished", "rejected"}
+    # conservation: every request ends completed, rejected with a reason, or unfinished / not arrived only when a
+    # horizon cuts the run
+    assert s["requests_total"] == len(rq)
+    assert len(rq) == (
+        s["requests_completed"] + s["requests_unfinished"] + s["requests_rejected"] + s["requests_not_arrived"]
+    )
+    assert set(rq["status"]) <= {"completed", "unfinished", "rejected", "not_arrived"}
     done = rq[rq["status"] == "completed"]
     assert (done["state"] == "done").all()
     unf = rq[rq["status"] == "unfinished"]
-    assert (
-        unf["state"]
-        .isin(
-            [
-                "not_arrived",
-                "waiting_prefill",
-                "prefilling",
-                "waiting_decode_memory",
-                "transferring",
-                "waiting_decode",
-                "decoding",
-            ]
-        )
-        .all()
-    )
-    rej = rq[rq["status"] == "rejected"]
-    assert (rej["reject_reason"] != "").all() and (rej["energy_j"] == 0).all()
+    assert unf["state"].isin(UNFINISHED_STATES).all()
+    late = rq[rq["status"] == "not_arrived"]
+    assert (late["state"] == "not_arrived").all()
     if cfg.max_time_s is None:
-        assert s["requests_unfinished"] == 0
+        assert s["requests_unfinished"] == 0 and s["requests_not_arrived"] == 0
+    else:
+        assert (late["arrival_s"] > cfg.max_time_s).all()
+        assert (rq.loc[rq["status"] != "not_arrived", "arrival_s"] <= cfg.max_time_s).all()
+    rej = rq[rq["status"] == "rejected"]
+    assert (rej["reject_reason"] != "").all() and (rej["decode_energy_j"] == 0).all()
+    assert (rq.loc[rq["status"] != "rejected", "reject_reason"] == "").all()
     # causality
+    ov = cfg.frontend_overhead_s
     assert (done["prefill_start_s"] >= done["arrival_s"]).all()
-    assert (done["prefill_end_s"] > done["prefill_start_s"]).all()
-    assert (done["first_token_s"] >= done["prefill_end_s"]).all()
+    assert (done["prefill_end_s"] >= done["prefill_start_s"]).all()
+    assert (done["first_token_s"] >= done["prefill_end_s"] + ov - 1e-12).all()
     multi = done[done["output_tokens"] > 1]
     assert (multi["kv_transfer_start_s"] >= multi["prefill_end_s"]).all()
-    assert (multi["kv_transfer_end_s"] > multi["kv_transfer_start_s"]).all()
-    assert (multi["first_token_s"] == multi["kv_transfer_end_s"]).all()
-    assert (multi["last_token_s"] > multi["first_token_s"]).all()
-    assert (multi["max_tbt_s"] > 0).all()
-    assert (multi["max_tbt_s"] <= multi["last_token_s"] - multi["first_token_s"] + 1e-12).all()
-    assert (multi["tpot_s"] <= multi["max_tbt_s"] * (1 + 1e-12)).all()
-    assert (done["tokens_generated"] == done["output_tokens"]).all()
+    assert (multi["kv_transfer_end_s"] >= multi["kv_transfer_start_s"] + multi["kv_link_wait_s"] - 1e-12).all()
+    assert (multi["kv_link_wait_s"] >= 0).all()
+    assert np.allclose(multi["first_token_s"], multi["kv_transfer_end_s"] + ov, rtol=0, atol=1e-12)
+    if cfg.isolate_phase == "prefill":
+        assert (done["last_token_s"] == done["first_token_s"]).all()
+    else:
+        assert (multi["last_token_s"] > multi["first_token_s"]).all()
+        assert (multi["max_tbt_s"] > 0).all()
+        assert (multi["max_tbt_s"] <= multi["last_token_s"] - multi["first_token_s"] + 1e-12).all()
+        assert (multi["tpot_s"] <= multi["max_tbt_s"] * (1 + 1e-12)).all()
+        assert (done["tokens_generated"] == done["output_tokens"]).all()
     single = done[done["output_tokens"] == 1]
     assert (single["last_token_s"] == single["first_token_s"]).all() and single["tpot_s"].isna().all()
-    # energy: per-request shares sum to busy energy; busy + idle = total
+    assert (rq["ttft_s"].dropna() >= ov - 1e-12).all()
+    inst = res.instances.set_index("instance_id")
+    # no KV leaves an instance after it stopped: every transfer ended before its source stopped
+    moved = rq[(rq["prefill_instance"] >= 0) & rq["kv_transfer_end_s"].notna()]
+    stop = inst.loc[moved["prefill_instance"], "stop_s"].to_numpy()
+    assert (np.isnan(stop) | (moved["kv_transfer_end_s"].to_numpy() <= stop + 1e-12)).all()
+    served = rq[rq["decode_instance"] >= 0]
+    d_stop = inst.loc[served["decode_instance"], "stop_s"].to_numpy()
+    assert (np.isnan(d_stop) | (served["last_token_s"].fillna(-1.0).to_numpy() <= d_stop + ov + 1e-12)).all()
+    # KV held never exceeds capacity on any instance
+    assert (inst["kv_peak_tokens"] <= inst["kv_capacity_tokens"]).all()
+    tl = res.timeline
+    assert (tl["kv_used_tokens"] <= tl["kv_capacity_tokens"]).all() and (tl["kv_used_tokens"] >= 0).all()
+    if cfg.decode_kv_policy == "full":
+        assert s["preemptions"] == 0
+    assert s["preemptions"] == int(rq["preemptions"].sum()) == int(inst["preemptions"].sum())
+    # energy: per-request shares sum to busy energy; busy + idle = total; cluster = total + unassigned
     assert rq["energy_j"].sum() == pytest.approx(s["energy_busy_j"], rel=REL, abs=1e-9)
     assert s["energy_busy_j"] + s["energy_idle_j"] == pytest.approx(s["energy_total_j"], rel=REL)
-    inst = res.instances
+    assert s["energy_cluster_j"] == pytest.approx(s["energy_total_j"] + s["energy_unassigned_j"], rel=REL)
     by_phase = rq.groupby("prefill_instance")["prefill_energy_j"].sum()
     for iid, e in by_phase.items():
         if iid >= 0:
-            assert e == pytest.approx(float(inst.loc[inst["instance_id"] == iid, "busy_energy_j"].iloc[0]), rel=1e-9)
-    # energy equals the integral of each instance's exact power timeline (piecewise-constant segments)
+            assert e == pytest.approx(float(inst.loc[iid, "busy_energy_j"]), rel=1e-9)
+    # energy equals the integral of every GPU's exact power timeline (piecewise-constant segments), unassigned
+    # GPUs (instance -1) included
     seg = res.segments
     assert seg is not None
     assert (seg["end_s"] >= seg["start_s"]).all()
-    for _, row in inst.iterrows():
-        mine = seg[seg["instance_id"] == row["instance_id"]].sort_values("start_s", kind="stable")
+    whole = float(((seg["end_s"] - seg["start_s"]) * seg["power_w"]).sum())
+    assert whole == pytest.approx(s["energy_cluster_j"], rel=REL, abs=1e-9)
+    free = seg[seg["instance_id"] == -1]
+    assert float(((free["end_s"] - free["start_s"]) * free["power_w"]).sum()) == pytest.approx(
+        s["energy_unassigned_j"], rel=REL, abs=1e-9
+    )
+    # unassigned energy = their power x (cluster GPU-seconds - the instances' GPU-seconds)
+    life = float(((inst["stop_s"].fillna(s["sim_time_s"]) - inst["start_s"]) * inst["tp"]).sum())
+    p_free = unassigned_gpu_power(cfg.unassigned_gpu_power_w, cost_model)
+    assert s["energy_unassigned_j"] == pytest.approx(p_free * (cfg.total_gpus * s["sim_time_s"] - life), rel=1e-9)
+    for iid, row in inst.iterrows():
+        mine = seg[seg["instance_id"] == iid].sort_values("start_s", kind="stable")
         integral = float(((mine["end_s"] - mine["start_s"]) * mine["power_w"]).sum())
         assert integral == pytest.approx(row["energy_j"], rel=REL, abs=1e-9)
         busy = mine[mine["busy"] == 1]
@@ -117,7 +162,6 @@ def check_invariants(res: SimResult, cfg: SimConfig) -> None:
             assert starts[0] == pytest.approx(row["start_s"], abs=1e-12)
             assert np.allclose(starts[1:], ends[:-1], rtol=0, atol=1e-9)
     # the sampled timeline integrates to the same energy
-    tl = res.timeline
     times = np.unique(tl["time_s"].to_numpy())
     prev_t = dict(zip(times, np.concatenate([[0.0], times[:-1]]), strict=True))
     for iid, g in tl.groupby("instance_id"):
@@ -127,7 +171,7 @@ def check_invariants(res: SimResult, cfg: SimConfig) -> None:
         integral = float((g["power_w"].to_numpy()[ok] * dt[ok]).sum())
         e_last = float(g["energy_j"].iloc[-1])
         assert integral == pytest.approx(e_last, rel=1e-9, abs=1e-9)
-        assert e_last == pytest.approx(float(inst.loc[inst["instance_id"] == iid, "energy_j"].iloc[0]), rel=REL)
+        assert e_last == pytest.approx(float(inst.loc[iid, "energy_j"]), rel=REL)
 
 
 def small_trace(seed: int, n: int, span: float, max_in: int = 3000, max_out: int = 60) -> Trace:
@@ -139,7 +183,7 @@ def small_trace(seed: int, n: int, span: float, max_in: int = 3000, max_out: int
 def test_fixed_run_on_hardware_model_holds_invariants() -> None:
     cfg = SimConfig(nodes=2, gpus_per_node=8, record_segments=True, sample_interval_s=0.5)
     res = simulate(small_trace(1, 300, 20.0), parse_placement("prefill:2xTP2,decode:2xTP4"), HW, MaxClock(), config=cfg)
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, HW)
     assert res.summary["requests_completed"] == 300
 
 
@@ -147,7 +191,7 @@ def test_random_clock_schedule_on_hardware_model() -> None:
     cfg = SimConfig(nodes=1, gpus_per_node=8, record_segments=True, switch_latency_s=0.02)
     ctrl = RandomClocks(7)
     res = simulate(small_trace(2, 120, 15.0), parse_placement("prefill:1xTP2,decode:1xTP4"), HW, ctrl, config=cfg)
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, HW)
     assert res.summary["clock_switches"] > 5
     # controllers saw real state: waits are non-negative, contexts exceed tokens generated
     for st_ in ctrl.seen:
@@ -177,9 +221,9 @@ def test_horizon_reports_unfinished_with_state_and_shares_still_sum() -> None:
         DefaultGovernor(),
         config=cfg,
     )
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, HW)
     s = res.summary
-    assert s["requests_unfinished"] > 0
+    assert s["requests_unfinished"] > 0 and s["requests_not_arrived"] > 0
     unf = res.requests[res.requests["status"] == "unfinished"]
     assert "decoding" in set(unf["state"]) and "waiting_prefill" in set(unf["state"])
     dec = unf[unf["state"] == "decoding"]
@@ -197,16 +241,24 @@ def test_oversized_request_is_rejected_at_once() -> None:
     assert rq["reject_reason"][0] == f"{100 + cap} KV tokens exceed every decode instance's KV capacity"
     assert rq["reject_reason"][2] == "prompt of 20000 tokens exceeds every prefill instance's KV capacity"
     assert res.summary["requests_rejected"] == 2
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, HW)
 
 
 def test_decode_memory_wait_never_drops() -> None:
-    """Requests whose KV does not fit yet wait for memory; all complete, and memory is never oversubscribed."""
+    """Full reservation: requests whose KV does not fit yet wait for memory; all complete, and memory is never
+    oversubscribed."""
     toy = ToyCostModel(kv_tokens_per_gpu=500)  # decode TP2: 1000 tokens of KV
     tr = Trace(np.zeros(6), np.full(6, 300), np.full(6, 200))  # 500 tokens each: two fit at a time
-    cfg = SimConfig(nodes=1, gpus_per_node=4, record_segments=True, sample_interval_s=0.05)
+    cfg = SimConfig(
+        nodes=1,
+        gpus_per_node=4,
+        record_segments=True,
+        sample_interval_s=0.05,
+        decode_kv_policy="full",
+        frontend_overhead_s=0.0,
+    )
     res = simulate(tr, parse_placement("prefill:1xTP2,decode:1xTP2"), toy, MaxClock(), config=cfg)
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, toy)
     rq = res.requests.sort_values("kv_transfer_start_s")
     assert (res.requests["status"] == "completed").all()
     waited = rq["kv_transfer_start_s"] - rq["prefill_end_s"]
@@ -264,27 +316,104 @@ def test_properties_random_traces_placements_clock_schedules(
     tr = small_trace(seed, n, span, max_in=2000, max_out=30)
     placement: Placement = parse_placement(spec)
     res = simulate(tr, placement, TOY, RandomClocks(seed), config=cfg)
-    check_invariants(res, cfg)
+    check_invariants(res, cfg, TOY)
     again = simulate(tr, placement, TOY, RandomClocks(seed), config=cfg)
     pd.testing.assert_frame_equal(res.requests, again.requests)
 
 
-@settings(max_examples=30)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    n=st.integers(1, 40),
-    specs=st.lists(placements, min_size=1, max_size=4),
-    window=st.floats(0.2, 2.0),
-    startup=st.sampled_from([0.0, 0.1, 0.7]),
-)
-def test_properties_under_placement_changes(seed: int, n: int, specs: list[str], window: float, startup: float) -> None:
+@st.composite
+def placement_in(draw: st.DrawFn, nodes: int, gpus_per_node: int) -> Placement:
+    """A random placement that fits the cluster: 1-2 instances per phase, TP 1/2/4, clocks."""
+    groups = []
+    for phase in ("prefill", "decode"):
+        for _ in range(draw(st.integers(1, 2))):
+            spec: dict[str, object] = {"phase": phase, "tp": draw(st.sampled_from([1, 2, 4]))}
+            clock = draw(st.sampled_from([None, None, 1530, "default"]))
+            if clock is not None:
+                spec["clock"] = clock
+            if draw(st.booleans()):
+                spec["capacity_rps"] = draw(st.sampled_from([1.0, 3.0]))
+            groups.append(spec)
+    placement = Placement.model_validate({"instances": groups})
+    try:
+        check_fits([s.tp for s in placement.expand()], nodes, gpus_per_node)
+    except InputError:
+        assume(False)
+    return placement
+
+
+@st.composite
+def realism_runs(draw: st.DrawFn) -> tuple[Trace, list[tuple[float, Placement]], SimConfig, ToyCostModel]:
+    """A random cluster and KV capacity, a placement schedule that shrinks and grows both phases, random lengths
+    relative to the capacity (so requests that fit one placement and not the next occur), every realism setting."""
+    nodes = draw(st.sampled_from([1, 2]))
+    gpn = draw(st.sampled_from([4, 8]))
+    kv_per_gpu = draw(st.sampled_from([250, 800, 3_000]))
+    window = draw(st.floats(0.2, 1.5))
+    schedule = [(i * window, draw(placement_in(nodes, gpn))) for i in range(draw(st.integers(1, 4)))]
+    n = draw(st.integers(1, 30))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    span = draw(st.floats(0.0, 3.0))
+    arrival = np.sort(np.concatenate([[0.0], rng.uniform(0.0, span, n - 1)]))
+    trace = Trace(arrival, rng.integers(1, 3 * kv_per_gpu, n), rng.integers(1, 2 * kv_per_gpu, n))
     cfg = SimConfig(
-        nodes=2, gpus_per_node=4, record_segments=True, window_s=window, startup_s=startup, sample_interval_s=0.3
+        nodes=nodes,
+        gpus_per_node=gpn,
+        record_segments=True,
+        window_s=window,
+        startup_s=draw(st.sampled_from([0.0, 0.1, 0.5])),
+        sample_interval_s=0.3,
+        switch_latency_s=draw(st.sampled_from([0.0, 0.01])),
+        prefill_token_budget=draw(st.sampled_from([64, 512, 8192])),
+        decode_max_batch=draw(st.integers(1, 8)),
+        max_time_s=draw(st.one_of(st.none(), st.floats(0.3, 3.0))),
+        decode_kv_policy=draw(st.sampled_from(["paged", "full"])),
+        kv_block_tokens=draw(st.sampled_from([1, 16])),
+        kv_watermark_frac=draw(st.sampled_from([0.0, 0.01, 0.3])),
+        kv_link_sharing=draw(st.sampled_from(["fifo", "off"])),
+        unassigned_gpu_power_w=draw(st.sampled_from(["idle", "off", 12.5])),
+        frontend_overhead_s=draw(st.sampled_from([0.0, 0.03])),
     )
-    schedule = [(i * window, parse_placement(spec)) for i, spec in enumerate(specs)]
-    tr = small_trace(seed, n, 3.0, max_in=1500, max_out=40)
-    res = simulate(tr, schedule[0][1], TOY, RandomClocks(seed), planner=ScheduledPlanner(schedule), config=cfg)
-    check_invariants(res, cfg)
+    return trace, schedule, cfg, ToyCostModel(kv_tokens_per_gpu=kv_per_gpu)
+
+
+def shrinks_decode_under_a_waiting_request(run: tuple[Trace, list[tuple[float, Placement]], SimConfig, Any]) -> bool:
+    """The issue's case: a later placement's largest decode instance is smaller than the first's, and a request
+    fits the first but not the later one."""
+    trace, schedule, _, cm = run
+    caps = [max(cm.kv_capacity_tokens(s.tp) for s in p.expand() if s.phase == "decode") for _, p in schedule]
+    total = trace.input_tokens + trace.output_tokens
+    return any(c < caps[0] and bool(((total > c) & (total <= caps[0])).any()) for c in caps[1:])
+
+
+def test_the_schedule_strategy_generates_the_decode_shrink_case() -> None:
+    found = find(realism_runs(), shrinks_decode_under_a_waiting_request, settings=settings(max_examples=2_000))
+    assert shrinks_decode_under_a_waiting_request(found)
+
+
+ISSUE_RUN = (
+    Trace(
+        np.concatenate([[0.0, 0.9], 0.95 + 0.05 * np.arange(20)]),
+        np.array([100, 300] + [20] * 20),  # 900 KV tokens: fits decode TP4 (992), not TP2 (496)
+        np.array([1, 600] + [20] * 20),
+    ),
+    [(0.0, parse_placement("prefill:1xTP2,decode:1xTP4")), (1.0, parse_placement("prefill:1xTP2,decode:1xTP2"))],
+    SimConfig(nodes=1, gpus_per_node=8, window_s=1.0, record_segments=True),
+    ToyCostModel(kv_tokens_per_gpu=250),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@example(run=ISSUE_RUN)
+@given(run=realism_runs())
+def test_properties_under_random_placement_schedules(
+    run: tuple[Trace, list[tuple[float, Placement]], SimConfig, ToyCostModel],
+) -> None:
+    """Every request ends completed, rejected with a reason, or unfinished only when a horizon cuts the run; no
+    transfer from a stopped instance; KV never over capacity; the energy of every GPU integrates to the summary."""
+    trace, schedule, cfg, cm = run
+    res = simulate(trace, schedule[0][1], cm, RandomClocks(7), planner=ScheduledPlanner(schedule), config=cfg)
+    check_invariants(res, cfg, cm)
     inst = res.instances
     assert (inst["ready_s"] - inst["start_s"] >= 0).all()
     stopped = inst[inst["final_status"] == "stopped"]

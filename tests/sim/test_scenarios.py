@@ -17,7 +17,7 @@ from biscale.workload import Trace
 HW = get_hardware("h100-sxm", "llama-3.3-70b")
 FMAX = HW.supported_clocks_mhz[-1]
 ONE_EACH = parse_placement("prefill:1xTP2,decode:1xTP4")
-CFG = SimConfig(nodes=1, gpus_per_node=8, record_segments=True)
+CFG = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, record_segments=True)
 REL = 1e-9
 
 
@@ -72,8 +72,10 @@ def test_two_requests_share_a_prefill_batch_and_decode_iterations() -> None:
     assert r0["prefill_end_s"] == r1["prefill_end_s"] == pytest.approx(pc.latency_s, rel=REL)
     assert r0["prefill_energy_j"] == pytest.approx(e_pre * L0 / (L0 + L1), rel=REL)
     assert r1["prefill_energy_j"] == pytest.approx(e_pre * L1 / (L0 + L1), rel=REL)
-    # r0's smaller KV lands first and starts decode alone; r1 joins at the next iteration boundary
-    f0, f1 = pc.latency_s + transfer_s(L0), pc.latency_s + transfer_s(L1)
+    # r0's KV lands first and starts decode alone; r1's transfer needs the same NVLink lanes of the prefill
+    # instance, so it follows r0's (FIFO); r1 joins at the next iteration boundary
+    f0 = pc.latency_s + transfer_s(L0)
+    f1 = f0 + transfer_s(L1)
     assert r0["first_token_s"] == pytest.approx(f0, rel=REL) and r1["first_token_s"] == pytest.approx(f1, rel=REL)
     lat0, e0 = decode_iter([L0 + 1])
     lat1, e1 = decode_iter([L0 + 2, L1 + 1])
@@ -87,7 +89,7 @@ def test_two_requests_share_a_prefill_batch_and_decode_iterations() -> None:
 
 
 def test_chunked_long_prompt_and_a_short_one_joining_the_last_chunk() -> None:
-    cfg = SimConfig(nodes=1, gpus_per_node=8, prefill_token_budget=4096)
+    cfg = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, prefill_token_budget=4096)
     L, S = 10_000, 100
     res = simulate(trace([0.0, 0.001], [L, S], [2, 2]), ONE_EACH, HW, MaxClock(), config=cfg)
     long, short = res.requests.iloc[0], res.requests.iloc[1]
@@ -122,7 +124,7 @@ class SwitchOnSecondCall(ClockController):
 def test_clock_switch_lands_mid_iteration() -> None:
     L, n_out, low = 400, 5, 1200
     ctrl = SwitchOnSecondCall(low)
-    cfg = SimConfig(nodes=1, gpus_per_node=8, switch_latency_s=0.010, record_segments=True)
+    cfg = SimConfig(frontend_overhead_s=0.0, nodes=1, gpus_per_node=8, switch_latency_s=0.010, record_segments=True)
     res = simulate(trace([0.0], [L], [n_out]), ONE_EACH, HW, {"prefill": MaxClock(), "decode": ctrl}, config=cfg)
     r = res.requests.iloc[0]
     first = HW.prefill_cost(PrefillShape.from_lengths([L]), 2, FMAX).latency_s + transfer_s(L)

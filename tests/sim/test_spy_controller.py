@@ -62,38 +62,49 @@ def test_prefill_controller_sees_the_chunked_batch_and_the_queue_behind_it() -> 
     assert list(first.waiting_time_s) == [0.0, 0.0]
     assert first.token_budget == 4096 and first.max_batch_seqs == 8
     assert first.baseline_clock_mhz == 1440  # 1410 MHz snapped to the nearest toy clock (990 + k * 90)
-    assert first.clock_mhz == 1440 and first.kv_used_tokens == 0
+    assert first.clock_mhz == 1440 and first.kv_used_tokens == 5000  # the head prompt's KV is reserved whole
     assert first.running_context_tokens.size == 0 and first.batch_size == 0  # batch_size counts decode's batch
-    # batch 2: the rest of the head prompt (904 tokens after a 4,096-token prefix) and the whole 3,000-token prompt;
-    # the 2,000-token prompt does not fit the 192 tokens left and waits
+    # batch 2: the rest of the head prompt (904 tokens after a 4,096-token prefix), the whole 3,000-token prompt and
+    # a 192-token chunk of the 2,000-token prompt, which fills the budget (vLLM chunks the last prompt too)
     t1 = second.time_s
-    assert tokens(second.batch_new_tokens) == [904, 3000]
-    assert tokens(second.batch_prefix_tokens) == [4096, 0]
-    assert tokens(second.batch_prompt_tokens) == [5000, 3000]
-    assert list(second.batch_waiting_time_s) == [t1, t1]
-    assert tokens(second.waiting_prompt_tokens) == [2000] and list(second.waiting_time_s) == [t1]
-    assert second.kv_used_tokens == 4096  # the head prompt's first chunk is held
+    assert tokens(second.batch_new_tokens) == [904, 3000, 192]
+    assert tokens(second.batch_prefix_tokens) == [4096, 0, 0]
+    assert tokens(second.batch_prompt_tokens) == [5000, 3000, 2000]
+    assert list(second.batch_waiting_time_s) == [t1, t1, t1]
+    assert second.waiting_prompt_tokens.size == 0
+    assert second.kv_used_tokens == 10_000  # every prompt that started holds its whole KV
     # the first decision applied to the first batch (zero switch latency): it ran at the lowest clock
     chunk = PrefillShape.from_lengths([4096])
     assert second.clock_mhz == LOW
     assert second.recent_latencies_s == (pytest.approx(TOY.prefill_cost(chunk, 1, LOW).latency_s, rel=1e-12),)
     assert t1 == pytest.approx(TOY.prefill_cost(chunk, 1, LOW).latency_s, rel=1e-12)
-    # batch 3: the last prompt alone, nothing behind it
-    assert tokens(third.batch_new_tokens) == [2000] and tokens(third.batch_prefix_tokens) == [0]
-    assert third.waiting_prompt_tokens.size == 0
+    # batch 3: the rest of the last prompt alone, nothing behind it; the first two prompts' KV is still on its way
+    assert tokens(third.batch_new_tokens) == [1808] and tokens(third.batch_prefix_tokens) == [192]
+    assert third.waiting_prompt_tokens.size == 0 and third.kv_used_tokens == 10_000
     # request ids (trace indices) of the batch and the queue behind it
-    assert [tokens(s.batch_request_ids) for s in spy.seen] == [[0], [0, 1], [2]]
-    assert [tokens(s.waiting_request_ids) for s in spy.seen] == [[1, 2], [2], []]
+    assert [tokens(s.batch_request_ids) for s in spy.seen] == [[0], [0, 1, 2], [2]]
+    assert [tokens(s.waiting_request_ids) for s in spy.seen] == [[1, 2], [], []]
     rq = res.requests
-    assert list(rq["prefill_start_s"]) == [0.0, t1, third.time_s]
+    assert list(rq["prefill_start_s"]) == [0.0, t1, t1]
 
 
-def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_behind_it() -> None:
-    # both prompts prefill in one batch; the shorter KV transfer lands first; a batch limit of 1 makes the second
+@pytest.mark.parametrize(
+    ("policy", "kv_seen"),
+    [
+        # paged: 16-token blocks, 7 for request 0's 100-token prompt and 13 for request 1's 200 (no growth needed)
+        ("paged", [320, 320, 320, 208, 208]),
+        # full reservation: input + output of each admitted request
+        ("full", [307, 307, 307, 203, 203]),
+    ],
+)
+def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_behind_it(
+    policy: str, kv_seen: list[int]
+) -> None:
+    # both prompts prefill in one batch; the first KV transfer lands first; a batch limit of 1 makes the second
     # request wait behind the first
     trace = Trace(np.zeros(2), np.array([100, 200]), np.array([4, 3]))
     spy = Spy()
-    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_max_batch=1)
+    cfg = SimConfig(nodes=1, gpus_per_node=2, decode_max_batch=1, decode_kv_policy=policy, frontend_overhead_s=0.0)
     res = simulate(
         trace,
         parse_placement("prefill:TP1,decode:TP1@default"),
@@ -113,7 +124,7 @@ def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_
     assert ctx == [[101], [102], [103], [201], [202]]
     assert gen == [[1], [2], [3], [1], [2]]
     assert waiting == [[], [200], [200], [], []]  # request 1's KV arrived during the first iteration
-    assert kv == [307, 307, 307, 203, 203]  # full reservation: input + output of each admitted request
+    assert kv == kv_seen
     rq = res.requests
     assert seen[0].time_s == rq.loc[0, "kv_transfer_end_s"] < rq.loc[1, "kv_transfer_end_s"] < seen[1].time_s
     assert seen[1].waiting_time_s[0] == pytest.approx(seen[1].time_s)  # waiting since arrival at t = 0

@@ -47,9 +47,6 @@ DEFAULT_KV_GUARD_PCT = 90.0
 """KV use at which the top clock is forced (the paper's precursor uses 90 %), percent."""
 DEFAULT_MARGIN_PCT = 3.0
 """Safety margin taken off the TTFT target (prediction error, switch latency, batches that grow), percent."""
-DEFAULT_FRONTEND_OVERHEAD_S = 0.0
-"""Front-end cost added to every predicted TTFT (API server, tokenisation, streaming), seconds. 0 matches the
-simulator, whose TTFT is GPU and transfer time only; set it to the serving stack's measured overhead."""
 KV_LINK_BW_BYTES_PER_S = 50e9
 """Per-GPU link bandwidth of the default KV-transfer estimate, bytes/s: one ConnectX-7 400 Gb/s NDR InfiniBand port
 per GPU (NVIDIA DGX H100 datasheet), the slower (inter-node) path, so the estimate errs on the safe side."""
@@ -369,7 +366,7 @@ class PrefillMpc(ClockController):
         solver: str = "exact",
         kv_guard_pct: float = DEFAULT_KV_GUARD_PCT,
         margin_pct: float = DEFAULT_MARGIN_PCT,
-        frontend_overhead_s: float = DEFAULT_FRONTEND_OVERHEAD_S,
+        frontend_overhead_s: float | None = None,
         kv_transfer_s_per_token: float | None = None,
         bias_alpha: float = DEFAULT_ALPHA,
     ) -> None:
@@ -381,7 +378,9 @@ class PrefillMpc(ClockController):
             raise InputError(f"greedy MPC needs horizon <= {MAX_GREEDY_HORIZON}, got {horizon}", field="horizon")
         if not 0.0 <= margin_pct < 100.0:
             raise InputError(f"margin must be in [0, 100) percent, got {margin_pct}", field="margin_pct")
-        if frontend_overhead_s < 0 or (kv_transfer_s_per_token is not None and kv_transfer_s_per_token < 0):
+        if (frontend_overhead_s is not None and frontend_overhead_s < 0) or (
+            kv_transfer_s_per_token is not None and kv_transfer_s_per_token < 0
+        ):
             raise InputError("front-end overhead and KV-transfer estimate must be >= 0 s", field="frontend_overhead_s")
         self.predictor = predictor
         self.horizon = int(horizon)
@@ -389,7 +388,9 @@ class PrefillMpc(ClockController):
         self._solve = SOLVERS[solver]
         self.kv_guard_pct = float(kv_guard_pct)
         self.margin = float(margin_pct) / 100.0
-        self.frontend_overhead_s = float(frontend_overhead_s)
+        self.frontend_overhead_s = frontend_overhead_s
+        """Front-end cost added to every predicted TTFT (API server, tokenisation, streaming), seconds; None: the
+        engine's own figure, ``state.frontend_overhead_s`` (the simulator's ``SimConfig.frontend_overhead_s``)."""
         self.kv_transfer_s_per_token = kv_transfer_s_per_token
         self.clocks = CandidateClocks(predictor, n_clocks, clocks_mhz)
         self.bias = LatencyBias(bias_alpha)
@@ -430,7 +431,8 @@ class PrefillMpc(ClockController):
 
     def budget_s(self, state: InstanceState) -> float:
         """TTFT budget every request's (waited + prefill + transfer) must fit in, seconds."""
-        return state.slo.ttft_s * (1.0 - self.margin) - self.frontend_overhead_s
+        overhead = state.frontend_overhead_s if self.frontend_overhead_s is None else self.frontend_overhead_s
+        return state.slo.ttft_s * (1.0 - self.margin) - overhead
 
     def decide(self, state: InstanceState) -> int | None:
         factor = self.bias.observe(state)

@@ -124,7 +124,7 @@ class OraclePrefill(_OracleBase):
         horizon: int = DEFAULT_ORACLE_HORIZON,
         lookahead_s: float | None = None,
         prefill_instances: int = 1,
-        frontend_overhead_s: float = 0.0,
+        frontend_overhead_s: float | None = None,
         kv_transfer_s_per_token: float | None = None,
     ) -> None:
         super().__init__(cost_model, trace, clocks_mhz, n_clocks)
@@ -133,7 +133,8 @@ class OraclePrefill(_OracleBase):
         self.horizon = int(horizon)
         self.lookahead_s = lookahead_s
         self.prefill_instances = int(prefill_instances)
-        self.frontend_overhead_s = float(frontend_overhead_s)
+        self.frontend_overhead_s = frontend_overhead_s
+        """Front-end cost added to every TTFT, s; None: the engine's ``state.frontend_overhead_s``."""
         self.kv_transfer_s_per_token = kv_transfer_s_per_token
         self._arrival = np.asarray(trace.arrival_s, dtype=np.float64)
         self._input = np.asarray(trace.input_tokens, dtype=np.int64)
@@ -222,7 +223,8 @@ class OraclePrefill(_OracleBase):
                 cost = cm.prefill_cost(shape, tp, clock)
                 lat[j, c] = cost.latency_s
                 energy[j, c] = cost.latency_s * cost.power_w
-        budget_s = state.slo.ttft_s - self.frontend_overhead_s
+        overhead = state.frontend_overhead_s if self.frontend_overhead_s is None else self.frontend_overhead_s
+        budget_s = state.slo.ttft_s - overhead
         deadlines = budget_s - np.array(ages)
         if i < len(items):  # requests beyond the horizon complete after the last batch
             deadlines[-1] = min(deadlines[-1], budget_s - max(it[3] for it in items[i:]))

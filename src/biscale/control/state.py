@@ -100,6 +100,11 @@ class InstanceState:
     """Request ids of the waiting requests (same order as ``waiting_*``)."""
     running_request_ids: np.ndarray = field(default_factory=_no_tokens)
     """Request ids of the running decode batch (same order as ``running_*``)."""
+    frontend_overhead_s: float = 0.0
+    """The serving stack's TTFT cost outside the engine (API server, tokenisation, streaming the first token),
+    seconds: a property of the deployment the engine reports (the simulator: ``SimConfig.frontend_overhead_s``; a
+    live adapter: its configured or measured value), so a controller's TTFT prediction uses the same figure as the
+    run it controls."""
 
     @property
     def kv_use_pct(self) -> float:

@@ -100,42 +100,7 @@ def live_state(
     Request ids stay empty (live ids are not trace indices; only the clairvoyant oracle reads them).
     """
     waiting = step.waiting
-    if phase == "prefill":
-        sched = step.scheduled
-        new = np.fromiter((n for _, n in sched), dtype=np.int64, count=len(sched))
-        computed = np.fromiter((r.num_computed_tokens for r, _ in sched), dtype=np.int64, count=len(sched))
-        return InstanceState(
-            time_s=time_s,
-            instance_id=instance_id,
-            phase=phase,
-            tp=tp,
-            clock_mhz=clock_mhz,
-            pending_clock_mhz=pending_clock_mhz,
-            supported_clocks_mhz=supported_clocks_mhz,
-            waiting_prompt_tokens=np.array(
-                [max(r.num_prompt_tokens - r.num_computed_tokens, 0) for r in waiting], dtype=np.int64
-            ),
-            waiting_time_s=np.array([wall_s - r.arrival_time for r in waiting], dtype=np.float64),
-            running_context_tokens=_NO_TOKENS,
-            running_generated_tokens=_NO_TOKENS,
-            kv_used_tokens=step.kv_used_tokens,
-            kv_capacity_tokens=step.kv_capacity_tokens,
-            recent_latencies_s=recent_latencies_s,
-            slo=slo,
-            batch_new_tokens=new,
-            batch_prefix_tokens=computed - new,
-            batch_prompt_tokens=np.array([r.num_prompt_tokens for r, _ in sched], dtype=np.int64),
-            batch_waiting_time_s=np.array([wall_s - r.arrival_time for r, _ in sched], dtype=np.float64),
-            token_budget=step.token_budget,
-            max_batch_seqs=step.max_batch_seqs,
-            baseline_clock_mhz=baseline_clock_mhz,
-            preemptions=preemptions,
-        )
-    running = [r for r, _ in step.scheduled]
-    prompt = np.array([r.num_prompt_tokens for r in running], dtype=np.int64)
-    computed = np.array([r.num_computed_tokens for r in running], dtype=np.int64)
-    generated = np.maximum(computed - prompt, 1) if running else _NO_TOKENS
-    return InstanceState(
+    common: dict[str, Any] = dict(
         time_s=time_s,
         instance_id=instance_id,
         phase=phase,
@@ -143,22 +108,46 @@ def live_state(
         clock_mhz=clock_mhz,
         pending_clock_mhz=pending_clock_mhz,
         supported_clocks_mhz=supported_clocks_mhz,
-        waiting_prompt_tokens=np.array([r.num_prompt_tokens for r in waiting], dtype=np.int64),
         waiting_time_s=np.array([wall_s - r.arrival_time for r in waiting], dtype=np.float64),
-        running_context_tokens=prompt + generated if running else _NO_TOKENS,
-        running_generated_tokens=generated,
         kv_used_tokens=step.kv_used_tokens,
         kv_capacity_tokens=step.kv_capacity_tokens,
         recent_latencies_s=recent_latencies_s,
         slo=slo,
         max_batch_seqs=step.max_batch_seqs,
         baseline_clock_mhz=baseline_clock_mhz,
+        preemptions=preemptions,
+    )
+    if phase == "prefill":
+        sched = step.scheduled
+        new = np.fromiter((n for _, n in sched), dtype=np.int64, count=len(sched))
+        computed = np.fromiter((r.num_computed_tokens for r, _ in sched), dtype=np.int64, count=len(sched))
+        return InstanceState(
+            **common,
+            waiting_prompt_tokens=np.array(
+                [max(r.num_prompt_tokens - r.num_computed_tokens, 0) for r in waiting], dtype=np.int64
+            ),
+            running_context_tokens=_NO_TOKENS,
+            running_generated_tokens=_NO_TOKENS,
+            batch_new_tokens=new,
+            batch_prefix_tokens=computed - new,
+            batch_prompt_tokens=np.array([r.num_prompt_tokens for r, _ in sched], dtype=np.int64),
+            batch_waiting_time_s=np.array([wall_s - r.arrival_time for r, _ in sched], dtype=np.float64),
+            token_budget=step.token_budget,
+        )
+    running = [r for r, _ in step.scheduled]
+    prompt = np.array([r.num_prompt_tokens for r in running], dtype=np.int64)
+    computed = np.array([r.num_computed_tokens for r in running], dtype=np.int64)
+    generated = np.maximum(computed - prompt, 1) if running else _NO_TOKENS
+    return InstanceState(
+        **common,
+        waiting_prompt_tokens=np.array([r.num_prompt_tokens for r in waiting], dtype=np.int64),
+        running_context_tokens=prompt + generated if running else _NO_TOKENS,
+        running_generated_tokens=generated,
         running_decode_time_s=np.array(
             [time_s - first_token_s.get(r.request_id, time_s) for r in running], dtype=np.float64
         )
         if running
         else _NO_TIMES,
-        preemptions=preemptions,
     )
 
 

@@ -9,8 +9,9 @@ Method (docs/planning.md):
 
 * the workload's arrival pattern and length mix over a slice of ``probe_duration_s`` (default 300 s, one planning
   window), its rate changed with :func:`~biscale.workload.rescale_rate` (which keeps burstiness);
-* one probe = one simulation of the instance under test plus an ample companion of the other phase at the top
-  clock (:func:`probe`, the single place a simulator "phase-only" mode would replace);
+* one probe = one simulation of the instance under test alone, in the simulator's phase-isolation mode
+  (:func:`probe`; ``SimConfig.isolate_phase``: a prefill probe's requests end when their KV has left, a decode
+  probe's arrive with their KV);
 * R_c by a bracketed geometric search to ``rel_tol`` (default 2 %): the first guess comes from a throughput
   estimate from the predictor; clocks are searched from the top down and each clock's search starts from its
   higher neighbour's answer scaled by the ratio of their throughput estimates, bounded above by the neighbour's
@@ -48,7 +49,7 @@ from biscale.workload.ops import rescale_rate, slice_window
 from biscale.workload.trace import Trace
 
 TABLE_FORMAT = "biscale-capacity-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 PHASES = ("prefill", "decode")
 
 
@@ -349,39 +350,22 @@ class ProbeContext:
     slo: Slo
     settings: CapacitySettings
     top_clock: int
-    companion_tp: dict[str, int]
-    companion_rps: dict[str, float]
-    """Throughput estimate of one companion instance per phase (for sizing companions), req/s."""
     mean_in: float
     mean_out: float
-    kv_token_s_per_request: float
-    """E[(in + out)(out - 1)] of the slice: KV token-iterations one request holds in decode."""
     sims: int = 0
 
     @classmethod
     def build(cls, predictor: Predictor, base: Trace, slo: Slo, settings: CapacitySettings) -> ProbeContext:
         cm = PredictorCostModel(predictor, decode_context_step_tokens=settings.decode_context_step_tokens)
-        top = int(cm.max_clock_mhz)
-        ctx = cls(
+        return cls(
             cm=cm,
             base=base,
             slo=slo,
             settings=settings,
-            top_clock=top,
-            companion_tp={},
-            companion_rps={},
+            top_clock=int(cm.max_clock_mhz),
             mean_in=float(base.input_tokens.mean()),
             mean_out=float(base.output_tokens.mean()),
-            kv_token_s_per_request=float(
-                np.mean((base.input_tokens + base.output_tokens) * (base.output_tokens - 1.0))
-            ),
         )
-        for phase in PHASES:
-            tp = max(tabulated_tps(predictor, cm, phase, settings))
-            ctx.companion_tp[phase] = tp
-            # sized for throughput, not for the SLO under test: the companion only has to keep up
-            ctx.companion_rps[phase] = throughput_estimate(ctx, phase, tp, top, tpot_s=math.inf)
-        return ctx
 
 
 def tabulated_tps(predictor: Predictor, cm: PredictorCostModel, phase: str, settings: CapacitySettings) -> list[int]:
@@ -397,13 +381,12 @@ def tabulated_tps(predictor: Predictor, cm: PredictorCostModel, phase: str, sett
     return out
 
 
-def throughput_estimate(ctx: ProbeContext, phase: str, tp: int, clock: int, *, tpot_s: float | None = None) -> float:
+def throughput_estimate(ctx: ProbeContext, phase: str, tp: int, clock: int) -> float:
     """Ideal-batching throughput of one instance from the predictor, req/s (no queueing, mean lengths).
 
     Prefill: token-budget batches of mean-length prompts. Decode: the largest batch (KV room, ``decode_max_batch``)
-    whose iteration stays within ``tpot_s`` (default: the TPOT target), each request needing ``mean_out - 1``
-    iterations."""
-    target = ctx.slo.tpot_s if tpot_s is None else tpot_s
+    whose iteration stays within the TPOT target, each request needing ``mean_out - 1`` iterations."""
+    target = ctx.slo.tpot_s
     cfg = ctx.settings.sim_config()
     cm = ctx.cm
     if phase == "prefill":
@@ -423,55 +406,42 @@ def throughput_estimate(ctx: ProbeContext, phase: str, tp: int, clock: int, *, t
     return best / max(ctx.mean_out - 1.0, 1.0)
 
 
-def _companions(ctx: ProbeContext, phase: str, rate_rps: float) -> int:
-    """Companion instances of ``phase`` for a probe at ``rate_rps``: enough for their throughput estimate (1.5x for
-    prefill, whose queueing would smooth the decode instance's arrivals) and, for decode, for the KV the load holds
-    (Little's law with the TPOT target as the iteration time)."""
-    n = rate_rps / max(ctx.companion_rps[phase], 1e-9)
-    if phase == "prefill":
-        return max(1, math.ceil(1.5 * n))
-    held = rate_rps * ctx.kv_token_s_per_request * ctx.slo.tpot_s
-    return max(1, math.ceil(n), math.ceil(held / ctx.cm.kv_capacity_tokens(ctx.companion_tp[phase])))
-
-
-def _run_probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float, n_comp: int) -> SimResult:
+def _run_probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float) -> SimResult:
+    """One simulation of one (phase, tp, clock) instance alone at ``rate_rps`` (the simulator's phase isolation;
+    the other phase's placement entry is required by the placement format and ignored)."""
     st = ctx.settings
     other = "decode" if phase == "prefill" else "prefill"
-    comp_tp = ctx.companion_tp[other]
     plc = Placement(
         instances=(
             InstanceSpec(phase=phase, tp=tp, count=1, clock=clock),  # type: ignore[arg-type]
-            InstanceSpec(phase=other, tp=comp_tp, count=n_comp, clock=ctx.top_clock),  # type: ignore[arg-type]
+            InstanceSpec(phase=other, tp=tp, count=1),  # type: ignore[arg-type]
         )
     )
     cfg = st.sim_config(
-        nodes=1 + n_comp, gpus_per_node=max(tp, comp_tp), slo=ctx.slo, sample_interval_s=st.probe_duration_s
+        nodes=1, gpus_per_node=tp, slo=ctx.slo, sample_interval_s=st.probe_duration_s, isolate_phase=phase
     )
     ctx.sims += 1
     return simulate(rescale_rate(ctx.base, rate_rps, seed=st.seed), plc, ctx.cm, config=cfg)
 
 
 def _p99_decode_wait(req: Any, q: float) -> float:
-    """P99 wait between a prompt's prefill end and its decode admission (KV transfer start), s."""
+    """P99 wait between a prompt's prefill end (in a decode probe: its arrival) and its decode admission (KV
+    transfer start), s."""
     waits = (req["kv_transfer_start_s"] - req["prefill_end_s"]).to_numpy()
     waits = waits[np.isfinite(waits)]
     return float(np.percentile(waits, q)) if waits.size else 0.0
 
 
 def probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: float) -> ProbeResult:
-    """Simulate one instance of (phase, tp, clock) at ``rate_rps`` with an ample top-clock companion of the other
-    phase; check its phase's P99 SLO. The one place a simulator "phase-only" mode would replace.
+    """Simulate one instance of (phase, tp, clock) alone at ``rate_rps`` and check its phase's P99 SLO.
 
-    "Ample" is checked, not assumed: in a prefill probe the decode companions are doubled (and the probe rerun)
-    while prompts wait for decode memory longer than 1 % of the TTFT target at P99."""
+    Prefill (``isolate_phase="prefill"``): a request's TTFT is its queueing, prefill and KV transfer (to a
+    notional decode instance on another node; the instance's KV is held until the transfer ends). Decode
+    (``isolate_phase="decode"``): requests arrive with their KV; the wait for decode admission and the TPOT are
+    checked."""
     st = ctx.settings
     q = ctx.slo.percentile
-    other = "decode" if phase == "prefill" else "prefill"
-    n_comp = _companions(ctx, other, rate_rps)
-    res = _run_probe(ctx, phase, tp, clock, rate_rps, n_comp)
-    while phase == "prefill" and n_comp < 64 and _p99_decode_wait(res.requests, q) > 0.01 * ctx.slo.ttft_s:
-        n_comp *= 2
-        res = _run_probe(ctx, phase, tp, clock, rate_rps, n_comp)
+    res = _run_probe(ctx, phase, tp, clock, rate_rps)
     req = res.requests
     done = (req["status"] == "completed").to_numpy()
     if phase == "prefill":

@@ -297,12 +297,7 @@ def solve_max_capacity(problem: Problem, capacity_of: dict[tuple[str, int, int],
     lo: list[float] = []
     hi: list[float] = []
     for ph in phases:
-        r = np.zeros(nv)
-        q = np.zeros(nv)
-        for ci, c in enumerate(cfgs):
-            if c.phase == ph:
-                r[ci] = capacity_of[c.key] / need[ph]
-                q[ci] = 1
+        r, q = _phase_rows(cfgs, ph, nv, [capacity_of[c.key] / need[ph] for c in cfgs])
         r[i_lam] = -1
         rows.extend([r, q])
         lo.extend([0, 1])
@@ -314,6 +309,20 @@ def solve_max_capacity(problem: Problem, capacity_of: dict[tuple[str, int, int],
     x = out[0]
     counts = {c.key: round(float(x[ci])) for ci, c in enumerate(cfgs) if round(float(x[ci])) > 0}
     return Solution(counts, objective_w=float("nan"))
+
+
+def _phase_rows(
+    cfgs: Sequence[ConfigCapacity], phase: str, nv: int, weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two constraint rows over the config counts of one phase: the capacity (``weights``, one per config) and
+    the instance count (the latter bounded below by 1 so both phases are served)."""
+    r = np.zeros(nv)
+    q = np.zeros(nv)
+    for ci, c in enumerate(cfgs):
+        if c.phase == phase:
+            r[ci] = weights[ci]
+            q[ci] = 1
+    return r, q
 
 
 def solve_min_nodes(problem: Problem) -> tuple[int, int] | None:
@@ -351,13 +360,7 @@ def solve_min_nodes(problem: Problem) -> tuple[int, int] | None:
     lo: list[float] = []
     hi: list[float] = []
     for ph in phases:
-        r = np.zeros(nv)
-        q = np.zeros(nv)
-        for ci, c in enumerate(cfgs):
-            if c.phase == ph:
-                r[ci] = c.capacity_rps
-                q[ci] = 1
-        rows.extend([r, q])
+        rows.extend(_phase_rows(cfgs, ph, nv, [c.capacity_rps for c in cfgs]))
         lo.extend([need, 1])
         hi.extend([np.inf, np.inf])
     _packing_rows(big, cfgs, 1, i_y, nv, nv, tps, pcount, rows, lo, hi)

@@ -62,6 +62,20 @@ class ClockControl:
             if want is not None:
                 inst.ledger.set_clock_now(snap_clock(want, self.supported))
 
+    def retarget(self, inst: Instance, spec: InstanceSpec, t: float) -> None:
+        """A placement change kept ``inst`` but gave it ``spec`` (another baseline clock or capacity): the new
+        baseline (or a static controller's answer to it) goes through the actuator and lands after the switch
+        latency, as a controller's decision does; the instance keeps serving meanwhile."""
+        inst.spec = spec
+        inst.baseline_clock_mhz = None if spec.clock is None else self.resolve(spec.clock)
+        want = self.resolve(spec.clock if spec.clock is not None else self.initial_clock)
+        ctrl = inst.controller
+        if ctrl.is_static:
+            answer = ctrl.decide(self.snapshots.state(inst, t))
+            if answer is not None:
+                want = snap_clock(answer, self.supported)
+        self._request(inst, want, t)
+
     def detach(self, inst: Instance) -> None:
         """A stopped instance gives its GPUs back."""
         for g in inst.gpus:
@@ -81,8 +95,11 @@ class ClockControl:
         want = inst.controller.decide(self.snapshots.state(inst, t))
         if want is None:
             return
+        self._request(inst, snap_clock(int(want), self.supported), t)
+
+    def _request(self, inst: Instance, want: int, t: float) -> None:
+        """Send ``want`` to the actuator unless it is the clock already in force or on its way."""
         self.now_s = t
-        want = snap_clock(int(want), self.supported)
         led = inst.ledger
         target = led.pending_clock_mhz if led.pending_clock_mhz is not None else led.clock_mhz
         if want == target:

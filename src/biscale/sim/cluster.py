@@ -20,8 +20,9 @@ class GpuPool:
     def free_gpus(self) -> int:
         return sum(len(f) for f in self._free)
 
-    def allocate(self, tp: int) -> tuple[int, ...] | None:
-        """``tp`` GPUs on one node (best fit: the node with the fewest free GPUs that still fits), or ``None``."""
+    def allocate(self, tp: int, avoid: frozenset[int] = frozenset()) -> tuple[int, ...] | None:
+        """``tp`` GPUs on one node (best fit: the node with the fewest free GPUs that still fits), or ``None``.
+        Inside the node, GPUs not in ``avoid`` are taken first."""
         best: int | None = None
         for n, free in enumerate(self._free):
             if len(free) >= tp and (best is None or len(free) < len(self._free[best])):
@@ -29,8 +30,11 @@ class GpuPool:
         if best is None:
             return None
         free = self._free[best]
-        taken, self._free[best] = free[:tp], free[tp:]
-        return tuple(taken)
+        if avoid:
+            free.sort(key=lambda g: g in avoid)  # stable: ascending ids, avoided ones last
+        taken, rest = free[:tp], free[tp:]
+        self._free[best] = sorted(rest)
+        return tuple(sorted(taken))
 
     def all_free(self, gpus: tuple[int, ...]) -> bool:
         return all(g in self._free[self.node_of(g)] for g in gpus)

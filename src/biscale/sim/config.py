@@ -7,6 +7,9 @@ schema's descriptions.
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting, clock_setting
@@ -14,6 +17,13 @@ from biscale.control.state import Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+DEFAULT_FRONTEND_OVERHEAD_S = 0.009
+"""Per-request front-end cost on the TTFT path, seconds: tokenisation (~3 ms) + routing to a GPU queue (~1 ms) +
+post-processing and streaming the first token (detokenisation, packaging: ~5 ms), the per-stage figures of the
+request-path breakdown in "What happens in the 400ms between your API call and the LLM response" (MVP Factory
+blog, mvpfactory.io, 2026). Its API-gateway, load-balancer and billing stages are left out: they sit in front of
+a self-hosted cluster's measured TTFT. An assumption, not a measurement on this stack (docs/simulator.md)."""
 
 
 class NetworkConfig(BaseModel):
@@ -80,11 +90,40 @@ class SimConfig(BaseModel):
     """How many recent iteration latencies the state snapshot carries."""
     record_segments: bool = False
     """Keep every constant-power segment (for checking the energy integral; costs memory)."""
+    decode_kv_policy: Literal["paged", "full"] = "paged"
+    """Decode KV memory: ``paged`` (vLLM: blocks allocated as tokens are generated, preemption with recomputation
+    when they run out) or ``full`` (reserve each request's final size when its transfer starts; no preemption)."""
+    kv_block_tokens: int = Field(default=16, ge=1)
+    """Tokens per KV block of the paged policy (vLLM's default block size, 16), tokens."""
+    kv_watermark_frac: float = Field(default=0.01, ge=0, lt=1)
+    """Paged policy: fraction of an instance's KV blocks an admission (or a recomputation) must leave free
+    (vLLM's block-manager ``watermark``, default 0.01)."""
+    kv_link_sharing: Literal["fifo", "off"] = "fifo"
+    """KV transfers that share a GPU's link: ``fifo`` (one transfer per GPU lane at a time, in admission order) or
+    ``off`` (no contention: every transfer at full speed)."""
+    unassigned_gpu_power_w: float | Literal["idle", "off"] = "idle"
+    """Power of a GPU in no instance, W per GPU: ``idle`` (the GPU's deep-idle power under the default governor,
+    from the cost model), ``off`` (0 W: powered down or lent to other work), or a number of watts."""
+    frontend_overhead_s: float = Field(default=DEFAULT_FRONTEND_OVERHEAD_S, ge=0, allow_inf_nan=False)
+    """Front-end cost added to every request's token times, so to its TTFT (API server, tokenisation,
+    scheduling, streaming the first token), seconds; default 9 ms (:data:`DEFAULT_FRONTEND_OVERHEAD_S`). 0: TTFT is
+    GPU, queueing and transfer time alone (the behaviour before this setting existed)."""
+    isolate_phase: Literal["prefill", "decode"] | None = None
+    """Simulate one phase only (tier 1's capacity probes): ``prefill`` (requests complete when their KV transfer
+    ends), ``decode`` (requests arrive with their KV; TTFT is the wait for decode admission); the other phase's
+    instances in the placement are ignored. None: both phases."""
 
     @field_validator("initial_clock", mode="before")
     @classmethod
     def _clock(cls, v: object) -> ClockSetting:
         return clock_setting(v)
+
+    @field_validator("unassigned_gpu_power_w")
+    @classmethod
+    def _non_negative_power(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0 <= v < math.inf:
+            raise ValueError("unassigned GPU power must be a finite number of W >= 0, 'idle' or 'off'")
+        return v
 
     @field_validator("prefill_router")
     @classmethod

@@ -11,9 +11,9 @@ module that names it:
 :mod:`~.ledger`            clock and energy account of an instance; the one iteration-pricing path
 :mod:`~.prefill`           routing prompts, forming chunked batches, finishing prompts
 :mod:`~.decode`            continuous batching
-:mod:`~.kv`                KV memory policy on decode instances
-:mod:`~.transfer`          KV transfers and the queue of requests waiting for decode memory
-:mod:`~.fleet`             creating, draining and stopping instances; placement changes
+:mod:`~.kv`                KV memory: decode policies (paged, full), prefill holdings
+:mod:`~.transfer`          KV transfers, shared links, the queue of requests waiting for decode memory
+:mod:`~.fleet`             creating, draining and stopping instances; placement changes; unassigned GPUs
 :mod:`~.clocks`            controllers, actuator, baseline clocks
 :mod:`~.snapshot`          what controllers and planners see
 :mod:`~.timeline`          per-instance samples
@@ -37,11 +37,11 @@ from biscale.sim.config import SimConfig
 from biscale.sim.decode import DecodeStage
 from biscale.sim.events import Event, EventQueue
 from biscale.sim.fleet import Fleet
-from biscale.sim.instance import Instance, InstanceStatus
-from biscale.sim.kv import FullReservation
+from biscale.sim.instance import Instance
+from biscale.sim.kv import FullReservation, KvPolicy, PagedKv, PrefillKv
 from biscale.sim.ledger import Segment
 from biscale.sim.prefill import PrefillStage
-from biscale.sim.requests import RequestTable
+from biscale.sim.requests import RequestState, RequestTable
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 from biscale.sim.snapshot import SnapshotBuilder, WindowCounters, cluster_observation
 from biscale.sim.timeline import Timeline
@@ -51,7 +51,7 @@ from biscale.workload.trace import Trace
 # Plain ints: comparisons between IntEnum members miss CPython's fast path for exact ints.
 _PREFILL_END, _DECODE_END, _KV_DONE = int(Event.PREFILL_END), int(Event.DECODE_END), int(Event.KV_DONE)
 _KICK_PREFILL, _KICK_DECODE = int(Event.KICK_PREFILL), int(Event.KICK_DECODE)
-_STOPPED = int(InstanceStatus.STOPPED)
+_RECOMPUTE_END = int(Event.RECOMPUTE_END)
 
 
 class Simulator:
@@ -86,7 +86,11 @@ class Simulator:
         arrival = trace.arrival_s
         n = len(trace) if cfg.duration_s is None else int(np.searchsorted(arrival, cfg.duration_s, side="left"))
         self.requests = RequestTable(
-            arrival[:n].tolist(), trace.input_tokens[:n].tolist(), trace.output_tokens[:n].tolist()
+            arrival[:n].tolist(),
+            trace.input_tokens[:n].tolist(),
+            trace.output_tokens[:n].tolist(),
+            cfg.frontend_overhead_s,
+            first_token_only=cfg.isolate_phase == "prefill",
         )
         self.horizon_s = float("inf") if cfg.max_time_s is None else float(cfg.max_time_s)
         self.events = EventQueue()
@@ -97,12 +101,25 @@ class Simulator:
         completions = self.window.completions if self._dynamic_planner else None
         supported = tuple(int(c) for c in cost_model.supported_clocks_mhz)
         self.snapshots = SnapshotBuilder(
-            self.requests, supported, cfg.slo, cfg.prefill_token_budget, cfg.prefill_max_seqs, cfg.decode_max_batch
+            self.requests,
+            supported,
+            cfg.slo,
+            cfg.prefill_token_budget,
+            cfg.prefill_max_seqs,
+            cfg.decode_max_batch,
+            cfg.frontend_overhead_s,
         )
         self.clocks = ClockControl(self.controllers, supported, cfg.initial_clock, cfg.switch_latency_s, self.snapshots)
+        self.kv: KvPolicy = (
+            PagedKv(self.requests, cfg.kv_block_tokens, cfg.kv_watermark_frac)
+            if cfg.decode_kv_policy == "paged"
+            else FullReservation(self.requests)
+        )
+        self.isolate_phase = cfg.isolate_phase
         self.fleet = Fleet(
             placement,
             cost_model,
+            self.kv,
             cfg.nodes,
             cfg.gpus_per_node,
             cfg.startup_s,
@@ -110,21 +127,27 @@ class Simulator:
             self.segments,
             self.clocks,
             self.events,
+            unassigned_gpu_power(cfg.unassigned_gpu_power_w, cost_model),
+            cfg.isolate_phase,
         )
-        self.kv = FullReservation(self.requests)
         self.transfers = KvTransfers(
             self.requests,
             self.fleet,
             decode_router,
             self.kv,
+            PrefillKv(self.requests),
             cfg.network,
             cost_model.kv_bytes_per_token,
             self.events,
+            cfg.kv_link_sharing == "fifo",
+            cfg.isolate_phase,
+            completions,
         )
         self.prefill = PrefillStage(
             self.requests,
             self.fleet,
             self.transfers,
+            self.transfers.prefill_kv,
             self.clocks,
             self.events,
             cost_model,
@@ -143,6 +166,7 @@ class Simulator:
             self.events,
             cost_model,
             cfg.decode_max_batch,
+            cfg.prefill_token_budget,
             self.horizon_s,
             completions,
         )
@@ -168,15 +192,30 @@ class Simulator:
         self.prefill.flush(t)
         self.transfers.place_waiting(t)
 
+    def _apply_placement(self, placement: Placement, t: float) -> None:
+        """A planner changed the placement: apply it, then re-check what waits against it."""
+        self.fleet.apply(placement, t)
+        self.prefill.recheck(t)
+        self.transfers.recheck(t)
+
     def _arrive(self, r: int, t: float) -> None:
         """Admit request ``r`` (or reject it if it can never fit the placement) and route it."""
         rq = self.requests
-        inp, out = rq.input_tokens[r], rq.output_tokens[r]
-        if inp > self.fleet.max_prefill_kv_tokens:
-            rq.reject(r, f"prompt of {inp} tokens exceeds every prefill instance's KV capacity")
+        reason = self.fleet.arrival_misfit(rq.input_tokens[r], rq.output_tokens[r])
+        if reason is not None:
+            rq.reject(r, reason)
             return
-        if out > 1 and inp + out > self.fleet.max_decode_kv_tokens:
-            rq.reject(r, f"{inp + out} KV tokens exceed every decode instance's KV capacity")
+        if self.isolate_phase == "decode":  # the request arrives with its KV: straight to decode admission
+            rq.prefill_start_s[r] = rq.prefill_end_s[r] = t
+            rq.prefilled_tokens[r] = rq.input_tokens[r]
+            if rq.output_tokens[r] == 1:
+                rq.first_token_s[r] = rq.last_token_s[r] = t
+                rq.max_tbt_s[r] = 0.0
+                rq.state[r] = int(RequestState.DONE)
+                if self._dynamic_planner:
+                    self.window.completions.append(r)
+                return
+            self.transfers.submit(r, t)
             return
         self.prefill.submit(r, t)
 
@@ -231,7 +270,7 @@ class Simulator:
                 new = planner.plan(observation)
                 window.clear()
                 if new != fleet.target:
-                    fleet.apply(new, t)
+                    self._apply_placement(new, t)
                 next_window += cfg.window_s
                 continue
             events += 1
@@ -253,17 +292,28 @@ class Simulator:
                     kick_decode(obj, t)
                 elif kind == _KICK_PREFILL:
                     kick_prefill(obj, t)
+                elif kind == _RECOMPUTE_END:
+                    self.decode.end_recompute(obj, t)
                 else:
                     fleet.on_ready(obj, t)
             if progress is not None and events % 20000 == 0:
                 progress(t)
         end = max(t, timeline.last_sample_s)
-        for inst in instances:
-            if inst.status != _STOPPED:
-                inst.ledger.account_idle(end)
+        fleet.finish(end)
         if end > timeline.last_sample_s or not timeline.rows:
             timeline.sample(end, instances)
         self.decode.settle()
+        self.prefill.settle(end)
         self.events_processed = events
         self.end_time_s = end
         return end
+
+
+def unassigned_gpu_power(setting: float | str, cost_model: CostModel) -> float:
+    """Power of one GPU in no instance for ``SimConfig.unassigned_gpu_power_w``, W (``idle``: the governor's deep
+    idle power from the cost model; ``off``: 0)."""
+    if setting == "idle":
+        return float(cost_model.governor.idle_power_w)
+    if setting == "off":
+        return 0.0
+    return float(setting)

@@ -31,6 +31,8 @@ class Event(IntEnum):
     [PrefillInstance]."""
     KICK_DECODE = 5
     """The same for a decode instance [DecodeInstance]."""
+    RECOMPUTE_END = 6
+    """A decode instance finished recomputing preempted requests [DecodeInstance]."""
 
 
 # Heap entries carry plain ints (comparisons between IntEnum members miss CPython's fast path for exact ints).

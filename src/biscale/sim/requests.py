@@ -34,7 +34,9 @@ class RequestState(IntEnum):
     DONE = 7
     """Every output token delivered."""
     REJECTED = 8
-    """Refused at arrival (reason recorded): it can never fit the placement."""
+    """Refused (reason recorded): it can never fit the placement (at arrival, or after a placement change)."""
+    PREEMPTED = 9
+    """Evicted from a decode batch when KV memory ran out; waits on its decode instance to be recomputed."""
 
     @property
     def label(self) -> str:
@@ -60,12 +62,14 @@ REQUEST_COLUMNS = (
     "prefill_end_s",
     "kv_transfer_start_s",
     "kv_transfer_end_s",
+    "kv_link_wait_s",
     "first_token_s",
     "last_token_s",
     "ttft_s",
     "tpot_s",
     "max_tbt_s",
     "tokens_generated",
+    "preemptions",
     "prefill_energy_j",
     "decode_energy_j",
     "energy_j",
@@ -81,25 +85,37 @@ class RequestTable:
         "decode_energy_j",
         "decode_instance",
         "decode_join_iteration",
+        "first_token_only",
         "first_token_s",
+        "frontend_overhead_s",
         "input_tokens",
+        "kv_link_wait_s",
         "kv_transfer_end_s",
         "kv_transfer_start_s",
         "last_token_s",
         "max_tbt_s",
         "output_tokens",
+        "preemptions",
         "prefill_end_s",
         "prefill_energy_j",
         "prefill_instance",
         "prefill_start_s",
         "prefilled_tokens",
         "reject_reason",
+        "resumed_tokens",
         "size",
         "state",
         "tokens_generated",
     )
 
-    def __init__(self, arrival_s: list[float], input_tokens: list[int], output_tokens: list[int]) -> None:
+    def __init__(
+        self,
+        arrival_s: list[float],
+        input_tokens: list[int],
+        output_tokens: list[int],
+        frontend_overhead_s: float = 0.0,
+        first_token_only: bool = False,
+    ) -> None:
         n = len(arrival_s)
         if not len(input_tokens) == len(output_tokens) == n:
             raise ValueError("arrival_s, input_tokens and output_tokens must have equal lengths")
@@ -117,7 +133,10 @@ class RequestTable:
         self.prefill_end_s = [nan] * n
         self.kv_transfer_start_s = [nan] * n
         self.kv_transfer_end_s = [nan] * n
+        self.kv_link_wait_s = [nan] * n
+        """Time the transfer waited for its links after decode memory was reserved (shared links, FIFO)."""
         self.first_token_s = [nan] * n
+        """When the engine produced the first token (the table adds ``frontend_overhead_s``)."""
         self.last_token_s = [nan] * n
         self.max_tbt_s = [nan] * n
         """Largest time between consecutive tokens; while decoding, the gap before the first decode token."""
@@ -126,10 +145,20 @@ class RequestTable:
         self.prefilled_tokens = [0] * n
         """Prompt tokens already prefilled (grows chunk by chunk)."""
         self.decode_join_iteration = [-1] * n
-        """Index of the decode iteration at which the request joined its instance's batch."""
+        """Index of the decode iteration at which the request (last) joined its instance's batch."""
+        self.resumed_tokens = [0] * n
+        """Decode tokens generated before the request's current stint in a decode batch (0 unless preempted)."""
+        self.preemptions = [0] * n
+        """Times the request was preempted (its decode KV freed and later recomputed)."""
         self.tokens_generated = [0] * n
         """Tokens delivered, set when the run is collected (see :meth:`to_frame`)."""
         self.reject_reason: dict[int, str] = {}
+        self.frontend_overhead_s = frontend_overhead_s
+        self.first_token_only = first_token_only
+        """Decode is not simulated (prefill isolation): a completed request delivered its first token only (TPOT is
+        NaN, ``tokens_generated`` 1)."""
+        """Front-end cost added to every delivered token's time in the table (API server, tokenisation, scheduling,
+        streaming; ``SimConfig.frontend_overhead_s``), s. Engine times (``first_token_s`` here) exclude it."""
 
     def reject(self, r: int, reason: str) -> None:
         """Refuse request ``r`` with a one-line reason."""
@@ -140,7 +169,9 @@ class RequestTable:
         """The per-request table (columns :data:`REQUEST_COLUMNS`).
 
         ``tokens_generated``: the output length for finished requests, the recorded progress for requests still
-        decoding, 1 for a request whose first token was delivered but that never decoded, else 0.
+        decoding, 1 for a request whose first token was delivered but that never decoded, else 0. ``status`` is
+        ``completed``, ``rejected``, ``not_arrived`` (arrives after the horizon: never submitted) or ``unfinished``.
+        Token times (``first_token_s``, ``last_token_s`` and so TTFT) include the front-end overhead.
         """
         n = self.size
         state = np.asarray(self.state, dtype=np.int64)
@@ -148,13 +179,20 @@ class RequestTable:
         out = np.asarray(self.output_tokens, dtype=np.int64)
         first = np.asarray(self.first_token_s, dtype=np.float64)
         last = np.asarray(self.last_token_s, dtype=np.float64)
+        if self.frontend_overhead_s:
+            first = first + self.frontend_overhead_s
+            last = last + self.frontend_overhead_s
         done = state == RequestState.DONE
         generated = np.asarray(self.tokens_generated, dtype=np.int64)
-        generated[done] = out[done]
+        generated[done] = 1 if self.first_token_only else out[done]
         generated[np.isfinite(first) & ~done & (generated == 0)] = 1
         with np.errstate(invalid="ignore", divide="ignore"):
-            tpot = np.where(done & (out > 1), (last - first) / (out - 1), np.nan)
-        status = np.where(done, "completed", np.where(state == RequestState.REJECTED, "rejected", "unfinished"))
+            tpot = np.where(done & (out > 1) & (not self.first_token_only), (last - first) / (out - 1), np.nan)
+        status = np.select(
+            [done, state == RequestState.REJECTED, state == RequestState.NOT_ARRIVED],
+            ["completed", "rejected", "not_arrived"],
+            "unfinished",
+        )
         p_energy = np.asarray(self.prefill_energy_j, dtype=np.float64)
         d_energy = np.asarray(self.decode_energy_j, dtype=np.float64)
         return pd.DataFrame(
@@ -172,12 +210,14 @@ class RequestTable:
                 "prefill_end_s": np.asarray(self.prefill_end_s, dtype=np.float64),
                 "kv_transfer_start_s": np.asarray(self.kv_transfer_start_s, dtype=np.float64),
                 "kv_transfer_end_s": np.asarray(self.kv_transfer_end_s, dtype=np.float64),
+                "kv_link_wait_s": np.asarray(self.kv_link_wait_s, dtype=np.float64),
                 "first_token_s": first,
                 "last_token_s": last,
                 "ttft_s": first - arrival,
                 "tpot_s": tpot,
                 "max_tbt_s": np.asarray(self.max_tbt_s, dtype=np.float64),
                 "tokens_generated": generated,
+                "preemptions": np.asarray(self.preemptions, dtype=np.int64),
                 "prefill_energy_j": p_energy,
                 "decode_energy_j": d_energy,
                 "energy_j": p_energy + d_energy,

@@ -17,8 +17,11 @@ from biscale.jsonio import write_json
 from biscale.metrics import summarize
 from biscale.sim.config import SimConfig
 from biscale.sim.engine import Simulator
-from biscale.sim.instance import STATUS_LABELS
+from biscale.sim.instance import STATUS_LABELS, DecodeInstance, PrefillInstance
 from biscale.workload.trace import Trace
+
+#: Columns of the power-segment table (``instance_id`` -1: the GPUs in no instance, all together).
+SEGMENT_COLUMNS = ("instance_id", "start_s", "end_s", "power_w", "busy")
 
 
 @dataclass
@@ -34,7 +37,8 @@ class SimResult:
     summary: dict[str, Any]
     """Aggregate metrics (every numeric key names its unit)."""
     segments: pd.DataFrame | None = None
-    """Every constant-power segment (only with ``SimConfig.record_segments``)."""
+    """Every constant-power segment (only with ``SimConfig.record_segments``); ``instance_id`` -1 rows are the
+    GPUs in no instance."""
     meta: dict[str, Any] = field(default_factory=dict)
     """Provenance: trace, placement, controllers, planner, package version (written into ``summary.json``)."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +107,11 @@ def instance_table(sim: Simulator) -> pd.DataFrame:
                 "busy_energy_j": led.busy_energy_j,
                 "idle_energy_j": led.idle_energy_j,
                 "energy_j": led.busy_energy_j + led.idle_energy_j,
+                "kv_capacity_tokens": i.kv_capacity_tokens,
+                "kv_peak_tokens": i.kv_peak_tokens,
+                "kv_blocked_s": i.kv_blocked_s if isinstance(i, PrefillInstance) else 0.0,
+                "preemptions": i.preemptions if isinstance(i, DecodeInstance) else 0,
+                "recomputed_tokens": i.recomputed_tokens if isinstance(i, DecodeInstance) else 0,
             }
         )
     return pd.DataFrame(rows)
@@ -117,8 +126,14 @@ def collect(sim: Simulator) -> SimResult:
     instances = instance_table(sim)
     segments = None
     if sim.segments is not None:
-        segments = pd.DataFrame(sim.segments, columns=["instance_id", "start_s", "end_s", "power_w", "busy"])
-    summary = summarize(requests, instances, cfg.slo, sim.end_time_s)
+        segments = pd.DataFrame(sim.segments, columns=list(SEGMENT_COLUMNS))
+    summary = summarize(
+        requests,
+        instances,
+        cfg.slo,
+        sim.end_time_s,
+        unassigned_energy_j=sim.fleet.unassigned_energy_j,
+    )
     summary["events"] = sim.events_processed
     meta = {
         "trace": sim.trace.name,

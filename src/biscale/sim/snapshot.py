@@ -32,8 +32,10 @@ class SnapshotBuilder:
         prefill_token_budget: int,
         prefill_max_seqs: int,
         decode_max_batch: int,
+        frontend_overhead_s: float = 0.0,
     ) -> None:
         self.requests = requests
+        self.frontend_overhead_s = frontend_overhead_s
         self.supported_clocks_mhz = supported_clocks_mhz
         self.slo = slo
         self.prefill_token_budget = prefill_token_budget
@@ -52,7 +54,6 @@ class SnapshotBuilder:
         queue = list(inst.queue)
         batch = inst.batch
         ids = [r for r, _ in batch]
-        prefix = np.array([done[r] for r in ids], dtype=np.int64)
         return InstanceState(
             time_s=t,
             instance_id=inst.id,
@@ -65,12 +66,12 @@ class SnapshotBuilder:
             waiting_time_s=np.array([t - arrival[r] for r in queue], dtype=np.float64),
             running_context_tokens=_EMPTY_TOKENS,
             running_generated_tokens=_EMPTY_TOKENS,
-            kv_used_tokens=int(prefix.sum()) + sum(done[r] for r in queue),
+            kv_used_tokens=inst.kv_used_tokens,
             kv_capacity_tokens=inst.kv_capacity_tokens,
             recent_latencies_s=tuple(inst.ledger.recent_latencies_s),
             slo=self.slo,
             batch_new_tokens=np.array([chunk for _, chunk in batch], dtype=np.int64),
-            batch_prefix_tokens=prefix,
+            batch_prefix_tokens=np.array([done[r] for r in ids], dtype=np.int64),
             batch_prompt_tokens=np.array([inp[r] for r in ids], dtype=np.int64),
             batch_waiting_time_s=np.array([t - arrival[r] for r in ids], dtype=np.float64),
             token_budget=self.prefill_token_budget,
@@ -78,14 +79,16 @@ class SnapshotBuilder:
             baseline_clock_mhz=inst.baseline_clock_mhz,
             batch_request_ids=np.array(ids, dtype=np.int64),
             waiting_request_ids=np.array(queue, dtype=np.int64),
+            frontend_overhead_s=self.frontend_overhead_s,
         )
 
     def _decode(self, inst: DecodeInstance, t: float) -> InstanceState:
         rq = self.requests
         arrival, inp, join, first = rq.arrival_s, rq.input_tokens, rq.decode_join_iteration, rq.first_token_s
+        resumed = rq.resumed_tokens
         ready = list(inst.ready)
         running = list(inst.running)
-        generated = np.array([inst.generated_tokens(join[r]) for r in running], dtype=np.int64)
+        generated = np.array([inst.generated_tokens(join[r], resumed[r]) for r in running], dtype=np.int64)
         return InstanceState(
             time_s=t,
             instance_id=inst.id,
@@ -105,8 +108,10 @@ class SnapshotBuilder:
             max_batch_seqs=self.decode_max_batch,
             baseline_clock_mhz=inst.baseline_clock_mhz,
             running_decode_time_s=np.array([t - first[r] for r in running], dtype=np.float64),
+            preemptions=inst.preemptions,
             waiting_request_ids=np.array(ready, dtype=np.int64),
             running_request_ids=np.array(running, dtype=np.int64),
+            frontend_overhead_s=self.frontend_overhead_s,
         )
 
 

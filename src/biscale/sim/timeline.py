@@ -60,7 +60,7 @@ class Timeline:
                     e,
                     inst.queue_len,
                     inst.batch_size,
-                    inst.kv_used_tokens if inst.phase == "decode" else 0,
+                    inst.kv_used_tokens,
                     inst.kv_capacity_tokens,
                 )
             )
