@@ -85,6 +85,13 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     put("zero_span.csv", "arrival_s,input_tokens,output_tokens\n0,10,10\n0,12,8\n")
     put("unicode ünïcødé.csv", "arrival_s,input_tokens,output_tokens\n0,10,10\n5,12,8\n")
     put("not_profile.txt", "not a profile\n")
+    put("scenario_bad_field.toml", 'name = "x"\ngpus = "many"\n')
+    put("scenario_unknown_key.toml", 'name = "x"\nbogus = 1\n')
+    put("scenario_bad_system.toml", 'name = "x"\nsystems = ["biscale", "vllm"]\n')
+    put(
+        "scenario_gamma_native.toml",
+        'name = "x"\n[workload]\narrivals = "gamma"\nlengths = "native"\nduration_s = 60\n',
+    )
     put("profile_cols.csv", "gpu,model\nh100-sxm,llama-3.3-70b\n")
 
     # A small real profile of another model than the bundled predictor's (predict-check must refuse the pair).
@@ -126,6 +133,15 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         files[p.name] = p
     files["art_empty_dir"] = d / "art_empty_dir"
     files["art_empty_dir"].mkdir()
+    for name, content in (
+        ("results_other_format", '{"format": "something-else", "version": 1, "runs": []}'),
+        ("results_newer", '{"format": "biscale-results", "version": 99, "runs": []}'),
+        ("results_truncated", '{"format": "biscale-results", "runs": ['),
+        ("results_bad_run", '{"format": "biscale-results", "version": 1, "runs": [{"scenario": "x"}]}'),
+    ):
+        files[name] = d / name
+        files[name].mkdir()
+        (files[name] / "results.json").write_text(content)
     files["art_bundled"] = bundled_artifact_dir("h100-sxm", "llama-3.3-70b")
     files["adir_csv"] = d / "adir.csv"  # a directory whose name looks like a profile
     files["adir_csv"].mkdir()

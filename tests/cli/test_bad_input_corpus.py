@@ -42,6 +42,82 @@ def case(id: str, args: str | tuple[str, ...], *says: str, nvml: str | None = No
 
 
 CASES = [
+    # ----------------------------------------------------------------------------------- evaluate, report
+    case(
+        "evaluate-unknown-scenario",
+        "evaluate --config nope --out {dir}/ev",
+        "field 'config'",
+        "no bundled scenario 'nope'",
+        "azure-conv",
+    ),
+    case("evaluate-scenario-syntax", "evaluate --config {syntax} --out {dir}/ev", "{syntax}"),
+    case("evaluate-scenario-yaml", "evaluate --config {config} --out {dir}/ev", "{config}"),
+    case(
+        "evaluate-scenario-unknown-key",
+        "evaluate --config {scenario_unknown_key} --out {dir}/ev",
+        "{scenario_unknown_key}",
+        "bogus",
+    ),
+    case(
+        "evaluate-scenario-bad-field",
+        "evaluate --config {scenario_bad_field} --out {dir}/ev",
+        "{scenario_bad_field}",
+        "field 'gpus'",
+    ),
+    case(
+        "evaluate-scenario-bad-system",
+        "evaluate --config {scenario_bad_system} --out {dir}/ev",
+        "vllm",
+        "known: distserve",
+    ),
+    case(
+        "evaluate-scenario-gamma-native",
+        "evaluate --config {scenario_gamma_native} --out {dir}/ev",
+        "no native lengths",
+    ),
+    case("evaluate-bad-loads", "evaluate --loads 0.67,abc --out {dir}/ev", "field '--loads'", "0.67,abc"),
+    case("evaluate-empty-loads", "evaluate --loads , --out {dir}/ev", "field '--loads'", "no values"),
+    case("evaluate-negative-load", "evaluate --loads=-0.5 --out {dir}/ev", "field 'loads'", "> 0"),
+    case(
+        "evaluate-bad-systems",
+        "evaluate --systems biscale,nope --out {dir}/ev",
+        "field '--systems'",
+        "nope",
+        "known: distserve",
+    ),
+    case("evaluate-zero-gpus", "evaluate --gpus 0 --out {dir}/ev", "field 'gpus'", "greater than or equal to 1"),
+    case("evaluate-gpus-not-nodes", "evaluate --gpus 12 --out {dir}/ev", "12 GPUs do not divide into nodes of 8"),
+    case("evaluate-negative-seed", "evaluate --seed -1 --out {dir}/ev", "field 'seed'", "greater than or equal to 0"),
+    case("evaluate-unknown-trace", "evaluate --trace nope --out {dir}/ev", "nope"),
+    case("evaluate-unknown-lengths", "evaluate --lengths nope --out {dir}/ev", "nope"),
+    case("evaluate-bad-sweep", "evaluate --sweep nonsense --out {dir}/ev", "field '--sweep'", "NAME=V1,V2"),
+    case(
+        "evaluate-unknown-sweep-param", "evaluate --sweep bogus=1,2 --out {dir}/ev", "unknown sweep parameter 'bogus'"
+    ),
+    case(
+        "evaluate-sweep-and-no-sweep",
+        "evaluate --sweep switch_latency_ms=1 --no-sweep --out {dir}/ev",
+        "exclude each other",
+    ),
+    case("evaluate-unknown-backend", "evaluate --backend spark --out {dir}/ev", "field '--backend'", "pool, ray"),
+    case(
+        "evaluate-address-without-ray",
+        "evaluate --address 1.2.3.4:6379 --out {dir}/ev",
+        "field '--address'",
+        "--backend ray",
+    ),
+    case("evaluate-zero-workers", "evaluate --workers 0 --out {dir}/ev", "field '--workers'", ">= 1"),
+    case("evaluate-out-is-a-file", "evaluate --out {afile}", "{afile}", "--out must name a directory"),
+    case("evaluate-out-unwritable", f"evaluate --out {NOWHERE}", "--out: cannot write"),
+    case("report-no-such-dir", "report {dir}/nope", "{dir}/nope", "not a directory"),
+    case("report-empty-dir", "report {art_empty_dir}", "no results.json"),
+    case("report-other-format", "report {results_other_format}", "results.json", "not a biscale-results file"),
+    case("report-newer-version", "report {results_newer}", "results version 99 is newer"),
+    case("report-truncated", "report {results_truncated}", "results.json", "not valid JSON"),
+    case(
+        "report-run-missing-keys", "report {results_bad_run}", "results.json", "field 'runs.0.load'", "Field required"
+    ),
+    case("report-out-unwritable", f"report {{results_bad_run}} --out {NOWHERE}/r.html", "--out: cannot write"),
     # ----------------------------------------------------------------------------------- loadgen, emulate-engine
     case("loadgen-no-endpoint", "loadgen --trace azure-conv --out {dir}/lg", "Missing option '--endpoint'"),
     case(

@@ -107,3 +107,24 @@ def test_greedy_refuses_huge_horizons():
     with pytest.raises(InputError, match="K must be"):
         solve_greedy(lat, lat, np.full(17, np.inf))
     assert isinstance(solve_exact(lat * 0.01, lat, np.full(17, np.inf)), Plan)
+
+
+def test_exact_drops_tied_labels_of_a_power_capped_plateau():
+    """Clocks above the power cap give identical latency and energy: the front must not keep a copy per clock (the
+    oracle's 16 clocks x 16 batches once built tens of millions of labels). The optimum is that of the table with
+    the plateau collapsed to one column."""
+    k, n, plateau = 14, 16, 7
+    rng = np.random.default_rng(3)
+    f = np.minimum(np.linspace(1.0, 2.0, n), np.linspace(1.0, 2.0, n)[plateau])  # flat from the plateau's clock up
+    base = rng.uniform(0.03, 0.2, k)
+    lat = base[:, None] / f[None, :] ** 0.8
+    energy = lat * (150.0 * f[None, :] ** 2 + 80.0)
+    rel = np.cumsum(rng.uniform(0.0, 0.06, k)) * (rng.random(k) < 0.6)
+    ends_top = finish_times(lat, np.full(k, n - 1), rel)
+    ends_low = finish_times(lat, np.zeros(k, dtype=np.int64), rel)
+    dl = ends_top + 0.3 * (ends_low - ends_top)  # binding: neither all-top nor all-cheapest is the answer
+    plan = solve_exact(lat, energy, dl, rel)
+    collapsed = solve_exact(lat[:, : plateau + 1], energy[:, : plateau + 1], dl, rel)
+    assert plan.feasible and collapsed.feasible
+    assert meets_deadlines(lat, plan.levels, dl, rel)
+    assert plan.energy_j == pytest.approx(collapsed.energy_j, rel=1e-12)

@@ -30,14 +30,16 @@ def print_json(obj: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Render a simple table with rich; numbers are formatted compactly."""
+def print_table(title: str, columns: list[str], rows: list[list[Any]], *, min_width: int | None = None) -> None:
+    """Render a simple table with rich; numbers are formatted compactly. ``min_width``: lay the table out at least
+    this wide even when stdout is narrower or not a terminal (cells then never wrap)."""
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, no_wrap=min_width is not None)
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
-    console.print(table)
+    out = console if min_width is None or console.width >= min_width else Console(width=min_width)
+    out.print(table)
 
 
 def _fmt(v: Any) -> str:

@@ -11,7 +11,7 @@ from biscale.errors import InputError, NoGpuError, PermissionRequiredError
 try:  # typer >= 0.2x vendors click; older versions depend on it
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment,unused-ignore]
 
 app = typer.Typer(
     name="biscale",
@@ -37,9 +37,9 @@ def version() -> None:
 
 def _register_all() -> None:
     # Each command group lives in its own module and adds itself to ``app``.
-    from biscale.cli import config, emulate, gpu, hardware, loadgen, plan, predict, simulate, trace
+    from biscale.cli import config, emulate, evaluate, gpu, hardware, loadgen, plan, predict, report, simulate, trace
 
-    for module in (hardware, trace, simulate, config, plan, predict, gpu, loadgen, emulate):
+    for module in (evaluate, report, hardware, trace, simulate, config, plan, predict, gpu, loadgen, emulate):
         module.register(app)
 
 

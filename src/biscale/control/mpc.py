@@ -326,9 +326,12 @@ def solve_exact(
             t = np.add.outer(t, latency_s[j]).ravel()
             e = np.add.outer(e, energy_j[j]).ravel()
         idx = ((t <= latest[j]) & (e <= energy_cap[j])).nonzero()[0]
-        idx = idx[t[idx].argsort(kind="stable")]
+        idx = idx[np.lexsort((e[idx], t[idx]))]  # by finish time, then energy (stable: lower clocks first)
         e_sorted = e[idx]
-        idx = idx[e_sorted <= np.minimum.accumulate(e_sorted)]  # the Pareto front (ties kept: harmless)
+        before = np.minimum.accumulate(np.concatenate(([np.inf], e_sorted[:-1])))
+        # the Pareto front without ties: clocks on a power-capped plateau give identical (t, e) labels, and keeping
+        # every copy multiplies the front by the plateau's width at each batch (millions of labels)
+        idx = idx[e_sorted < before]
         parents.append(idx)
         t = t[idx]
         e = e[idx]

@@ -1,0 +1,78 @@
+"""The evaluation's printed table, in the paper's shape: prefill and decode J/token per system and their change
+against ``distserve`` (in brackets), with the P99 latencies and whether the SLOs held (over the run and per
+window)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from biscale.evaluate.results import HEADLINE_BASELINE
+from biscale.evaluate.scenario import systems_in_order
+
+COLUMNS = ["load", "system", "prefill J/tok", "decode J/tok", "cluster J/tok", "P99 TTFT/TPOT ms", "SLOs (windows)"]
+
+
+def _f(v: Any, fmt: str) -> str:
+    if v is None:
+        return "-"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return fmt.format(x) if math.isfinite(x) else "-"
+
+
+def _with_saving(value: Any, saving_pct: Any) -> str:
+    """``0.280 (-32.7%)``: J/token and its change against the baseline."""
+    text = _f(value, "{:.3f}")
+    return text if saving_pct is None else f"{text} ({_f(-float(saving_pct), '{:+.1f}')}%)"
+
+
+def scenario_rows(results: Mapping[str, Any], scenario: str) -> list[list[str]]:
+    """One row per (load, system) of the main grid (sweeps excluded)."""
+    runs = [r for r in results["runs"] if r["scenario"] == scenario and not r.get("sweep")]
+    savings = {
+        (s["load_label"], s["system"]): s
+        for s in results.get("savings", [])
+        if s["scenario"] == scenario and s["baseline"] == HEADLINE_BASELINE and not s.get("sweep")
+    }
+    labels: list[str] = []
+    for r in runs:
+        if r["load_label"] not in labels:
+            labels.append(r["load_label"])
+    rows = []
+    for label in labels:
+        here = {r["system"]: r for r in runs if r["load_label"] == label}
+        for system in systems_in_order(list(here)) + sorted(s for s in here if s not in systems_in_order(list(here))):
+            r = here[system]
+            sv = savings.get((label, system), {})
+            rows.append(
+                [
+                    label,
+                    system,
+                    _with_saving(r.get("prefill_j_per_token"), sv.get("prefill_savings_pct")),
+                    _with_saving(r.get("decode_j_per_token"), sv.get("decode_savings_pct")),
+                    _f(r.get("cluster_j_per_token"), "{:.3f}"),
+                    f"{_f(r.get('p99_ttft_ms'), '{:.0f}')} / {_f(r.get('p99_tpot_ms'), '{:.0f}')}",
+                    f"{'met' if r.get('slo_met') else 'MISSED'} "
+                    f"({r.get('windows_slo_met', '-')}/{r.get('windows', '-')})",
+                ]
+            )
+    return rows
+
+
+def headline_lines(results: Mapping[str, Any]) -> list[str]:
+    """One line per (scenario, load): BiScale against DistServe, the SLOs, the oracle gap and the paper's bar."""
+    out = []
+    for h in results.get("headline", []):
+        out.append(
+            f"{h['scenario']} {h['load_label']}: biscale vs {HEADLINE_BASELINE}: prefill "
+            f"{_f(h['prefill_savings_pct'], '{:.1f}')} % saved, "
+            f"decode {_f(h['decode_savings_pct'], '{:.1f}')} % saved; "
+            f"SLOs {'met' if h['slo_met'] else 'MISSED'} over the run, "
+            f"{'in every window' if h['slo_met_every_window'] else 'NOT in every window'}; "
+            f"{_f(h['oracle_gap_pct'], '{:+.1f}')} % vs the oracle; paper's bar {'met' if h['bar_met'] else 'not met'}"
+        )
+    return out

@@ -1,0 +1,350 @@
+"""The systems an evaluation compares: a tier-1 planner plus a clock controller per phase.
+
+Every system runs on identical requests (the same trace, rescaled and with lengths drawn by the same seed), on the
+same simulated cluster and hardware model (the truth), and believes the same learned predictors. The planners share
+one capacity table, built on the scenario's workload at its own rate (the capacity search rescales it), so every
+difference between two systems is the difference of their planning and control.
+
+| system | placement (tier 1) | clocks (tier 2) |
+|---|---|---|
+| ``distserve`` | DistServe's rule, re-planned every window (previous-window forecast) | top |
+| ``distserve-static`` | DistServe's rule for the run's busiest window, never changed | top |
+| ``distserve-governor`` | as ``distserve`` | the GPU's default governor |
+| ``placeonly`` | BiScale's placement program, re-planned every window | each instance's baseline, held |
+| ``static`` | as ``distserve-static`` | one locked clock per phase, searched offline on the predictors |
+| ``biscale`` | BiScale's placement program | prefill MPC + decode slack control |
+| ``oracle`` | BiScale's placement program | the clairvoyant controllers (future arrivals, true costs) |
+
+``static`` runs on ``distserve-static``'s placement because its offline search needs one placement for the whole
+run (a re-planned one changes every window), and the peak-sized DistServe placement is what an operator who fixes
+clocks in advance would also fix; comparing it with ``distserve-static`` isolates what one static clock per phase
+saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biscale.control.controllers import ClockController
+from biscale.control.placement import Placement
+from biscale.control.state import InstanceState
+from biscale.costmodel import CostModel, IterationCost, PrefillShape
+from biscale.errors import InputError
+from biscale.evaluate.scenario import Scenario
+from biscale.plan.capacity import CapacityTable, artifact_hash, default_cache_dir, workload_fingerprint
+from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
+from biscale.plan.solve import Cluster, PlanSettings
+from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
+from biscale.predict.predictor import Predictor
+from biscale.sim.config import SimConfig
+from biscale.workload.trace import Trace
+
+
+@dataclass(frozen=True)
+class SystemDef:
+    """A system: which tier-1 planner and which controller per phase (names in ``PLANNER_CLASSES`` and
+    ``CONTROLLERS``)."""
+
+    name: str
+    planner: str
+    prefill: str
+    decode: str
+    description: str
+
+
+SYSTEMS: dict[str, SystemDef] = {
+    s.name: s
+    for s in (
+        SystemDef("distserve", "distserve", "max", "max", "DistServe's placement, re-planned every window, top clock"),
+        SystemDef(
+            "distserve-static",
+            "distserve-static",
+            "max",
+            "max",
+            "DistServe's placement for the busiest window, never changed, top clock",
+        ),
+        SystemDef(
+            "distserve-governor",
+            "distserve",
+            "default",
+            "default",
+            "DistServe's re-planned placement, clocks left to the GPU's default governor",
+        ),
+        SystemDef(
+            "placeonly",
+            "placeonly",
+            "baseline",
+            "baseline",
+            "BiScale's placement program (tier 1 alone), baseline clocks held",
+        ),
+        SystemDef(
+            "static",
+            "distserve-static",
+            "static",
+            "static",
+            "distserve-static's placement, one clock per phase searched offline on the predictors",
+        ),
+        SystemDef("biscale", "biscale", "mpc", "slack", "BiScale: placement program + prefill MPC + decode slack"),
+        SystemDef(
+            "oracle", "biscale", "oracle", "oracle", "BiScale's placement with the clairvoyant controllers (a bound)"
+        ),
+    )
+}
+
+
+class MemoTruth:
+    """The truth with its prefill costs memoised on the exact batch shape, for the clairvoyant oracle.
+
+    The oracle prices its whole projected work (16 batches x 16 clocks) before every prefill iteration, and
+    consecutive decisions see mostly the same future batches; the hardware model is a pure function of
+    (shape, TP, clock), so a memo returns identical numbers. Everything else is the wrapped model's."""
+
+    #: Most memoised costs (the memo is cleared when it grows past this).
+    LIMIT = 200_000
+
+    def __init__(self, inner: CostModel) -> None:
+        self._inner = inner
+        self._prefill: dict[tuple[float, ...], IterationCost] = {}
+
+    def prefill_cost(self, shape: PrefillShape, tp: int, sm_clock_mhz: int | None) -> IterationCost:
+        key = (shape.num_seqs, shape.tokens_sum, shape.tokens_sq_sum, shape.attn_pairs, tp, sm_clock_mhz or 0)
+        hit = self._prefill.get(key)
+        if hit is None:
+            if len(self._prefill) >= self.LIMIT:
+                self._prefill.clear()
+            hit = self._prefill[key] = self._inner.prefill_cost(shape, tp, sm_clock_mhz)
+        return hit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class TimedController(ClockController):
+    """A dynamic controller whose decisions are timed (wall clock, so not part of any determinism check)."""
+
+    def __init__(self, inner: ClockController) -> None:
+        self.inner = inner
+        self.name = inner.name  # type: ignore[misc]
+        self.decisions = 0
+        self.time_ns = 0
+
+    def decide(self, state: InstanceState) -> int | None:
+        t0 = time.perf_counter_ns()
+        out = self.inner.decide(state)
+        self.time_ns += time.perf_counter_ns() - t0
+        self.decisions += 1
+        return out
+
+
+@dataclass
+class BuiltSystem:
+    """Everything :func:`biscale.sim.simulate` needs for one system on one run, plus what the results record."""
+
+    placement: Placement
+    planner: TablePlanner
+    controllers: dict[str, ClockController]
+    timed: dict[str, TimedController] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def controller_time(self) -> dict[str, float | int | None]:
+        """Decisions and mean wall time per decision of the dynamic controllers, per phase and overall."""
+        out: dict[str, float | int | None] = {}
+        total_n = total_ns = 0
+        for phase in ("prefill", "decode"):
+            t = self.timed.get(phase)
+            n = t.decisions if t is not None else 0
+            ns = t.time_ns if t is not None else 0
+            out[f"{phase}_decisions"] = n
+            out[f"{phase}_controller_time_per_decision_us"] = ns / n / 1e3 if n else None
+            total_n += n
+            total_ns += ns
+        out["decisions"] = total_n
+        out["controller_time_per_decision_us"] = total_ns / total_n / 1e3 if total_n else None
+        return out
+
+
+def submitted(trace: Trace, duration_s: float | None) -> np.ndarray:
+    """Arrival times the simulator submits (those before ``duration_s``)."""
+    a = np.asarray(trace.arrival_s)
+    return a if duration_s is None else a[a < duration_s]
+
+
+def window_rates_of(arrivals: np.ndarray, window_s: float) -> np.ndarray:
+    """Rate of every full window of the submitted arrivals, req/s (one partial window when none is full)."""
+    span = float(arrivals[-1]) if arrivals.size else 0.0
+    n = math.floor(span / window_s + 1e-9)
+    if n < 1:
+        return np.array([arrivals.size / max(span, 1e-9)]) if arrivals.size else np.array([0.0])
+    return np.histogram(arrivals, bins=np.arange(n + 1) * window_s)[0] / window_s
+
+
+def slo_horizon(trace: Trace, sim: SimConfig) -> SimConfig:
+    """``sim`` with a horizon after which no request still unfinished could meet its SLOs: request i finishes by
+    ``arrival + TTFT target + TPOT target x (output - 1)`` or misses one of them, so stopping at the latest such time
+    changes no pass/fail verdict of a run, only how long a hopelessly overloaded one takes to simulate (an offline
+    search's probes at rates or clocks that cannot serve the load)."""
+    a = np.asarray(trace.arrival_s, dtype=np.float64)
+    out = np.asarray(trace.output_tokens, dtype=np.float64)
+    if sim.duration_s is not None:
+        keep = a < sim.duration_s
+        a, out = a[keep], out[keep]
+    if not a.size:
+        return sim
+    slo = sim.slo
+    horizon = float(np.max(a + slo.ttft_s + slo.tpot_s * np.maximum(out - 1.0, 0.0))) + 1.0
+    if sim.max_time_s is not None:
+        horizon = min(horizon, sim.max_time_s)
+    return sim.model_copy(update={"max_time_s": horizon})
+
+
+def plan_settings(scenario: Scenario) -> tuple[PlanSettings, str]:
+    """The scenario's planner settings and forecaster."""
+    opts = dict(scenario.planner)
+    forecaster = str(opts.pop("forecaster", "previous"))
+    return PlanSettings(**opts), forecaster
+
+
+def build_planner(
+    scenario: Scenario, planner: str, table: CapacityTable, arrivals: np.ndarray
+) -> tuple[TablePlanner, Placement, dict[str, Any]]:
+    """The tier-1 planner of a run and its initial placement (planned for the first window's rate, as every
+    planner of the run is; ``distserve-static`` for the busiest window)."""
+    settings, forecaster = plan_settings(scenario)
+    cluster = Cluster(scenario.nodes, min(scenario.gpus, scenario.gpus_per_node))
+    rates = window_rates_of(arrivals, scenario.sim.window_s)
+    notes: dict[str, Any] = {"first_window_rps": float(rates[0])}
+    cls = PLANNER_CLASSES[planner]
+    if planner == "distserve-static":
+        peak = float(rates.max())
+        notes["peak_window_rps"] = peak
+        pl: TablePlanner = cls(table, cluster, settings, peak_rps=peak)  # type: ignore[call-arg]
+        return pl, pl.initial_placement(peak), notes
+    pl = cls(table, cluster, settings, forecaster=forecaster)
+    return pl, pl.initial_placement(float(rates[0])), notes
+
+
+def controller_options(scenario: Scenario, name: str, phase: str) -> dict[str, Any]:
+    """The settings of controller ``name`` on ``phase`` instances: its table in ``controller_options``, where a
+    ``prefill`` / ``decode`` sub-table holds settings for one phase only (the oracle's differ per phase)."""
+    opts = dict(scenario.controller_options.get(name, {}))
+    per_phase = {p: opts.pop(p) for p in ("prefill", "decode") if isinstance(opts.get(p), dict)}
+    return {**opts, **per_phase.get(phase, {})}
+
+
+STATIC_FORMAT = "biscale-evaluate-static"
+STATIC_VERSION = 1
+
+
+def static_search(
+    trace: Trace,
+    placement: Placement,
+    predictor: Predictor,
+    sim: SimConfig,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> StaticClocks:
+    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~14 simulations of the
+    whole trace on the predictors, the second most expensive part of an evaluation), cached as JSON under
+    ``<cache>/evaluate/static/`` keyed by everything it depends on (trace, placement, predictor artifact, simulator
+    settings, package version, the simulator's code): a repeated evaluation reuses it, a changed input searches
+    again."""
+    from biscale import __version__
+    from biscale.evaluate.capacity import code_fingerprint
+
+    payload = {
+        "format": STATIC_FORMAT,
+        "version": STATIC_VERSION,
+        "package_version": __version__,
+        "code": code_fingerprint(),
+        "gpu": predictor.gpu,
+        "model": predictor.model,
+        "artifact": artifact_hash(predictor),
+        "workload": workload_fingerprint(trace),
+        "placement": placement.spec(),
+        "sim": sim.model_dump(mode="json"),
+    }
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(cache_dir or default_cache_dir()) / "evaluate" / "static" / f"{key[:24]}.json"
+    if use_cache and path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                return StaticClocks(**data["result"])
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # unreadable or of another shape: search again and overwrite it
+    found = search_static_clocks(trace, placement, predictor, sim)
+    if use_cache:
+        from biscale.jsonio import to_json_text
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(to_json_text({"format": STATIC_FORMAT, "key": key, "result": asdict(found)}))
+        os.replace(tmp, path)  # atomic: two workers may write the same entry
+    return found
+
+
+def build_system(
+    scenario: Scenario,
+    system: str,
+    *,
+    trace: Trace,
+    table: CapacityTable,
+    truth: CostModel,
+    predictor: Predictor,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+) -> BuiltSystem:
+    """Planner, initial placement and controllers of ``system`` for one run of ``scenario`` on ``trace``
+    (``cache_dir`` / ``use_cache``: the static baseline's search cache, :func:`static_search`)."""
+    from biscale.control.factory import make_controller
+
+    spec = SYSTEMS.get(system)
+    if spec is None:
+        raise InputError(f"unknown system '{system}' (known: {', '.join(SYSTEMS)})", field="systems")
+    sim = scenario.sim_config()
+    planner, placement, notes = build_planner(scenario, spec.planner, table, submitted(trace, sim.duration_s))
+    controllers: dict[str, ClockController] = {}
+    timed: dict[str, TimedController] = {}
+    found: StaticClocks | None = None
+    for phase, name in (("prefill", spec.prefill), ("decode", spec.decode)):
+        ctrl: ClockController
+        if name == "static":  # the registry's factory (it takes no options), with the search cached on disk
+            if found is None:
+                found = static_search(
+                    trace, placement, predictor, slo_horizon(trace, sim), cache_dir=cache_dir, use_cache=use_cache
+                )
+            ctrl = StaticClock(found.prefill_mhz if phase == "prefill" else found.decode_mhz, found)
+        else:
+            ctrl = make_controller(
+                name,
+                phase,
+                predictor=predictor,
+                options=controller_options(scenario, name, phase),
+                gpu=scenario.gpu,
+                model=scenario.model,
+                slo=sim.slo,
+                trace=trace,
+                truth=MemoTruth(truth) if name == "oracle" else truth,
+                placement=placement,
+                sim_config=sim,
+            )
+        if ctrl.is_static:
+            controllers[phase] = ctrl
+        else:
+            timed[phase] = controllers[phase] = TimedController(ctrl)
+        search = getattr(ctrl, "search", None)
+        if search is not None:  # the static baseline: what its offline search found
+            notes["static_clocks_mhz"] = {"prefill": search.prefill_mhz, "decode": search.decode_mhz}
+            notes["static_meets_slo_on_predictors"] = search.meets_slo
+            notes["static_search_runs"] = search.runs
+    return BuiltSystem(placement, planner, controllers, timed, notes)
