@@ -86,6 +86,10 @@ def test_decode_oracle_needs_ids_and_drains_queues_at_the_top(hw, make_decode_st
     s = make_decode_state(context=[600] * 3, ids=[1, 2, 3], waiting=[100])
     assert oracle.decide(s) == s.supported_clocks_mhz[-1]
     assert oracle.decide(make_decode_state(baseline_clock_mhz=990)) == 990
+    # a batch at the online controller's guard (90 % of the 256-sequence limit) also runs at the top
+    full = make_decode_state(context=[300] * 231, ids=list(range(231)))
+    assert oracle.decide(full) == full.supported_clocks_mhz[-1]
+    assert oracle.stats["batch_guard"] == 1
 
 
 # -------------------------------------------------------------------------------------------------- prefill

@@ -75,6 +75,19 @@ def test_rises_to_the_top_under_a_burst_and_under_preemption(predictor, make_dec
     assert ctrl.stats["kv_guard"] == 1
 
 
+def test_a_batch_near_the_sequence_limit_runs_the_top_clock(predictor, make_decode_state):
+    ctrl = DecodeSlack(predictor, batch_guard_pct=90)
+    top = make_decode_state().supported_clocks_mhz[-1]
+    # the state's engine limit is 256 sequences: 230 running is below 90 %, 231 is at it
+    below = make_decode_state(context=[300] * 230, clock_mhz=0)
+    at = make_decode_state(context=[300] * 231, clock_mhz=0)
+    assert ctrl.decide(below) < top
+    assert ctrl.decide(at) == top
+    assert ctrl.stats["batch_guard"] == 1
+    with pytest.raises(InputError, match="batch guard"):
+        DecodeSlack(predictor, batch_guard_pct=0)
+
+
 def test_hysteresis_steps_up_at_once_and_down_only_after_the_dwell(predictor, make_decode_state):
     ctrl = DecodeSlack(predictor, down_dwell=3)
     clocks = ctrl.clocks.get("decode", 4, make_decode_state().supported_clocks_mhz)

@@ -58,6 +58,7 @@ import numpy as np
 from biscale.control.clocks import probe_features, spread_clocks
 from biscale.control.controllers import ClockController
 from biscale.control.mpc import KV_LINK_BW_BYTES_PER_S, solve_exact
+from biscale.control.slack import DEFAULT_BATCH_GUARD_PCT
 from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, DecodeShape, PrefillShape
 from biscale.errors import InputError
@@ -270,6 +271,9 @@ class OracleDecode(_OracleBase):
         clocks = self.clocks("decode", state.tp, state.supported_clocks_mhz)
         if state.queue_len:  # saturated: requests wait to join; as the online controller, drain them at the top
             self.stats["waiting_guard"] += 1
+            return clocks[-1]
+        if state.max_batch_seqs and b >= DEFAULT_BATCH_GUARD_PCT / 100.0 * state.max_batch_seqs:
+            self.stats["batch_guard"] += 1  # nearly saturated: the online controller's guard, for a fair bound
             return clocks[-1]
         ctx = state.running_context_tokens
         shape = DecodeShape(b, int(ctx.sum()), float(np.dot(ctx, ctx)))

@@ -16,7 +16,8 @@ their fresh neighbours, so slack is not "spent" on one of them). With no history
 The predictor gives the iteration's latency at each candidate clock (through :class:`DecodeLatencyTable`, a
 per-TP table of its predictions that answers in a few microseconds); it is corrected online for bias (:mod:`bias`);
 the lowest clock whose corrected latency is allowed wins. Guards run the top clock: KV use at or above
-``kv_guard_pct``, ``waiting_guard`` or more requests waiting to join the batch, or a preemption in the last
+``kv_guard_pct``, ``waiting_guard`` or more requests waiting to join the batch, a running batch at ``batch_guard_pct``
+of the engine's sequence limit, or a preemption in the last
 ``preemption_hold_s``. Hysteresis: a higher clock is taken at once (latency is at stake); a lower one only after it
 has been wanted for ``down_dwell`` decisions in a row and saves at least ``min_saving_pct`` of the predicted power
 (a busy decode instance's energy is its power times the time, :mod:`clocks`), so a switch (which costs the switch
@@ -45,6 +46,13 @@ DEFAULT_CATCHUP_TOKENS = 4
 """Tokens over which a request that is behind its TPOT target must catch up."""
 DEFAULT_KV_GUARD_PCT = 90.0
 """KV use at which the top clock is forced, percent (the paper's precursor's threshold)."""
+DEFAULT_BATCH_GUARD_PCT = 90.0
+"""Batch occupancy (running requests as a share of the engine's ``max_batch_seqs``) at which the top clock is
+forced, percent. Why: a lower clock lengthens iterations, so at a given arrival rate the running batch grows
+(requests stay longer); near the engine's sequence limit, newcomers would wait outside the batch, and that wait
+lands in their TPOT (a request with a few output tokens misses its target on one such wait). Running the top
+clock there shrinks the batch before the limit is hit; the paper's rule "jump to the highest clock when requests
+pile up", applied one step before they do."""
 DEFAULT_WAITING_GUARD = 1
 """Requests waiting to join the batch at which the top clock is forced (a waiting request means the instance is
 saturated: faster iterations free batch slots and KV sooner)."""
@@ -143,6 +151,7 @@ class DecodeSlack(ClockController):
         margin_pct: float = DEFAULT_MARGIN_PCT,
         catchup_tokens: int = DEFAULT_CATCHUP_TOKENS,
         kv_guard_pct: float = DEFAULT_KV_GUARD_PCT,
+        batch_guard_pct: float = DEFAULT_BATCH_GUARD_PCT,
         waiting_guard: int = DEFAULT_WAITING_GUARD,
         preemption_hold_s: float = DEFAULT_PREEMPTION_HOLD_S,
         down_dwell: int = DEFAULT_DOWN_DWELL,
@@ -159,6 +168,9 @@ class DecodeSlack(ClockController):
         self.margin = float(margin_pct) / 100.0
         self.catchup_tokens = int(catchup_tokens)
         self.kv_guard_pct = float(kv_guard_pct)
+        if not 0.0 < batch_guard_pct <= 100.0:
+            raise InputError(f"batch guard must be in (0, 100] percent, got {batch_guard_pct}", field="batch_guard_pct")
+        self.batch_guard = float(batch_guard_pct) / 100.0
         self.waiting_guard = int(waiting_guard)
         self.preemption_hold_s = float(preemption_hold_s)
         self.down_dwell = int(down_dwell)
@@ -167,8 +179,8 @@ class DecodeSlack(ClockController):
         self.bias = LatencyBias(bias_alpha)
         self.stats: Counter[str] = Counter()
         """Decisions by outcome: ``planned``, ``infeasible`` (top: even the top clock is too slow), ``kv_guard``,
-        ``waiting_guard``, ``preemption_guard``, ``held`` (a lower clock was wanted; hysteresis kept the clock),
-        ``idle``."""
+        ``waiting_guard``, ``batch_guard``, ``preemption_guard``, ``held`` (a lower clock was wanted; hysteresis kept
+        the clock), ``idle``."""
         self._memory: dict[int, _Memory] = {}
         self._tables: dict[tuple[int, tuple[int, ...]], DecodeLatencyTable] = {}
 
@@ -221,6 +233,8 @@ class DecodeSlack(ClockController):
             guard = "kv_guard"
         elif state.queue_len >= self.waiting_guard:
             guard = "waiting_guard"
+        elif state.max_batch_seqs and state.batch_size >= self.batch_guard * state.max_batch_seqs:
+            guard = "batch_guard"
         elif state.time_s < mem.hold_until_s:
             guard = "preemption_guard"
         if guard is not None:
