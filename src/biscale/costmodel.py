@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 
-@dataclass(frozen=True, slots=True)
-class IterationCost:
-    """What one iteration costs on one instance."""
+class IterationCost(NamedTuple):
+    """What one iteration costs on one instance (a named tuple, immutable: the simulator builds one per iteration,
+    half a million per simulated hour, and a tuple is built ~1.5x faster than a frozen dataclass)."""
 
     latency_s: float
     """Wall time of the iteration, seconds."""
@@ -68,9 +68,9 @@ class PrefillShape:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeShape:
-    """Sufficient statistics of one decode iteration (one new token per running request)."""
+class DecodeShape(NamedTuple):
+    """Sufficient statistics of one decode iteration (one new token per running request; a named tuple for the
+    same reason as :class:`IterationCost`)."""
 
     batch_size: int
     """Requests in the batch (= tokens generated this iteration)."""
