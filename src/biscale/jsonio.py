@@ -1,4 +1,5 @@
-"""JSON output every part of biscale shares: one object per line, NaN/inf as ``null``, numpy values as Python.
+"""JSON every part of biscale shares: output (one object per line, NaN/inf as ``null``, numpy values as Python) and
+reading a JSON file a user gives (every failure an :class:`~biscale.errors.InputError` naming the file).
 
 Lives outside :mod:`biscale.cli` so that library code (simulator results, evaluation reports) writes exactly what
 the CLI prints without importing the CLI.
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from biscale.errors import InputError
 
 
 def jsonable(value: Any) -> Any:
@@ -43,3 +46,23 @@ def write_json(path: str | Path, obj: Mapping[str, Any], *, indent: int | None =
     p = Path(path)
     p.write_text(to_json_text(obj, indent=indent) + "\n")
     return p
+
+
+def read_json_object(path: str | Path, what: str = "JSON file", shape_hint: str = "") -> dict[str, Any]:
+    """The JSON object in ``path``. Unreadable, non-UTF-8, malformed or too deeply nested files, and any top-level
+    value other than an object, raise :class:`InputError` naming the file (``what`` names the kind of file, e.g.
+    ``"placement file"``; ``shape_hint`` is appended to the "expected an object" message)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InputError(f"cannot read {what}: {err.strerror}", path=p) from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"not a {what}: not UTF-8 text (byte {err.start})", path=p) from err
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
+    except RecursionError as err:
+        raise InputError("not valid JSON: nested too deeply", path=p) from err
+    if not isinstance(data, dict):
+        raise InputError(f"a {what} holds one JSON object{shape_hint}", path=p)
+    return data

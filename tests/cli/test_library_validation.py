@@ -133,7 +133,7 @@ def test_slo_must_be_finite_and_positive() -> None:
 def test_placement_file_that_is_not_text_or_not_an_object(tmp_path: Path) -> None:
     binary = tmp_path / "p.json"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n")
-    with pytest.raises(InputError, match=r"p\.json: not a placement JSON file: not UTF-8 text \(byte 0\)"):
+    with pytest.raises(InputError, match=r"p\.json: not a placement file: not UTF-8 text \(byte 0\)"):
         Placement.load(binary)
     binary.write_text("[]")
     with pytest.raises(InputError, match="a placement file holds one JSON object"):

@@ -13,7 +13,6 @@ A planner may add what it predicts (all optional, ignored by the simulator): per
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biscale.errors import InputError, validation_input_error
+from biscale.jsonio import read_json_object
 
 Phase = Literal["prefill", "decode"]
 PHASES: tuple[str, str] = ("prefill", "decode")
@@ -188,20 +188,7 @@ class Placement(BaseModel):
     def load(cls, path: str | Path) -> Placement:
         """Read a placement JSON file."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise InputError(f"cannot read placement file: {err.strerror}", path=p) from err
-        except UnicodeDecodeError as err:
-            raise InputError(f"not a placement JSON file: not UTF-8 text (byte {err.start})", path=p) from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
-        except RecursionError as err:
-            raise InputError("not valid JSON: nested too deeply", path=p) from err
-        if not isinstance(data, dict):
-            raise InputError(
-                'a placement file holds one JSON object: {"instances": [{"phase": ..., "tp": ...}, ...]}', path=p
-            )
+        data = read_json_object(p, "placement file", ': {"instances": [{"phase": ..., "tp": ...}, ...]}')
         try:
             return cls.model_validate(data)
         except ValidationError as err:

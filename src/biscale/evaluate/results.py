@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from biscale.control.state import Slo
 from biscale.errors import InputError
-from biscale.jsonio import write_json
+from biscale.jsonio import read_json_object, write_json
 
 RESULTS_FORMAT = "biscale-results"
 RESULTS_VERSION = 1
@@ -182,13 +182,8 @@ def read_results(directory: str | Path) -> dict[str, Any]:
         if (d / "summary.json").exists():
             return one_run_results(d)
         raise InputError(f"no {RESULTS_FILE} (an evaluation directory) and no summary.json (a run directory)", path=d)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", path=path) from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg}", path=path, line=err.lineno) from err
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+    data = read_json_object(path, "results file")
+    if data.get("format") != RESULTS_FORMAT:
         raise InputError(f"not a {RESULTS_FORMAT} file (format {data.get('format')!r})", path=path)
     if not isinstance(data.get("version"), int) or data["version"] > RESULTS_VERSION:
         raise InputError(
@@ -203,18 +198,6 @@ def read_results(directory: str | Path) -> dict[str, Any]:
     for key in ("savings", "oracle_gap", "headline"):
         data.setdefault(key, [])
     data.setdefault("scenarios", [])
-    return data
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise InputError(f"cannot read: {err.strerror}", path=path) from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg}", path=path, line=err.lineno) from err
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path=path)
     return data
 
 
@@ -247,7 +230,7 @@ def one_run_results(
     from biscale.evaluate.record import run_record
 
     d = Path(run_dir)
-    summary = _read_json(d / "summary.json")
+    summary = read_json_object(d / "summary.json")
     requests = read_table(d, "requests.parquet")
     instances = read_table(d, "instances.parquet")
     if requests is None:
@@ -256,7 +239,7 @@ def one_run_results(
         instances = pd.DataFrame(
             columns=["instance_id", "phase", "tp", "start_s", "stop_s", "busy_energy_j", "idle_energy_j", "energy_j"]
         )
-    config = _read_json(d / "config.json") if (d / "config.json").exists() else {}
+    config = read_json_object(d / "config.json") if (d / "config.json").exists() else {}
     sim = config.get("sim") or {}
     slo = Slo(
         ttft_s=float(summary.get("slo_ttft_ms") or 600.0) / 1e3,

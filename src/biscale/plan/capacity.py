@@ -42,6 +42,7 @@ from biscale.control.placement import InstanceSpec, Placement
 from biscale.control.state import Slo
 from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
+from biscale.jsonio import read_json_object
 from biscale.predict.costmodel import PredictorCostModel
 from biscale.predict.predictor import ARTIFACT_JSON, ARTIFACT_NPZ, Predictor, load_predictor
 from biscale.sim import SimConfig, SimResult, simulate
@@ -246,13 +247,7 @@ class CapacityTable:
     @classmethod
     def load(cls, path: str | Path) -> CapacityTable:
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except OSError as err:
-            raise InputError(f"cannot read capacity table: {err.strerror}", path=p) from err
-        except json.JSONDecodeError as err:
-            raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
-        return cls.from_dict(data, path=p)
+        return cls.from_dict(read_json_object(p, "capacity table"), path=p)
 
 
 def _config_from_dict(c: dict[str, Any]) -> ConfigCapacity:
