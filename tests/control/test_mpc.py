@@ -168,13 +168,23 @@ def test_mpc_top_clock_when_even_the_top_misses_and_counts_it(predictor, make_pr
 
 
 def test_mpc_kv_guard_and_idle_rule(predictor, make_prefill_state):
-    ctrl = PrefillMpc(predictor, kv_guard_pct=90.0)
+    ctrl = PrefillMpc(predictor, kv_guard_pct=90.0, idle_clock="baseline")
     s = make_prefill_state(batch_new=[100], kv_used=95, kv_capacity=100)
     assert ctrl.decide(s) == s.supported_clocks_mhz[-1] and ctrl.stats["kv_guard"] == 1
     assert ctrl.decide(make_prefill_state(kv_used=0, kv_capacity=100)) is None
     assert ctrl.decide(make_prefill_state(baseline_clock_mhz=1410)) == 1410
     assert ctrl.decide(make_prefill_state(baseline_clock_mhz=0)) == 0  # the governor, as tier 1 said
     assert ctrl.stats["idle"] == 3
+
+
+def test_mpc_waits_for_work_at_the_lowest_clock_by_default(predictor, make_prefill_state):
+    ctrl = PrefillMpc(predictor)
+    idle = make_prefill_state(baseline_clock_mhz=1410)
+    assert ctrl.decide(idle) == min(idle.supported_clocks_mhz)
+    # work arrives: planned as usual, well above the lowest clock
+    assert ctrl.decide(make_prefill_state(batch_new=[2000])) > min(idle.supported_clocks_mhz)
+    with pytest.raises(InputError, match="idle clock"):
+        PrefillMpc(predictor, idle_clock="off")
 
 
 def test_mpc_without_a_visible_batch_plans_from_the_queue(predictor, make_prefill_state):

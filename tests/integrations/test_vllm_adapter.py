@@ -319,6 +319,22 @@ def test_the_clock_reaches_the_tp_group_of_the_engine_and_is_restored_at_shutdow
     assert locked(nvml_file) == [None] * 4
 
 
+def test_the_first_empty_step_after_a_batch_asks_the_controller_where_to_idle(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sched = make("prefill", monkeypatch)
+    spy = Spy(answer=1400)
+    sched._biscale.controller = spy
+    sched.add_request(Request("r", 300, 1, time.time(), RequestStatus.WAITING))
+    sched.update_from_output(sched.schedule(), None)  # the prompt's one step; the request is done
+    for _ in range(3):
+        assert sched.schedule().total_num_scheduled_tokens == 0
+    assert len(spy.states) == 2  # the batch, then once when the engine ran out of work (not every empty step)
+    idle = spy.states[1]
+    assert idle.batch_new_tokens.size == 0 and idle.queue_len == 0
+    sched.shutdown()
+
+
 def test_a_controller_error_falls_back_to_the_default_clock_logs_once_and_serving_goes_on(
     nvml_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -51,7 +51,7 @@ def test_prefill_controller_sees_the_chunked_batch_and_the_queue_behind_it() -> 
         config=cfg,
     )
     assert res.summary["requests_completed"] == 3
-    first, second, third = spy.seen
+    first, second, third, idle = spy.seen
     # batch 1 at t = 0: a 4,096-token chunk of the 5,000-token head prompt; the other two wait behind it
     assert first.time_s == 0.0 and first.phase == "prefill"
     assert tokens(first.batch_new_tokens) == [4096]
@@ -82,8 +82,10 @@ def test_prefill_controller_sees_the_chunked_batch_and_the_queue_behind_it() -> 
     assert tokens(third.batch_new_tokens) == [1808] and tokens(third.batch_prefix_tokens) == [192]
     assert third.waiting_prompt_tokens.size == 0 and third.kv_used_tokens == 10_000
     # request ids (trace indices) of the batch and the queue behind it
-    assert [tokens(s.batch_request_ids) for s in spy.seen] == [[0], [0, 1, 2], [2]]
-    assert [tokens(s.waiting_request_ids) for s in spy.seen] == [[1, 2], [], []]
+    assert [tokens(s.batch_request_ids) for s in spy.seen] == [[0], [0, 1, 2], [2], []]
+    assert [tokens(s.waiting_request_ids) for s in spy.seen] == [[1, 2], [], [], []]
+    # out of work after batch 3: asked once more, with nothing to run (the clock it waits at is its choice)
+    assert idle.batch_new_tokens.size == 0 and idle.queue_len == 0 and idle.time_s > third.time_s
     rq = res.requests
     assert list(rq["prefill_start_s"]) == [0.0, t1, t1]
 

@@ -18,8 +18,10 @@ Before each prefill iteration (``docs/control.md``):
 
 Guards: top clock when prefill-side KV use reaches ``kv_guard_pct``; top clock when even the top clock misses a
 deadline (counted in ``stats["infeasible"]``). With no batch and no queue (the engine never asks then, but a live
-adapter may) the idle rule applies: the instance's baseline clock from tier 1 (``state.baseline_clock_mhz``, which
-may be the governor), or no change when it has none.
+adapter may, and the simulator does once when an instance runs out of work) the idle rule applies: the lowest
+supported clock (``idle_clock="lowest"``, the default: idle power grows with the locked clock), or the instance's
+baseline clock from tier 1 (``idle_clock="baseline"``; ``state.baseline_clock_mhz``, which may be the governor, or no
+change when it has none).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ per GPU (NVIDIA DGX H100 datasheet), the slower (inter-node) path, so the estima
 MAX_GREEDY_HORIZON = 16
 """The greedy enumerates up to 2^K combinations per level; beyond K = 16 use the exact solver."""
 _EPS_S = 1e-12
+
+
+IDLE_CLOCKS = ("lowest", "baseline")
+"""Where an instance with no batch and no queue waits: ``lowest``, the lowest supported clock (an idle GPU's power
+grows with its locked clock: 70 W at 345 MHz, 97 W at 1,185, 181 W at 1,980 per H100 in the bundled measurement
+``llama3_70b_idle_power_vs_freq.csv``; the next batch pays one clock switch), or ``baseline``, tier 1's baseline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +377,12 @@ class PrefillMpc(ClockController):
         frontend_overhead_s: float | None = None,
         kv_transfer_s_per_token: float | None = None,
         bias_alpha: float = DEFAULT_ALPHA,
+        idle_clock: str = "lowest",
     ) -> None:
+        if idle_clock not in IDLE_CLOCKS:
+            raise InputError(
+                f"unknown idle clock '{idle_clock}' (choices: {', '.join(IDLE_CLOCKS)})", field="idle_clock"
+            )
         if horizon < 1:
             raise InputError(f"horizon must be >= 1 batch, got {horizon}", field="horizon")
         if solver not in SOLVERS:
@@ -392,6 +405,7 @@ class PrefillMpc(ClockController):
         """Front-end cost added to every predicted TTFT (API server, tokenisation, streaming), seconds; None: the
         engine's own figure, ``state.frontend_overhead_s`` (the simulator's ``SimConfig.frontend_overhead_s``)."""
         self.kv_transfer_s_per_token = kv_transfer_s_per_token
+        self.idle_clock = idle_clock
         self.clocks = CandidateClocks(predictor, n_clocks, clocks_mhz)
         self.bias = LatencyBias(bias_alpha)
         self.stats: Counter[str] = Counter()
@@ -439,6 +453,8 @@ class PrefillMpc(ClockController):
         supported = state.supported_clocks_mhz
         if state.batch_new_tokens.size == 0 and state.waiting_prompt_tokens.size == 0:
             self.stats["idle"] += 1
+            if self.idle_clock == "lowest" and supported:
+                return min(supported)
             return state.baseline_clock_mhz
         clocks = self.clocks.get("prefill", state.tp, supported, state.token_budget or DEFAULT_TOKEN_BUDGET)
         if state.kv_capacity_tokens and state.kv_use_pct >= self.kv_guard_pct:

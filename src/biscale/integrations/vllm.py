@@ -114,6 +114,8 @@ class BiScaleSchedulerMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._biscale_started: dict[int, float] = {}
+        self._biscale_busy = False
+        """Whether the last step ran a batch (the first empty step after one asks the controller where to idle)."""
         self._biscale_last_end = 0.0
         self._biscale = None
         config = load_hook_config()  # a bad configuration stops the engine at start-up, with the reason
@@ -162,13 +164,18 @@ class BiScaleSchedulerMixin:
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         out = super().schedule(*args, **kwargs)  # type: ignore[misc]
         hook = self._biscale
-        if hook is not None and out.total_num_scheduled_tokens > 0:
+        if hook is None:
+            return out
+        busy = out.total_num_scheduled_tokens > 0
+        if busy or self._biscale_busy:  # a batch, or the first empty step after one (the controller's idle rule)
             try:
                 step = self._biscale_step(out)
             except Exception as err:  # a vLLM change the adapter does not know: serve on, at the default clock
                 hook.fall_back(err)
             else:
                 hook.before_step(step)
+        self._biscale_busy = busy
+        if busy:
             started = self._biscale_started
             if len(started) > 16:  # outputs vLLM never reported back (an aborted step): keep the newest only
                 for key in list(started)[:-8]:

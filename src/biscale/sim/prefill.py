@@ -266,4 +266,5 @@ class PrefillStage:
         if inst.queue:
             self.start_batch(inst, t)
         else:
+            self.clocks.idle(inst, t)
             self.fleet.maybe_stop(inst, t)
