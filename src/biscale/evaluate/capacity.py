@@ -30,8 +30,9 @@ from typing import Any
 from biscale.control.placement import Placement
 from biscale.errors import InputError
 from biscale.evaluate.backends import Backend
+from biscale.evaluate.diskcache import entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
-from biscale.plan.capacity import CapacityTable, default_cache_dir
+from biscale.plan.capacity import CapacityTable
 from biscale.plan.solve import Cluster, Demand, PlanSettings, plan_outcome
 
 CAPACITY_FORMAT = "biscale-evaluate-capacity"
@@ -183,14 +184,10 @@ def search_capacity(
     if spec.capacity_rps is not None:
         return {**base, "capacity_rps": spec.capacity_rps, "searched": False, "probes": [], "search_s": 0.0}
     key = capacity_key(scenario, placement)
-    path = Path(cache_dir or default_cache_dir()) / "evaluate" / "capacity" / f"{key[:24]}.json"
-    if use_cache and path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            data = None
-        if isinstance(data, dict) and data.get("key") == key and data.get("format") == CAPACITY_FORMAT:
-            return {**data["result"], "from_cache": True}
+    path = entry_path("capacity", key, cache_dir)
+    cached = load_entry(path, key, CAPACITY_FORMAT) if use_cache else None
+    if isinstance(cached, dict):
+        return {**cached, "from_cache": True}
     t0 = time.perf_counter()
     lo: float | None = None
     hi: float | None = None
@@ -227,6 +224,5 @@ def search_capacity(
         "search_s": time.perf_counter() - t0,
     }
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"format": CAPACITY_FORMAT, "key": key, "result": result}))
+        store_entry(path, key, CAPACITY_FORMAT, result)
     return {**result, "from_cache": False}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +38,9 @@ from biscale.control.placement import Placement
 from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
 from biscale.errors import InputError
+from biscale.evaluate.diskcache import entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
-from biscale.plan.capacity import CapacityTable, artifact_hash, default_cache_dir, workload_fingerprint
+from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
 from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
 from biscale.plan.solve import Cluster, PlanSettings
 from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
@@ -274,22 +274,16 @@ def static_search(
         "sim": sim.model_dump(mode="json"),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(cache_dir or default_cache_dir()) / "evaluate" / "static" / f"{key[:24]}.json"
-    if use_cache and path.exists():
+    path = entry_path("static", key, cache_dir)
+    cached = load_entry(path, key, STATIC_FORMAT) if use_cache else None
+    if isinstance(cached, dict):
         try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key:
-                return StaticClocks(**data["result"])
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # unreadable or of another shape: search again and overwrite it
+            return StaticClocks(**cached)
+        except TypeError:
+            pass  # of another shape: search again and overwrite it
     found = search_static_clocks(trace, placement, predictor, sim)
     if use_cache:
-        from biscale.jsonio import to_json_text
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(to_json_text({"format": STATIC_FORMAT, "key": key, "result": asdict(found)}))
-        os.replace(tmp, path)  # atomic: two workers may write the same entry
+        store_entry(path, key, STATIC_FORMAT, asdict(found))
     return found
 
 
