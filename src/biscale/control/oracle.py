@@ -272,7 +272,7 @@ class OracleDecode(_OracleBase):
         if state.queue_len:  # saturated: requests wait to join; as the online controller, drain them at the top
             self.stats["waiting_guard"] += 1
             return clocks[-1]
-        if state.max_batch_seqs and b >= DEFAULT_BATCH_GUARD_PCT / 100.0 * state.max_batch_seqs:
+        if state.batch_use_pct >= DEFAULT_BATCH_GUARD_PCT:
             self.stats["batch_guard"] += 1  # nearly saturated: the online controller's guard, for a fair bound
             return clocks[-1]
         ctx = state.running_context_tokens

@@ -170,7 +170,7 @@ class DecodeSlack(ClockController):
         self.kv_guard_pct = float(kv_guard_pct)
         if not 0.0 < batch_guard_pct <= 100.0:
             raise InputError(f"batch guard must be in (0, 100] percent, got {batch_guard_pct}", field="batch_guard_pct")
-        self.batch_guard = float(batch_guard_pct) / 100.0
+        self.batch_guard_pct = float(batch_guard_pct)
         self.waiting_guard = int(waiting_guard)
         self.preemption_hold_s = float(preemption_hold_s)
         self.down_dwell = int(down_dwell)
@@ -233,7 +233,7 @@ class DecodeSlack(ClockController):
             guard = "kv_guard"
         elif state.queue_len >= self.waiting_guard:
             guard = "waiting_guard"
-        elif state.max_batch_seqs and state.batch_size >= self.batch_guard * state.max_batch_seqs:
+        elif state.batch_use_pct >= self.batch_guard_pct:
             guard = "batch_guard"
         elif state.time_s < mem.hold_until_s:
             guard = "preemption_guard"

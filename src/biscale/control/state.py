@@ -112,6 +112,11 @@ class InstanceState:
         return 100.0 * self.kv_used_tokens / self.kv_capacity_tokens if self.kv_capacity_tokens else 0.0
 
     @property
+    def batch_use_pct(self) -> float:
+        """Running batch, percent of the engine's sequence limit (0 when it has none)."""
+        return 100.0 * self.batch_size / self.max_batch_seqs if self.max_batch_seqs else 0.0
+
+    @property
     def queue_len(self) -> int:
         return int(self.waiting_prompt_tokens.size)
 

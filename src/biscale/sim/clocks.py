@@ -94,10 +94,7 @@ class ClockControl:
         """``inst`` ran out of work at ``t``: a dynamic controller may choose the clock it waits at (an idle GPU's
         power depends on its locked clock); the switch starts now, so the next batch may pay its remainder."""
         if inst.dynamic:
-            led = inst.ledger
-            if t > led.accounted_until_s or led.pending_clock_mhz is not None:
-                led.account_idle(t)
-            self.decide(inst, t)
+            self.prepare(inst, t)
 
     def decide(self, inst: Instance, t: float) -> None:
         """Ask a dynamic controller about the batch about to run; send a changed clock to the actuator."""
