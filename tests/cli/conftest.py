@@ -88,6 +88,10 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     put("scenario_bad_field.toml", 'name = "x"\ngpus = "many"\n')
     put("scenario_unknown_key.toml", 'name = "x"\nbogus = 1\n')
     put("scenario_bad_system.toml", 'name = "x"\nsystems = ["biscale", "vllm"]\n')
+    put("scenario_batch_guard.toml", 'name = "x"\n[controller_options.slack]\nbatch_guard_pct = 150\n')
+    put("scenario_idle_clock.toml", 'name = "x"\n[controller_options.mpc]\nidle_clock = "off"\n')
+    put("scenario_slack_unknown.toml", 'name = "x"\n[controller_options.slack]\nbogus = 1\n')
+    put("scenario_oracle_unknown.toml", 'name = "x"\n[controller_options.oracle.prefill]\nbogus = 1\n')
     put(
         "scenario_gamma_native.toml",
         'name = "x"\n[workload]\narrivals = "gamma"\nlengths = "native"\nduration_s = 60\n',

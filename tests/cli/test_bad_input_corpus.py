@@ -71,6 +71,28 @@ CASES = [
         "known: distserve",
     ),
     case(
+        "evaluate-scenario-batch-guard",
+        "evaluate --config {scenario_batch_guard} --out {dir}/ev",
+        "{scenario_batch_guard}",
+        "controller_options.slack: batch guard must be in (0, 100] percent, got 150",
+    ),
+    case(
+        "evaluate-scenario-idle-clock",
+        "evaluate --config {scenario_idle_clock} --out {dir}/ev",
+        "controller_options.mpc: unknown idle clock 'off' (choices: lowest, baseline)",
+    ),
+    case(
+        "evaluate-scenario-slack-unknown-option",
+        "evaluate --config {scenario_slack_unknown} --out {dir}/ev",
+        "controller_options.slack",
+        "bogus",
+    ),
+    case(
+        "evaluate-scenario-oracle-unknown-option",
+        "evaluate --config {scenario_oracle_unknown} --out {dir}/ev",
+        "controller_options.oracle: unknown prefill option(s) ['bogus']",
+    ),
+    case(
         "evaluate-scenario-gamma-native",
         "evaluate --config {scenario_gamma_native} --out {dir}/ev",
         "no native lengths",

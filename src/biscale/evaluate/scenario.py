@@ -264,11 +264,42 @@ class Scenario(BaseModel):
         bad = sorted(set(self.controller_options) - {"mpc", "mpc-greedy", "slack", "oracle"})
         if bad:
             raise ValueError(f"options for unknown controller(s) {bad} (known: mpc, mpc-greedy, slack, oracle)")
+        self._check_controller_options()
         if self.sweep is not None:
             missing = [s for s in self.sweep.systems if s not in ALL_SYSTEMS]
             if missing:
                 raise ValueError(f"sweep: unknown system(s) {', '.join(missing)}")
         return self
+
+    def _check_controller_options(self) -> None:
+        """Every controller option is known and in range, checked now rather than minutes into the runs: the
+        online controllers are built once on the bundled predictors; the oracle's names are checked against its
+        constructors (it needs the run's trace to be built)."""
+        import inspect
+
+        from biscale.control.mpc import PrefillMpc
+        from biscale.control.oracle import OracleDecode, OraclePrefill
+        from biscale.control.slack import DecodeSlack
+        from biscale.predict.predictor import default_predictor
+
+        for name, opts in self.controller_options.items():
+            per_phase = {p: opts[p] for p in ("prefill", "decode") if isinstance(opts.get(p), dict)}
+            common = {k: v for k, v in opts.items() if k not in per_phase}
+            if name == "oracle":
+                for phase, cls in (("prefill", OraclePrefill), ("decode", OracleDecode)):
+                    known = set(inspect.signature(cls.__init__).parameters) - {"self", "cost_model", "trace"}
+                    unknown = sorted((set(common) | set(per_phase.get(phase, {}))) - known)
+                    if unknown:
+                        raise ValueError(f"controller_options.oracle: unknown {phase} option(s) {unknown}")
+                continue
+            cls_, phase = (DecodeSlack, "decode") if name == "slack" else (PrefillMpc, "prefill")
+            options = {**common, **per_phase.get(phase, {}), **({"solver": "greedy"} if name == "mpc-greedy" else {})}
+            try:
+                cls_(default_predictor(self.gpu, self.model), **options)
+            except TypeError as err:
+                raise ValueError(f"controller_options.{name}: {err}") from err
+            except InputError as err:
+                raise ValueError(f"controller_options.{name}: {err.reason}") from err
 
     # ------------------------------------------------------------------ derived settings
     @property
