@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("--tp", default="1,2,4,8", help="TP shards to profile on the one GPU")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--shapes", type=int, default=24)
+    ap.add_argument("--min-window-s", type=float, default=1.0, help="measurement window per shape, s")
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -59,6 +60,7 @@ def main() -> int:
         [
             "profile", "--backend", "torch", "--gpu", args.gpu_label, "--model", args.model, "--tp", args.tp,
             "--layers", str(args.layers), "--shapes", str(args.shapes), "--device", str(args.device),
+            "--min-window-s", str(args.min_window_s),
             "-o", str(args.out / "profile.csv"),
         ]
     )  # fmt: skip

@@ -195,7 +195,8 @@ def torch_profile(
         for tp in cfg.tps:
             fields = shard_config(cfg.model, tp, cfg.layers)
             config = transformers.LlamaConfig(**fields, torch_dtype="bfloat16")
-            model = transformers.LlamaForCausalLM(config).to(device=dev, dtype=torch.bfloat16).eval()
+            with dev:  # random weights drawn on the GPU (on the CPU they take tens of seconds per model)
+                model = transformers.LlamaForCausalLM(config).to(dtype=torch.bfloat16).eval()
             all_layers = model.model.layers
             pre, dec = draw_shapes(rng, inputs, outputs, cfg)
             clocks: Sequence[int | None] = cfg.clocks_mhz if cfg.sweep_clocks else (None,)
