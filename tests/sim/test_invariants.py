@@ -403,8 +403,38 @@ ISSUE_RUN = (
 )
 
 
+#: A draining dynamic prefill instance stops while its last batch is being finished (the batch's last KV leaves
+#: during ``end_batch``); the idle clock consultation that followed used to actuate GPUs it no longer owned (KeyError,
+#: or a wrong clock for the instance that took them). Found by this property test.
+STOP_WHILE_FINISHING_RUN = (
+    Trace(
+        np.zeros(25),
+        np.array([
+            618, 1477, 1833, 921, 1106, 2393, 1932, 2354, 911, 1645, 2280, 1561, 2016, 1652, 1689, 934, 2100, 325,
+            1389, 1731, 2029, 1261, 901, 745, 1015,
+        ]),
+        np.array([
+            777, 1150, 1423, 117, 1494, 850, 573, 1076, 914, 408, 515, 1151, 951, 807, 541, 1217, 627, 525, 1424,
+            423, 364, 1142, 997, 78, 135,
+        ]),
+    ),
+    [
+        (0.0, parse_placement("prefill:1xTP2,prefill:1xTP1,decode:1xTP2")),
+        (0.25, parse_placement("prefill:1xTP1,decode:1xTP1")),
+    ],
+    SimConfig(
+        nodes=1, gpus_per_node=8, record_segments=True, window_s=0.25, startup_s=0.0, sample_interval_s=0.3,
+        switch_latency_s=0.0, prefill_token_budget=64, decode_max_batch=1, max_time_s=None, decode_kv_policy="paged",
+        kv_block_tokens=1, kv_watermark_frac=0.0, kv_link_sharing="fifo", unassigned_gpu_power_w="idle",
+        frontend_overhead_s=0.0,
+    ),
+    ToyCostModel(kv_tokens_per_gpu=800),
+)  # fmt: skip
+
+
 @settings(max_examples=150, deadline=None)
 @example(run=ISSUE_RUN)
+@example(run=STOP_WHILE_FINISHING_RUN)
 @given(run=realism_runs())
 def test_properties_under_random_placement_schedules(
     run: tuple[Trace, list[tuple[float, Placement]], SimConfig, ToyCostModel],

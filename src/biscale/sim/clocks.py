@@ -13,7 +13,7 @@ from biscale.control.controllers import ClockController, snap_clock
 from biscale.control.placement import InstanceSpec
 from biscale.control.state import GOVERNOR_MHZ
 from biscale.sim.actuator import SimClockActuator
-from biscale.sim.instance import Instance
+from biscale.sim.instance import Instance, InstanceStatus
 from biscale.sim.snapshot import SnapshotBuilder
 
 
@@ -92,8 +92,10 @@ class ClockControl:
 
     def idle(self, inst: Instance, t: float) -> None:
         """``inst`` ran out of work at ``t``: a dynamic controller may choose the clock it waits at (an idle GPU's
-        power depends on its locked clock); the switch starts now, so the next batch may pay its remainder."""
-        if inst.dynamic:
+        power depends on its locked clock); the switch starts now, so the next batch may pay its remainder. Not
+        for an instance that has already stopped (a draining one stops as soon as its last KV leaves, which can
+        happen while its last batch is being finished): its GPUs may already belong to a new instance."""
+        if inst.dynamic and inst.status != InstanceStatus.STOPPED:
             self.prepare(inst, t)
 
     def decide(self, inst: Instance, t: float) -> None:
