@@ -37,9 +37,9 @@ class IterationCost(NamedTuple):
         return self.latency_s * self.power_w
 
 
-@dataclass(frozen=True, slots=True)
-class PrefillShape:
-    """Sufficient statistics of one prefill iteration (a batch of prompts or prompt chunks)."""
+class PrefillShape(NamedTuple):
+    """Sufficient statistics of one prefill iteration (a batch of prompts or prompt chunks; a named tuple for the
+    same reason as :class:`IterationCost`)."""
 
     num_seqs: int
     """Sequences (prompts or chunks) in the batch."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from biscale.costmodel import DecodeShape, GovernorModel, IterationCost, PrefillShape
 from biscale.hardware.base import HardwareModel
@@ -37,6 +38,9 @@ _CACHE_LIMIT = 500_000
 
 #: Beyond any context sum (tokens): the "no bound" of the decode fast path's integer context interval.
 _BIG = 1 << 62
+#: Builds a named tuple (an :class:`IterationCost`, a ``_Parts``) from a tuple without its Python-level ``__new__``
+#: (2x faster; the decode fast path builds one per simulated iteration).
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +64,9 @@ class _TpConsts:
     head_mem_per_row: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Parts:
-    """One iteration at one clock: time and energy without the decode KV reads, and per KV context token."""
+class _Parts(NamedTuple):
+    """One iteration at one clock: time and energy without the decode KV reads, and per KV context token (a named
+    tuple: one is built per prefill batch priced)."""
 
     time_s: float
     energy_j: float
@@ -299,7 +303,7 @@ class RooflineHardwareModel(HardwareModel):
         t = busy + c.engine_step_s
         e = p_act * busy + p_idle * c.engine_step_s + c.compute_power_w * g * comp + c.memory_power_w * mem
         kv = k.kv_read_per_ctx
-        return _Parts(t, e, kv * mu, p_act * kv * mu + c.memory_power_w * kv)
+        return _tuple_new(_Parts, (t, e, kv * mu, p_act * kv * mu + c.memory_power_w * kv))
 
     def _capped(self, at: Callable[[int], tuple[float, float]], top: int) -> tuple[float, float, float, int]:
         """(latency_s, power_w, effective_clock_mhz, i) under the power cap, given ``at(i)`` = (latency, energy) of
@@ -373,7 +377,7 @@ class RooflineHardwareModel(HardwareModel):
         ctx = shape.context_sum
         if ctx_lo <= ctx <= ctx_hi:
             lat = t + ctx * kv_t
-            return IterationCost(lat, (e + ctx * kv_e) / lat, f)
+            return _tuple_new(IterationCost, (lat, (e + ctx * kv_e) / lat, f))
         return self._decode_capped(tp, sm_clock_mhz, shape.batch_size, ctx)
 
     def _decode_parts_at(self, tp: int, batch: int, i: int) -> _Parts:

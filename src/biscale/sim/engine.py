@@ -253,26 +253,31 @@ class Simulator:
         inf = float("inf")
         if horizon < inf:  # arrivals after the horizon are never submitted
             n = int(np.searchsorted(np.asarray(arrival), horizon, side="right"))
+        t_arr = arrival[0] if n else inf
+        next_due = min(next_sample, next_window)  # the next sample or window: one comparison per event until then
+        progress_at: float = 20000 if progress is not None else inf
         while True:
-            t_arr = arrival[ai] if ai < n else inf
             t_heap = heap[0][0] if heap else inf
             t_next = t_arr if t_arr < t_heap else t_heap
-            if t_next == inf:
-                break
-            while next_sample <= t_next and next_sample <= next_window:
-                timeline.sample(next_sample, instances)
-                next_sample += sample_dt
-            if next_window <= t_next and planner is not None:
-                t = next_window
-                observation = cluster_observation(
-                    t, cfg.window_s, window, self.requests, fleet.target, instances, cfg.total_gpus, cfg.slo
-                )
-                new = planner.plan(observation)
-                window.clear()
-                if new != fleet.target:
-                    self._apply_placement(new, t)
-                next_window += cfg.window_s
-                continue
+            if t_next >= next_due:
+                if t_next == inf:
+                    break
+                while next_sample <= t_next and next_sample <= next_window:
+                    timeline.sample(next_sample, instances)
+                    next_sample += sample_dt
+                if next_window <= t_next and planner is not None:
+                    t = next_window
+                    observation = cluster_observation(
+                        t, cfg.window_s, window, self.requests, fleet.target, instances, cfg.total_gpus, cfg.slo
+                    )
+                    new = planner.plan(observation)
+                    window.clear()
+                    if new != fleet.target:
+                        self._apply_placement(new, t)
+                    next_window += cfg.window_s
+                    next_due = min(next_sample, next_window)
+                    continue
+                next_due = min(next_sample, next_window)
             events += 1
             if t_arr <= t_heap:
                 t = t_arr
@@ -280,6 +285,7 @@ class Simulator:
                     window.arrivals.append(ai)
                 arrive(ai, t)
                 ai += 1
+                t_arr = arrival[ai] if ai < n else inf
             else:
                 t, _, kind, obj = pop(heap)
                 if kind == _DECODE_END:
@@ -296,8 +302,9 @@ class Simulator:
                     self.decode.end_recompute(obj, t)
                 else:
                     fleet.on_ready(obj, t)
-            if progress is not None and events % 20000 == 0:
-                progress(t)
+            if events >= progress_at:
+                progress(t)  # type: ignore[misc]
+                progress_at += 20000
         end = max(t, timeline.last_sample_s)
         fleet.finish(end)
         if end > timeline.last_sample_s or not timeline.rows:

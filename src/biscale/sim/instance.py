@@ -182,7 +182,8 @@ class DecodeInstance(Instance):
     ``iteration`` counts finished iterations. A request joining at iteration ``k0`` and needing ``O`` output tokens
     leaves after iteration ``k0 + O - 2`` (its first token came from prefill), so it is filed in ``finishing_at``
     when it joins. Its decode energy is a difference of ``energy_share_prefix_j`` (running sum of each iteration's
-    energy divided by its batch size) and its largest token gap a ``max`` over ``latencies_s``.
+    energy divided by its batch size) and its largest token gap one lookup in the suffix maxima of the iterations'
+    token gaps (``gap_max_from`` / ``gap_max_s``).
     """
 
     __slots__ = (
@@ -190,6 +191,8 @@ class DecodeInstance(Instance):
         "context_sum",
         "energy_share_prefix_j",
         "finishing_at",
+        "gap_max_from",
+        "gap_max_s",
         "incoming",
         "iteration",
         "joined",
@@ -197,7 +200,6 @@ class DecodeInstance(Instance):
         "kv_blocks_used",
         "kv_cross",
         "kv_watermark_blocks",
-        "latencies_s",
         "paused_since_s",
         "preempted",
         "preemptions",
@@ -232,9 +234,13 @@ class DecodeInstance(Instance):
         self.context_sq_sum = 0
         """Sum of squared context lengths, tokens^2."""
         self.iteration = 0
-        self.latencies_s: list[float] = []
-        """Token gap of every finished iteration: its end minus the previous decode iteration's end (iterations run
-        back to back unless recomputations run in between), s (index = iteration)."""
+        self.gap_max_from: list[int] = []
+        self.gap_max_s: list[float] = []
+        """Suffix maxima of the token gaps of the finished iterations (a gap: an iteration's end minus the previous
+        decode iteration's end; iterations run back to back unless recomputations run in between), s: iteration
+        ``gap_max_from[j]``'s gap ``gap_max_s[j]`` is larger than every later gap, and the stack holds every such
+        iteration, so the largest gap since iteration ``i`` is ``gap_max_s[bisect_left(gap_max_from, i)]``
+        (O(log n) instead of a ``max`` over a request's whole life; amortised O(1) per iteration to keep)."""
         self.paused_since_s: float | None = None
         """End of the last decode iteration while the running batch waits for recomputations, s (None: not)."""
         self.energy_share_prefix_j: list[float] = [0.0]

