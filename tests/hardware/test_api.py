@@ -103,7 +103,7 @@ def test_idle_power(h100: HardwareModel) -> None:
     assert gov.idle_power_w == unlocked
     assert gov.shallow_idle_power_w == pytest.approx(locked[-1])
     assert gov.idle_energy_j(0.0) == 0.0
-    long_gap = 10.0
+    long_gap = 4 * gov.downclock_after_s
     expect = gov.downclock_after_s * gov.shallow_idle_power_w + (long_gap - gov.downclock_after_s) * unlocked
     assert gov.idle_energy_j(long_gap) == pytest.approx(expect)
     assert gov.wake_penalty_s(long_gap) == gov.wake_delay_s > 0

@@ -426,6 +426,13 @@ def compare_mlenergy_70b(c: FittedConstants, ds: Datasets) -> Comparison:
 #: CUDA graphs, so an upper bound). Consistent with vllm-project/vllm PR #24532 (H100 TP4, hidden 8192: best
 #: 10 us at 0.5 MB, 28 us at 4 MB, vs 9.2 us + bytes / the NCCL bandwidth fitted here: 11 / 26 us).
 ALLREDUCE_GRAPH_LATENCY_S = {"2": 8.7e-6, "4": 9.2e-6, "8": 11.8e-6}
+#: Measured on a real H100 80GB HBM3 (data/measured/h100-sxm/2026-11-26/governor.json, scripts/measure_governor.py):
+#: under the default governor a GPU whose process holds a CUDA context (as a serving engine always does) stayed at
+#: 1,980 MHz for all 25 s of idleness in 3 of 3 runs, so the drop to the deep idle clock comes no sooner (a lower
+#: bound; the deep idle of 345 MHz / ~74 W was seen only with no process on the GPU), s.
+GOVERNOR_DOWNCLOCK_AFTER_S = 25.0
+#: The same runs: a 4096^3 bf16 product right after the idle took 0.118 ms (median of 3) longer than on a warm GPU, s.
+GOVERNOR_WAKE_DELAY_S = 0.000118
 
 
 @dataclass(frozen=True)
@@ -651,6 +658,8 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
         allreduce_bandwidth_bytes_per_s=bw,
         allreduce_graph_latency_s=dict(ALLREDUCE_GRAPH_LATENCY_S),
         power_cap_fraction=power_cap_fraction(ds, load_gpu(GPU).power_limit_w),
+        governor_downclock_after_s=GOVERNOR_DOWNCLOCK_AFTER_S,
+        governor_wake_delay_s=GOVERNOR_WAKE_DELAY_S,
     )
     c = fit_joint(ds, c)
     joint = "fit_joint: " + " + ".join(d.file for d in FIT_DATASETS)
@@ -673,7 +682,9 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
             "assumed: one ~10 us attention kernel per layer (same order as the fitted GEMM fixed time)"
         ),
         "governor_downclock_after_s, governor_wake_delay_s": (
-            "assumed engineering values (no public H100 measurement): clock drops after 0.5 s idle, 5 ms ramp-up"
+            "measured on a real H100 80GB HBM3 with a CUDA context held (data/measured/h100-sxm/2026-11-26/"
+            "governor.json): no drop from 1,980 MHz in 25 s of idleness (a lower bound), 0.118 ms added to the "
+            "first kernel after it"
         ),
         "power_cap_fraction": "power_cap_fraction: plateau of llama3_70b_prefill_power_vs_freq.csv",
         "ML.ENERGY request lengths": (
