@@ -90,6 +90,7 @@ def main() -> int:
 
     from biscale.gpu.energy import EnergyMeter
     from biscale.gpu.nvml import load_nvml
+    from biscale.predict.profilers.torch_gpu import timed_window
 
     nvml = load_nvml()
     meter = EnergyMeter(nvml, gpus=[args.device])
@@ -109,25 +110,11 @@ def main() -> int:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.inference_mode():
             step()
-        for _ in range(5):
-            graph.replay()
-        torch.cuda.synchronize(dev)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        reps = 0
-        with meter.window() as w:
-            start.record()
-            t0 = time.monotonic()
-            while reps < 10 or time.monotonic() - t0 < args.min_window_s:
-                for _ in range(10):
-                    graph.replay()
-                reps += 10
-                torch.cuda.synchronize(dev)
-            end.record()
-            torch.cuda.synchronize(dev)
-        assert w.measurement is not None
+        result = timed_window(torch, graph.replay, meter, args.device, args.min_window_s, warmup=5, min_calls=10,
+                              sync_every=10)  # fmt: skip
         del graph, step
         torch.cuda.empty_cache()
-        return start.elapsed_time(end) / 1e3 / reps, w.measurement.energy_j[args.device] / reps, reps
+        return result
 
     rows: list[dict[str, Any]] = []
     t_start = time.monotonic()

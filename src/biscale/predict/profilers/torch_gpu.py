@@ -143,6 +143,41 @@ def draw_shapes(
     return pre, dec
 
 
+def timed_window(
+    torch: Any,
+    fn: Callable[[], Any],
+    meter: Any,
+    device: int,
+    min_window_s: float,
+    *,
+    warmup: int = 3,
+    min_calls: int = 3,
+    sync_every: int = 8,
+) -> tuple[float, float, int]:  # pragma: no cover - needs a GPU
+    """(latency s, energy J per call, calls) of ``fn`` called back to back for at least ``min_window_s`` (and
+    ``min_calls``) after ``warmup`` calls: CUDA events around the calls, the NVML energy counter of ``meter``
+    (an :class:`~biscale.gpu.energy.EnergyMeter`) over the same window; synchronising every ``sync_every`` calls
+    keeps the CPU from queueing far ahead of the window's clock."""
+    dev = torch.device(f"cuda:{device}")
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize(dev)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    calls = 0
+    with meter.window() as w:
+        start.record()
+        t0 = time.monotonic()
+        while calls < min_calls or time.monotonic() - t0 < min_window_s:
+            fn()
+            calls += 1
+            if calls % sync_every == 0:
+                torch.cuda.synchronize(dev)
+        end.record()
+        torch.cuda.synchronize(dev)
+    assert w.measurement is not None
+    return start.elapsed_time(end) / 1e3 / calls, w.measurement.energy_j[device] / calls, calls
+
+
 def torch_profile(
     cfg: TorchProfileConfig,
     inputs: np.ndarray,
@@ -171,25 +206,7 @@ def torch_profile(
         return int(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
 
     def timed(fn: Callable[[], Any]) -> tuple[float, float, int]:
-        """(latency s, energy J per iteration, repeats) of ``fn`` over ``min_window_s``."""
-        for _ in range(cfg.warmup):
-            fn()
-        torch.cuda.synchronize(dev)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        reps = 0
-        with meter.window() as w:
-            start.record()
-            t0 = time.monotonic()
-            while reps < 3 or time.monotonic() - t0 < cfg.min_window_s:
-                fn()
-                reps += 1
-                if reps % 8 == 0:
-                    torch.cuda.synchronize(dev)
-            end.record()
-            torch.cuda.synchronize(dev)
-        elapsed = start.elapsed_time(end) / 1e3
-        assert w.measurement is not None
-        return elapsed / reps, w.measurement.energy_j[cfg.device] / reps, reps
+        return timed_window(torch, fn, meter, cfg.device, cfg.min_window_s, warmup=cfg.warmup)
 
     try:
         for tp in cfg.tps:
