@@ -48,21 +48,35 @@ def write_json(path: str | Path, obj: Mapping[str, Any], *, indent: int | None =
     return p
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The UTF-8 text of a file a user gives; unreadable or non-UTF-8 files raise :class:`InputError` naming it
+    (``what`` names the kind of file, e.g. ``"placement file"``)."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read {what}: {err.strerror}", path=p) from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"not a {what}: not UTF-8 text (byte {err.start})", path=p) from err
+
+
+def loads_json(text: str, path: str | Path) -> Any:
+    """``json.loads(text)``; malformed or too deeply nested JSON raises :class:`InputError` naming ``path`` (and
+    the line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err.msg}", path=Path(path), line=err.lineno) from err
+    except RecursionError as err:
+        raise InputError("not valid JSON: nested too deeply", path=Path(path)) from err
+
+
 def read_json_object(path: str | Path, what: str = "JSON file", shape_hint: str = "") -> dict[str, Any]:
     """The JSON object in ``path``. Unreadable, non-UTF-8, malformed or too deeply nested files, and any top-level
     value other than an object, raise :class:`InputError` naming the file (``what`` names the kind of file, e.g.
     ``"placement file"``; ``shape_hint`` is appended to the "expected an object" message)."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InputError(f"cannot read {what}: {err.strerror}", path=p) from err
-    except UnicodeDecodeError as err:
-        raise InputError(f"not a {what}: not UTF-8 text (byte {err.start})", path=p) from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
-    except RecursionError as err:
-        raise InputError("not valid JSON: nested too deeply", path=p) from err
+    data = loads_json(read_text(p, what), p)
     if not isinstance(data, dict):
         raise InputError(f"a {what} holds one JSON object{shape_hint}", path=p)
     return data

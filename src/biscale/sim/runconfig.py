@@ -9,7 +9,6 @@ the resolved configuration as ``config.json``, which ``--config`` reads back (th
 from __future__ import annotations
 
 import copy
-import json
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from biscale.control.placement import Placement, load_placement
 from biscale.control.planner import PLANNERS, Planner, PlannerContext
 from biscale.costmodel import CostModel
 from biscale.errors import InputError, validation_input_error
+from biscale.jsonio import loads_json, read_text
 from biscale.sim.config import SimConfig
 from biscale.sim.costmodels import COST_MODELS
 from biscale.sim.results import SimResult, simulate
@@ -298,20 +298,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     suffix = p.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise InputError("a configuration file must end in .toml or .json", path=p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read configuration file: {err.strerror}", path=p) from err
-    except UnicodeDecodeError as err:
-        raise InputError(f"not a configuration file: not UTF-8 text (byte {err.start})", path=p) from err
-    try:
-        data = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"not valid TOML: {err}", path=p) from err
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON: {err.msg}", path=p, line=err.lineno) from err
-    except RecursionError as err:
-        raise InputError("not valid JSON: nested too deeply", path=p) from err
+    text = read_text(p, "configuration file")
+    if suffix == ".json":
+        data = loads_json(text, p)
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise InputError(f"not valid TOML: {err}", path=p) from err
+        except RecursionError as err:
+            raise InputError("not valid TOML: nested too deeply", path=p) from err
     if not isinstance(data, dict):
         raise InputError("a configuration file must hold one object (a table)", path=p)
     return data
