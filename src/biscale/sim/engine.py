@@ -255,7 +255,6 @@ class Simulator:
             n = int(np.searchsorted(np.asarray(arrival), horizon, side="right"))
         t_arr = arrival[0] if n else inf
         next_due = min(next_sample, next_window)  # the next sample or window: one comparison per event until then
-        progress_at: float = 20000 if progress is not None else inf
         while True:
             t_heap = heap[0][0] if heap else inf
             t_next = t_arr if t_arr < t_heap else t_heap
@@ -302,9 +301,8 @@ class Simulator:
                     self.decode.end_recompute(obj, t)
                 else:
                     fleet.on_ready(obj, t)
-            if events >= progress_at:
-                progress(t)  # type: ignore[misc]
-                progress_at += 20000
+            if progress is not None and events % 20000 == 0:
+                progress(t)
         end = max(t, timeline.last_sample_s)
         fleet.finish(end)
         if end > timeline.last_sample_s or not timeline.rows:
