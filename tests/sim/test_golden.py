@@ -73,10 +73,18 @@ def mixed_trace(seed: int, n: int, span_s: float, max_in: int = 20_000, max_out:
     return Trace(arrival, inp, out, name=f"golden-{seed}")
 
 
+def burst_starts_s() -> tuple[float, ...]:
+    """Start times of ``bursty_trace``'s bursts: short gaps (the GPUs stay at the governor's shallow idle) and long
+    ones, each longer than the H100 model's governor down-clock delay plus a burst's service time (under 5 s here),
+    so an unlocked GPU falls to deep idle and pays the wake-up delay at the next burst."""
+    long_gap = HW.governor.downclock_after_s + 5.0
+    return (0.0, 1.5, 1.5 + long_gap, 3.3 + long_gap, 3.3 + 2 * long_gap)
+
+
 def bursty_trace(seed: int) -> Trace:
-    """Bursts separated by gaps longer than the governor's down-clock delay (0.5 s on the H100 model)."""
+    """Bursts of 12 requests within 0.3 s, at :func:`burst_starts_s`."""
     rng = np.random.default_rng(seed)
-    parts = [start + np.sort(rng.uniform(0.0, 0.3, 12)) for start in (0.0, 1.5, 2.2, 4.0, 6.5)]
+    parts = [start + np.sort(rng.uniform(0.0, 0.3, 12)) for start in burst_starts_s()]
     arrival = np.concatenate(parts)
     arrival -= arrival[0]
     n = arrival.size
@@ -125,15 +133,17 @@ def placement_schedule() -> SimResult:
 
 
 def governor_switches() -> SimResult:
-    """Dynamic prefill clocks with a 10 ms switch latency, the default governor on decode, idle gaps; a horizon."""
+    """Dynamic prefill clocks with a 10 ms switch latency, the default governor on decode, idle gaps short and
+    longer than the down-clock delay; a horizon inside the last burst; segments recorded."""
     placement = parse_placement("prefill:1xTP4,decode:1xTP4")
     cfg = SimConfig(
         nodes=1,
         gpus_per_node=8,
         prefill_token_budget=2048,
         switch_latency_s=0.010,
-        max_time_s=6.9,
+        max_time_s=burst_starts_s()[-1] + 0.4,
         sample_interval_s=0.25,
+        record_segments=True,
     )
     ctrl = {"prefill": QueueClock(), "decode": DefaultGovernor()}
     return simulate(bursty_trace(13), placement, HW, ctrl, config=cfg)
@@ -280,6 +290,18 @@ def hand_governor_switches(res: SimResult) -> None:
     end = 0.010 + (1 - f) * lo_c.latency_s
     energy = 0.010 * hi_c.power_w * 4 + (end - 0.010) * lo_c.power_w * 4
     check_first_request(res, prefill_tp=4, decode_tp=4, end_s=end, energy_j=energy)
+    # The decode instance stays under the default governor: an idle gap of length G > D (the down-clock delay)
+    # after an iteration draws 4 GPUs x (D x shallow idle power + (G - D) x deep idle power).
+    g = HW.governor
+    seg = res.segments
+    busy = seg[(seg["instance_id"] == 1) & (seg["busy"] == 1)].sort_values("start_s")
+    gaps = busy["start_s"].to_numpy()[1:] - busy["end_s"].to_numpy()[:-1]
+    k = int(np.argmax(gaps))
+    t0, t1 = busy["end_s"].iloc[k], busy["start_s"].iloc[k + 1]
+    assert t1 - t0 > g.downclock_after_s
+    idle = seg[(seg["instance_id"] == 1) & (seg["start_s"] >= t0) & (seg["end_s"] <= t1)]
+    hand = 4 * (g.downclock_after_s * g.shallow_idle_power_w + (t1 - t0 - g.downclock_after_s) * g.idle_power_w)
+    assert float(((idle["end_s"] - idle["start_s"]) * idle["power_w"]).sum()) == pytest.approx(hand, rel=REL)
 
 
 def hand_dynamic_both_phases(res: SimResult) -> None:
@@ -324,5 +346,12 @@ def test_scenarios_exercise_what_they_claim() -> None:
     s = gov.summary
     assert s["clock_switches"] > 5 and s["requests_unfinished"] > 0
     assert (gov.timeline["clock_mhz"] == GOVERNOR_MHZ).any()
+    # the unlocked decode GPUs (TP4) fall to deep idle in a long gap and pay the wake-up delay after it
+    g = HW.governor
+    seg = gov.segments
+    dec = seg[seg["instance_id"] == 1]
+    assert (~dec["busy"].astype(bool) & np.isclose(dec["power_w"], 4 * g.idle_power_w)).any()
+    wake = dec[dec["busy"].astype(bool) & np.isclose(dec["power_w"], 4 * g.shallow_idle_power_w)]
+    assert len(wake) > 0 and np.allclose(wake["end_s"] - wake["start_s"], g.wake_delay_s)
     both = result("dynamic_both_phases").instances
     assert (both.loc[both["phase"] == "decode", "clock_switches"] > 0).all()
