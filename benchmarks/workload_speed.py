@@ -1,6 +1,6 @@
 """Workload speed: loading the bundled traces and the operations the planner calls in its capacity search.
 
-Target (issue 2): the 19,366-row Azure conv trace loads in well under a second (``load_conv_s`` < 0.25 s is the
+Target: the 19,366-row Azure conv trace loads in well under a second (``load_conv_s`` < 0.25 s is the
 budget). Last stdout line: one JSON object. Run: ``python benchmarks/workload_speed.py [--repeat 5]``.
 """
 

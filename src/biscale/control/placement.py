@@ -1,6 +1,6 @@
 """The :class:`Placement` type: which instances a cluster runs (phase, TP degree, count, baseline clock).
 
-One schema for every producer and consumer: ``biscale plan`` (roadmap item 1) writes it, ``biscale simulate``
+One schema for every producer and consumer: ``biscale plan`` writes it, ``biscale simulate``
 and the live runtime read it. Two spellings:
 
 * the compact SPEC string ``prefill:2xTP2,decode:3xTP4@1410`` (grammar in ``docs/simulator.md``);

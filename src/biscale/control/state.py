@@ -1,7 +1,8 @@
 """What controllers and planners may see: state a real engine can observe, never the cost model.
 
-The simulator fills these snapshots from its own bookkeeping; a live engine adapter (vLLM scheduler hook,
-roadmap item 4) fills the same fields from its scheduler, so one controller runs unchanged in both worlds.
+The simulator fills these snapshots from its own bookkeeping; a live engine adapter (the vLLM scheduler hook in
+:mod:`biscale.integrations`) fills the same fields from its scheduler, so one controller runs unchanged in both
+worlds.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from biscale.control.placement import Placement
 
 #: ``decide`` returns this to hand the clock back to the GPU's default governor (clocks unlocked).
 GOVERNOR_MHZ = 0
+
+DEFAULT_PREFILL_TOKEN_BUDGET = 8192
+"""Most new tokens one prefill iteration processes unless configured (the simulator's, the emulator's and the
+controllers' default when a snapshot carries none), tokens."""
 
 
 def _no_tokens() -> np.ndarray:
@@ -83,7 +88,7 @@ class InstanceState:
     """Prefill: time since arrival of each batch sequence, seconds (same order)."""
     token_budget: int = 0
     """Batching rule: most new tokens one prefill iteration processes (longer prompts are chunked), tokens
-    (0 = unknown)."""
+    (0 = unknown: controllers assume :data:`DEFAULT_PREFILL_TOKEN_BUDGET`)."""
     max_batch_seqs: int = 0
     """Batching rule: most sequences in one iteration (prefill max seqs / decode max batch) (0 = unknown)."""
     baseline_clock_mhz: int | None = None

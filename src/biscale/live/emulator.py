@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET
 from biscale.costmodel import CostModel, DecodeShape
 from biscale.errors import InputError
 from biscale.gpu.energy import EnergyMeter
@@ -69,7 +70,7 @@ class EmulatorSettings:
     controller_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     slo_ttft_ms: float = 600.0
     slo_tpot_ms: float = 100.0
-    token_budget: int = 8192
+    token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET
     max_prefill_seqs: int = 1024
     max_batch: int = 256
     speed: float = 1.0
