@@ -10,7 +10,6 @@ capacity or absolute rates), which systems run, and the sweep.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -474,10 +473,6 @@ def parse_float_list(text: str, field: str) -> tuple[float, ...]:
     if not values:
         raise InputError("no values given", field=field)
     return values
-
-
-def copy_dict(d: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(d))
 
 
 def systems_in_order(names: Sequence[str]) -> list[str]:

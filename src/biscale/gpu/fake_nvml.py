@@ -451,9 +451,3 @@ class FakeNvml:
                 "nvmlDeviceGetCurrentClocksThrottleReasons", h, [], lambda st: self._reasons(st["gpus"][h.index])
             )
         )
-
-
-def load_fake_from_env() -> FakeNvml | None:
-    """The fake named by ``BISCALE_FAKE_NVML`` (created with two GPUs if the file does not exist), else ``None``."""
-    path = os.environ.get(FAKE_ENV)
-    return FakeNvml(path) if path else None

@@ -31,8 +31,6 @@ PREFILL_COLUMNS = ("input_len_sum", "input_len_mean", "input_len_std", "input_le
 DECODE_COLUMNS = ("context_len_sum", "context_len_mean", "context_len_std", "context_len_max")
 #: At least one of these: mean power per GPU over the iteration (W), or energy per GPU per iteration (J).
 POWER_COLUMNS = ("power_w", "energy_j")
-#: Optional columns (filled in when absent).
-OPTIONAL_COLUMNS = ("source", "timestamp", "attn_pairs")
 
 #: All columns in the order profilers write them.
 ALL_COLUMNS = (
@@ -55,25 +53,6 @@ ALL_COLUMNS = (
 
 #: Fewest rows per (phase, TP, clock) that ``biscale fit`` accepts (the per-clock regression has 8 terms).
 MIN_ROWS_PER_CLOCK = 12
-
-UNITS = {
-    "tp": "GPUs",
-    "sm_clock_mhz": "MHz",
-    "batch_size": "requests",
-    "input_len_sum": "tokens",
-    "input_len_mean": "tokens",
-    "input_len_std": "tokens",
-    "input_len_max": "tokens",
-    "attn_pairs": "query-key pairs",
-    "context_len_sum": "tokens",
-    "context_len_mean": "tokens",
-    "context_len_std": "tokens",
-    "context_len_max": "tokens",
-    "latency_s": "s (mean per iteration)",
-    "power_w": "W (mean per GPU)",
-    "energy_j": "J (per GPU per iteration)",
-    "repeats": "iterations averaged",
-}
 
 
 class GovernorMeta(BaseModel):
