@@ -240,12 +240,12 @@ def kv_transfer_s(tokens: int, prefill_tp: int, decode_tp: int) -> float:
 
 
 def check_first_request(res: SimResult, *, prefill_tp: int, decode_tp: int, end_s: float, energy_j: float) -> None:
-    """Request 0 arrives at t = 0 on an idle cluster and runs alone in its prefill batch (the next arrival finds
-    its instance busy or is routed elsewhere): its prefill ends at ``end_s`` with ``energy_j``, its KV crosses
-    NVLink, its first token reaches the user after the front-end overhead."""
+    """Request 0 arrives at t = 0 on an idle cluster, alone (request 1 arrives later), so its prefill batch, formed
+    at once, holds it alone: the prefill ends at ``end_s`` with ``energy_j``, its KV crosses NVLink, its first
+    token reaches the user after the front-end overhead."""
     assert HW.kv_bytes_per_token == KV_BYTES_PER_TOKEN
     r = res.requests.loc[0]
-    assert r["arrival_s"] == 0.0 and r["prefill_start_s"] == 0.0
+    assert r["arrival_s"] == 0.0 and r["prefill_start_s"] == 0.0 and res.requests.loc[1, "arrival_s"] > 0.0
     assert r["prefill_end_s"] == pytest.approx(end_s, rel=REL)
     assert r["prefill_energy_j"] == pytest.approx(energy_j, rel=REL)
     transfer = kv_transfer_s(int(r["input_tokens"]), prefill_tp, decode_tp)
@@ -258,8 +258,7 @@ def hand_fixed_placement(res: SimResult) -> None:
     # request 0: 2,328 tokens on prefill instance 0 (TP2 locked at 1,410 MHz); decode is TP4.
     # transfer = 30 us + 2,328 x 327,680 B / (2 x 450e9 B/s) = 30 us + 847.6 us = 877.6 us
     rq = res.requests
-    assert rq.loc[0, "input_tokens"] == 2328 and rq.loc[0, "prefill_instance"] == 0
-    assert rq.loc[1, "prefill_instance"] == 1  # request 1 arrives while instance 0 is busy: not in its batch
+    assert rq.loc[0, "input_tokens"] == 2328 and rq.loc[0, "prefill_instance"] == 0  # the lowest id wins a tie
     assert kv_transfer_s(2328, 2, 4) == pytest.approx(877.6e-6, rel=1e-4)
     c = HW.prefill_cost(one_prompt(2328), 2, 1410)
     check_first_request(res, prefill_tp=2, decode_tp=4, end_s=c.latency_s, energy_j=c.latency_s * c.power_w * 2)
