@@ -40,6 +40,10 @@ def test_every_check_is_present_in_order_with_its_role(checks: dict[str, cal.Che
         "splitwise_decode_shape",
         "mlenergy_70b_decode",
         "a100_prefill_clock_shape",
+        "h100_prefill_short_held_out",
+        "h100_prefill_long",
+        "h100_decode_power_held_out",
+        "h100_decode_power_small",
     }
 
 

@@ -86,12 +86,26 @@ TOLERANCE_PCT = {
     "splitwise_decode_shape": 15.0,
     "mlenergy_70b_decode": 15.0,
     "a100_prefill_clock_shape": 10.0,
+    # The lent-H100 eager prefill profile is one window per shape: two near-identical shapes (TP2, 234 and 239
+    # tokens, both host-bound) read 69.3 and 53.8 ms, 29 % apart, so a 10 % tolerance would test the noise.
+    "h100_prefill_short_fit": 15.0,
+    "h100_prefill_short_held_out": 15.0,
+    "h100_prefill_long": 15.0,
+    "h100_decode_power_fit": 10.0,
+    "h100_decode_power_held_out": 15.0,
+    "h100_decode_power_small": 15.0,
 }
 
 
 def calibration_dir(data_root: Path | None = None) -> Path:
     """The calibration data directory: ``data_root/calibration`` if given, else the bundled copy."""
     return (data_root / "calibration") if data_root is not None else data_dir() / "calibration"
+
+
+def measured_dir(data_root: Path | None = None) -> Path:
+    """The lent-H100 measurements (copies of ``data/measured/h100-sxm/2026-11-26``): ``data_root/measured/...`` if
+    given, else the bundled copy."""
+    return (data_root if data_root is not None else data_dir()) / "measured" / "h100-sxm-2026-11-26"
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -114,6 +128,12 @@ class Datasets:
     """The A100 Gemma-2-27B TP2 latency-vs-clock coefficients (JSON as published)."""
     mlenergy_8b: pd.DataFrame
     """batch, step_s, power_w, output_tokens: H100 Llama-3.1-8B TP1 steady-state serving, per concurrency."""
+    h100_prefill: pd.DataFrame
+    """tp, batch_size, input_len_sum, attn_pairs, latency_s: the lent H100's eager-PyTorch prefill profile
+    (Llama-3.3-70B shards, TP 2/4/8, 1,980 MHz; TP1 left out: the 70B weights need two GPUs)."""
+    h100_decode: pd.DataFrame
+    """tp, batch_size, context_len, context_len_sum, latency_s, power_w: the lent H100's decode steps replayed from
+    CUDA graphs (Llama-3.3-70B shards, TP 2/4/8)."""
 
 
 def load_datasets(data_root: Path | None = None) -> Datasets:
@@ -175,7 +195,25 @@ def load_datasets(data_root: Path | None = None) -> Datasets:
             "output_tokens": me["avg_output_tokens"],
         }
     )
-    return Datasets(vidur, allreduce, splitwise.reset_index(drop=True), prefill_power, idle_power, sweep, mlenergy_8b)
+    m = measured_dir(data_root)
+    prof = pd.read_csv(m / "profile.csv")
+    h100_prefill = prof[(prof["phase"] == "prefill") & (prof["tp"] > 1)][
+        ["tp", "batch_size", "input_len_sum", "attn_pairs", "latency_s"]
+    ].reset_index(drop=True)
+    h100_decode = pd.read_csv(m / "decode_graphs.csv")[
+        ["tp", "batch_size", "context_len", "context_len_sum", "latency_s", "power_w"]
+    ]
+    return Datasets(
+        vidur,
+        allreduce,
+        splitwise.reset_index(drop=True),
+        prefill_power,
+        idle_power,
+        sweep,
+        mlenergy_8b,
+        h100_prefill,
+        h100_decode,
+    )
 
 
 def splitwise_excluded(row: dict[Any, Any]) -> bool:
@@ -198,6 +236,9 @@ def a100_decode_ms(sweep: dict[str, Any], clock_mhz: int, batch: int, context_su
     a, b, c = entry["coefs"][idx]
     return float(a + b * context_sum + c * batch)
 
+
+#: The clock the lent H100 ran at (as found, the top clock), MHz.
+MEASURED_CLOCK_MHZ = 1980
 
 A100_SWEEP_GPU = "a100-sxm-40gb"
 A100_SWEEP_MODEL = "gemma-2-27b"
@@ -420,6 +461,86 @@ def compare_mlenergy_70b(c: FittedConstants, ds: Datasets) -> Comparison:
     )
 
 
+#: New tokens below which an eager prefill on an H100 shard is host-bound (kernel launches), above which its GEMMs
+#: dominate.
+SHORT_PROMPT_TOKENS = 1000
+#: TP shards of the lent-H100 measurements that are fit targets; the others are held out (out-of-sample).
+MEASURED_FIT_TP = (2, 8)
+#: Decode batches from which the lent-H100 decode power is compared (below, a step is mostly fixed kernel time and
+#: its power is reported, not fitted).
+MEASURED_DECODE_MIN_BATCH = 32
+
+
+def _h100_prefill_rows(ds: Datasets, short: bool, tps: tuple[int, ...]) -> pd.DataFrame:
+    p = ds.h100_prefill
+    sel = (p["input_len_sum"] < SHORT_PROMPT_TOKENS) if short else (p["input_len_sum"] >= SHORT_PROMPT_TOKENS)
+    return p[sel & p["tp"].isin(tps)]
+
+
+def _compare_h100_prefill(c: FittedConstants, rows: pd.DataFrame) -> Comparison:
+    """The model's eager-PyTorch prefill at 1,980 MHz (power cap applied) vs the lent H100's, one packed causal
+    sequence per batch (the profiler's attention pairs; the sequence count prices the engine's per-request work)."""
+    hw = build(GPU, MODEL_L3, c)
+    pred, labels = [], []
+    for r in rows.to_dict("records"):
+        n = int(r["input_len_sum"])
+        shape = PrefillShape(int(r["batch_size"]), n, float(n) ** 2, float(r["attn_pairs"]))
+        pred.append(hw.eager_prefill_latency(shape, int(r["tp"]), MEASURED_CLOCK_MHZ))
+        labels.append(f"tp{int(r['tp'])} n{n} b{int(r['batch_size'])}")
+    return Comparison(np.array(pred), rows["latency_s"].to_numpy(float), labels)
+
+
+def compare_h100_prefill_short_fit(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Prompts under 1,000 tokens on the TP 2 and 8 shards (host-bound: the fit target of the launch time)."""
+    return _compare_h100_prefill(c, _h100_prefill_rows(ds, True, MEASURED_FIT_TP))
+
+
+def compare_h100_prefill_short_held_out(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Prompts under 1,000 tokens on the TP4 shard (not fitted)."""
+    return _compare_h100_prefill(c, _h100_prefill_rows(ds, True, (4,)))
+
+
+def compare_h100_prefill_long(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Prompts of 1,000 tokens or more, TP 2/4/8 (compute-bound; not fitted)."""
+    return _compare_h100_prefill(c, _h100_prefill_rows(ds, False, (2, 4, 8)))
+
+
+def _compare_h100_decode_power(c: FittedConstants, rows: pd.DataFrame) -> Comparison:
+    """The model's decode step power at 1,980 MHz requested (power cap applied) vs the lent H100's CUDA-graph
+    replay of a TP shard's step (both the mean power per GPU over the step)."""
+    hw = build(GPU, MODEL_L3, c)
+    recs = rows.to_dict("records")
+    pred = [
+        hw.decode_cost(
+            DecodeShape(int(r["batch_size"]), int(r["context_len_sum"]), 0.0), int(r["tp"]), MEASURED_CLOCK_MHZ
+        )[1]
+        for r in recs
+    ]
+    labels = [f"tp{int(r['tp'])} b{int(r['batch_size'])} ctx{int(r['context_len'])}" for r in recs]
+    return Comparison(np.array(pred), rows["power_w"].to_numpy(float), labels)
+
+
+def _h100_decode_rows(ds: Datasets, tps: tuple[int, ...], large: bool = True) -> pd.DataFrame:
+    d = ds.h100_decode
+    big = d["batch_size"] >= MEASURED_DECODE_MIN_BATCH
+    return d[(big if large else ~big) & d["tp"].isin(tps)]
+
+
+def compare_h100_decode_power_fit(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Decode power, batches 32-256, TP 2 and 8 shards (fit target of the power constants with the others)."""
+    return _compare_h100_decode_power(c, _h100_decode_rows(ds, MEASURED_FIT_TP))
+
+
+def compare_h100_decode_power_held_out(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Decode power, batches 32-256, TP4 shard (not fitted)."""
+    return _compare_h100_decode_power(c, _h100_decode_rows(ds, (4,)))
+
+
+def compare_h100_decode_power_small(c: FittedConstants, ds: Datasets) -> Comparison:
+    """Decode power, batches 1-8, TP 2/4/8 (not fitted)."""
+    return _compare_h100_decode_power(c, _h100_decode_rows(ds, (2, 4, 8), large=False))
+
+
 # ------------------------------------------------------------------------------------------------ fitting
 #: Cited: latency of vLLM's custom all-reduce (the one its CUDA-graphed decode uses for small messages) on H100,
 #: 32 KB message, TP 2/4/8: 8.7 / 9.2 / 11.8 us (sgl-project/sglang PR #2904, "vllm" table, measured without
@@ -467,6 +588,8 @@ PARAMS: tuple[Param, ...] = (
     Param("compute_power_w", 700.0, 0.0, 2000.0, 700.0),
     Param("memory_power_w", 100.0, 0.0, 1000.0, 100.0),
     Param("busy_power_w", 300.0, 0.0, 1000.0, 300.0),
+    Param("eager_host_layer_s", 500.0, 10.0, 5000.0, 500.0, 1e-6),
+    Param("eager_host_sharpness", 4.0, 1.0, 30.0, 4.0),
 )
 
 _LATENCY = (
@@ -525,6 +648,9 @@ class FitDataset:
     checks: tuple[str, ...]
     params: tuple[str, ...]
     prefit: Callable[[Datasets], dict[str, float]] | None = None
+    after_joint: bool = False
+    """Fitted after the joint fit, its parameters alone (they describe a measurement stack, not the GPU: its
+    residuals must not pull the GPU's constants)."""
 
 
 FIT_DATASETS: tuple[FitDataset, ...] = (
@@ -560,6 +686,21 @@ FIT_DATASETS: tuple[FitDataset, ...] = (
         ("idle_power",),
         ("static_power_w", "idle_dynamic_power_w", "voltage_knee_frac", "voltage_rise"),
     ),
+    FitDataset(
+        "h100_eager_prefill",
+        "data/measured/h100-sxm/2026-11-26/profile.csv (prefill < 1,000 tokens, TP 2/8)",
+        ("h100_prefill_short_fit",),
+        ("h100_prefill_short_fit",),
+        ("eager_host_layer_s", "eager_host_sharpness"),
+        after_joint=True,
+    ),
+    FitDataset(
+        "h100_decode_power",
+        "data/measured/h100-sxm/2026-11-26/decode_graphs.csv (power, batch >= 32, TP 2/8)",
+        ("h100_decode_power_fit",),
+        ("h100_decode_power_fit",),
+        POWER_NAMES,
+    ),
 )
 
 COMPARE: dict[str, Callable[[FittedConstants, Datasets], Comparison]] = {
@@ -576,6 +717,12 @@ COMPARE: dict[str, Callable[[FittedConstants, Datasets], Comparison]] = {
     "splitwise_decode_shape": compare_splitwise_decode,
     "mlenergy_70b_decode": compare_mlenergy_70b,
     "a100_prefill_clock_shape": compare_a100_prefill,
+    "h100_prefill_short_fit": compare_h100_prefill_short_fit,
+    "h100_prefill_short_held_out": compare_h100_prefill_short_held_out,
+    "h100_prefill_long": compare_h100_prefill_long,
+    "h100_decode_power_fit": compare_h100_decode_power_fit,
+    "h100_decode_power_held_out": compare_h100_decode_power_held_out,
+    "h100_decode_power_small": compare_h100_decode_power_small,
 }
 
 
@@ -621,23 +768,37 @@ def _residuals(c: FittedConstants, ds: Datasets, datasets: tuple[FitDataset, ...
 
 
 def fit_joint(ds: Datasets, base: FittedConstants, datasets: tuple[FitDataset, ...] = FIT_DATASETS) -> FittedConstants:
-    """Least-squares fit of :data:`PARAMS` to ``datasets`` after their ``prefit`` stages; parameters none of them
-    informs are pinned at their neutral value (that is how a leave-one-dataset-out fit treats what only the
-    left-out dataset determines)."""
+    """Least-squares fit of :data:`PARAMS` to ``datasets`` after their ``prefit`` stages, then of the
+    ``after_joint`` datasets' own parameters; parameters none of them informs are pinned at their neutral value
+    (that is how a leave-one-dataset-out fit treats what only the left-out dataset determines)."""
+    joint = tuple(d for d in datasets if not d.after_joint)
     informed = {p for d in datasets for p in d.params}
     prefitted: dict[str, float] = {}
-    for d in datasets:
+    for d in joint:
         if d.prefit is not None:
             prefitted.update(d.prefit(ds))
-    free = [p for p in PARAMS if p.name in informed and p.name not in prefitted]
-    pinned = {p.name: p.neutral * p.scale for p in PARAMS if p.name not in informed}
+    later = {p for d in datasets if d.after_joint for p in d.params}
+    pinned = {p.name: p.neutral * p.scale for p in PARAMS if p.name not in informed or p.name in later}
     pinned.update(prefitted)
+    c = _least_squares(ds, base, joint, [p for p in PARAMS if p.name in informed - later - prefitted.keys()], pinned)
+    for d in datasets:
+        if d.after_joint:
+            c = _least_squares(ds, c, (d,), [p for p in PARAMS if p.name in d.params], {})
+    return c
+
+
+def _least_squares(
+    ds: Datasets, base: FittedConstants, datasets: tuple[FitDataset, ...], free: list[Param], pinned: dict[str, float]
+) -> FittedConstants:
+    """``base`` with ``free`` fitted to the residuals of ``datasets`` and ``pinned`` set."""
 
     def consts(x: np.ndarray) -> FittedConstants:
         values = {p.name: float(v) * p.scale for p, v in zip(free, x, strict=True)}
         values.update(pinned)
         return _with(base, values)
 
+    if not free:
+        return consts(np.zeros(0))
     r = least_squares(
         lambda x: _residuals(consts(x), ds, datasets),
         x0=[p.x0 for p in free],
@@ -662,8 +823,9 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
         governor_wake_delay_s=GOVERNOR_WAKE_DELAY_S,
     )
     c = fit_joint(ds, c)
-    joint = "fit_joint: " + " + ".join(d.file for d in FIT_DATASETS)
+    joint = "fit_joint: " + " + ".join(d.file for d in FIT_DATASETS if not d.after_joint)
     streaming = sorted(fit_streaming(ds))
+    later = {p: d.file for d in FIT_DATASETS if d.after_joint for p in d.params}
     sources = {
         ", ".join(
             streaming
@@ -673,7 +835,9 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
             "cited: vLLM custom all-reduce on H100, 32 KB, TP 2/4/8 (sgl-project/sglang PR #2904); consistent with "
             "vllm-project/vllm PR #24532 (H100 TP4, 0.5-4 MB)"
         ),
-        ", ".join(p.name for p in PARAMS if p.name not in streaming): joint,
+        ", ".join(p.name for p in PARAMS if p.name not in streaming and p.name not in later): joint,
+        ", ".join(later): "fit_joint, after the joint fit (the other constants fixed): "
+        + ", ".join(sorted(set(later.values()))),
         "attention_efficiency": (
             "cited: FlashAttention-2 forward reaches ~35 % of H100 dense BF16 peak (Shah et al., FlashAttention-3, "
             "arXiv 2407.08608, fig. 'attention forward speed')"
@@ -797,6 +961,42 @@ CHECKS: dict[str, tuple[str, str, str, str]] = {
         "prefill latency(f)/latency(1410 MHz), 1024-4096 tokens, 690-1170 MHz, the swept system (A100, "
         "Gemma-2-27B TP2)",
     ),
+    "h100_prefill_short_fit": (
+        "lent H100 profile.csv (prefill < 1,000 tokens, TP 2/8)",
+        IN_SAMPLE,
+        "s",
+        "eager-PyTorch prefill of 70B shards at 1,980 MHz, host-bound: fit target of the launch time per layer",
+    ),
+    "h100_prefill_short_held_out": (
+        "lent H100 profile.csv (prefill < 1,000 tokens, TP4)",
+        OUT_OF_SAMPLE,
+        "s",
+        "the same on the TP4 shard, not fitted",
+    ),
+    "h100_prefill_long": (
+        "lent H100 profile.csv (prefill >= 1,000 tokens, TP 2/4/8)",
+        OUT_OF_SAMPLE,
+        "s",
+        "compute-bound eager prefill; the model also prices the TP group's all-reduces, the shard runs none",
+    ),
+    "h100_decode_power_fit": (
+        "lent H100 decode_graphs.csv (power, batch >= 32, TP 2/8)",
+        IN_SAMPLE,
+        "W per GPU",
+        "decode step power (CUDA graphs) at 1,980 MHz requested, power cap applied; fit target of the power law",
+    ),
+    "h100_decode_power_held_out": (
+        "lent H100 decode_graphs.csv (power, batch >= 32, TP4)",
+        OUT_OF_SAMPLE,
+        "W per GPU",
+        "the same on the TP4 shard, not fitted",
+    ),
+    "h100_decode_power_small": (
+        "lent H100 decode_graphs.csv (power, batch 1-8, TP 2/4/8)",
+        OUT_OF_SAMPLE,
+        "W per GPU",
+        "decode step power at small batches (mostly fixed kernel time), not fitted",
+    ),
 }
 
 #: The (GPU, model) pairs whose own measurements each check uses ("*": any model on that GPU).
@@ -813,6 +1013,12 @@ CHECK_PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
     "splitwise_decode_shape": ((GPU, MODEL_L2), (GPU, MODEL_L3)),
     "mlenergy_70b_decode": ((GPU, MODEL_L3),),
     "a100_prefill_clock_shape": ((A100_SWEEP_GPU, A100_SWEEP_MODEL),),
+    "h100_prefill_short_fit": ((GPU, MODEL_L3),),
+    "h100_prefill_short_held_out": ((GPU, MODEL_L3),),
+    "h100_prefill_long": ((GPU, MODEL_L3),),
+    "h100_decode_power_fit": ((GPU, MODEL_L3),),
+    "h100_decode_power_held_out": ((GPU, MODEL_L3),),
+    "h100_decode_power_small": ((GPU, MODEL_L3),),
 }
 
 
