@@ -76,7 +76,9 @@ def test_deep_idle_power_under_the_governor(hw: HardwareModel) -> None:
     measured = float(np.mean([g["power_w"] for g in readings]))
     err_pct = 100.0 * (hw.governor.idle_power_w / measured - 1.0)
     # out-of-sample; the calibration's idle-power tolerance
-    assert abs(err_pct) <= cal.TOLERANCE_PCT["idle_power"], f"model {hw.governor.idle_power_w} W vs {measured:.1f} W"
+    assert abs(err_pct) <= cal.CHECK_BY_NAME["idle_power"].tolerance_pct, (
+        f"model {hw.governor.idle_power_w} W vs {measured:.1f} W"
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,7 +104,7 @@ def test_measured_subsets_within_the_calibration_tolerance(
         f"range {err.min():+.1f}..{err.max():+.1f} % over {len(err)} points (tolerance {c.tolerance_pct} %)"
     )
     assert c.role == role and len(c.measured) == points
-    assert c.error_pct <= cal.TOLERANCE_PCT[name]
+    assert c.error_pct <= cal.CHECK_BY_NAME[name].tolerance_pct
 
 
 def test_compute_bound_prefill_reads_slower_than_the_shard(checks: dict[str, cal.Check]) -> None:
@@ -168,7 +170,7 @@ def test_decode_weight_streaming_step_held_out(hw: HardwareModel) -> None:
     assert len(rows) == 24
     err = _streaming_errors(hw, rows)
     print(f"weight-streaming step: median {np.median(err):+.1f} %, range {err.min():+.1f}..{err.max():+.1f} %")
-    assert float(np.median(np.abs(err))) <= cal.TOLERANCE_PCT["splitwise_decode_shape"]
+    assert float(np.median(np.abs(err))) <= cal.CHECK_BY_NAME["splitwise_decode_shape"].tolerance_pct
 
 
 def test_excluded_subsets_are_reported_with_their_reason(hw: HardwareModel) -> None:
@@ -219,4 +221,4 @@ def test_shallow_idle_power_known_out_of_bound(hw: HardwareModel) -> None:
         f"shallow idle: model {hw.governor.shallow_idle_power_w:.1f} W, "
         f"bare context {shallow_w:.1f} W ({err_pct:+.1f} %)"
     )
-    assert err_pct > cal.TOLERANCE_PCT["idle_power"]
+    assert err_pct > cal.CHECK_BY_NAME["idle_power"].tolerance_pct
