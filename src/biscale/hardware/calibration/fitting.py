@@ -1,8 +1,11 @@
 """Fitting the H100 constants to the allowed data, and the leave-one-dataset-out errors stored beside them.
 
 :func:`fit_constants` derives every fitted constant of ``data/fitted/h100-sxm.json``: the all-reduce law from the
-DGX all-reduce table, then everything else in one joint least-squares fit to the datasets of
-:data:`FIT_DATASETS`; the eager-PyTorch launch time is fitted after it, alone. :func:`lodo_errors` refits once per
+DGX all-reduce table, then everything else in a joint least-squares fit to the datasets of :data:`FIT_DATASETS`,
+in two stages: stage 1 fits the clock-dependence constants (:data:`CLOCK_PARAMS`) on the datasets that vary the
+clock and those fitted with them before the top-clock-only lent-H100 decode power joined; stage 2 fits the rest to
+all of them, the lent-H100 decode power included, with stage 1's clock-dependence constants fixed. The
+eager-PyTorch launch time is fitted after it, alone. :func:`lodo_errors` refits once per
 dataset with that dataset left out. The ML.ENERGY Llama-3.3-70B points are reserved for validation: no residual
 reads them.
 """
@@ -84,6 +87,21 @@ PARAMS: tuple[Param, ...] = (
     Param("eager_host_sharpness", 4.0, 1.0, 30.0, 4.0),
 )
 
+#: The constants only clock-varying data can pin (the idle and prefill power-vs-clock tables, the A100 decode clock
+#: sweep): the idle power's static/clock-scaled split, the voltage curve, the clock-scaled active power ``P_b`` and the
+#: memory-bound slow-down at low clocks. Top-clock power cannot tell ``P_b`` (scales with the clock) from
+#: ``memory_power_w`` (does not): in a memory-bound decode step active-SM time and HBM time are nearly the same.
+#: Fitted in stage 1 only, held in stage 2.
+CLOCK_PARAMS = (
+    "static_power_w",
+    "idle_dynamic_power_w",
+    "voltage_knee_frac",
+    "voltage_rise",
+    "busy_power_w",
+    "memory_clock_knee_frac",
+    "memory_clock_exponent",
+)
+
 _LATENCY = (
     "gemm_efficiency",
     "hbm_efficiency",
@@ -133,6 +151,9 @@ class FitDataset:
     after_joint: bool = False
     """Fitted after the joint fit, its parameters alone (they describe a measurement stack, not the GPU: its
     residuals must not pull the GPU's constants)."""
+    clock_stage: bool = True
+    """Used in stage 1, which fits :data:`CLOCK_PARAMS`; False for top-clock-only data that joins in stage 2 (it
+    cannot separate clock-scaled from clock-independent power, so it must not move the clock-dependence)."""
 
 
 FIT_DATASETS: tuple[FitDataset, ...] = (
@@ -186,6 +207,7 @@ FIT_DATASETS: tuple[FitDataset, ...] = (
         (cmp.compare_h100_decode_power_fit,),
         ("h100_decode_power_fit",),
         POWER_NAMES,
+        clock_stage=False,
     ),
 )
 
@@ -232,29 +254,59 @@ def _residuals(c: FittedConstants, ds: Datasets, datasets: tuple[FitDataset, ...
 
 
 def fit_joint(ds: Datasets, base: FittedConstants, datasets: tuple[FitDataset, ...] = FIT_DATASETS) -> FittedConstants:
-    """Least-squares fit of :data:`PARAMS` to ``datasets`` after their ``prefit`` stages, then of the
-    ``after_joint`` datasets' own parameters; parameters none of them informs are pinned at their neutral value
-    (that is how a leave-one-dataset-out fit treats what only the left-out dataset determines)."""
+    """Least-squares fit of :data:`PARAMS` to ``datasets`` after their ``prefit`` stages, in two stages, then of the
+    ``after_joint`` datasets' own parameters.
+
+    Stage 1 fits every parameter to the ``clock_stage`` datasets; stage 2 (only if some dataset is not
+    ``clock_stage``) refits all but :data:`CLOCK_PARAMS` to all joint datasets, those held at stage 1's values.
+    Parameters no dataset of a stage informs are pinned at their neutral value (that is how a leave-one-dataset-out
+    fit treats what only the left-out dataset determines).
+    """
     joint = tuple(d for d in datasets if not d.after_joint)
-    informed = {p for d in datasets for p in d.params}
     prefitted: dict[str, float] = {}
     for d in joint:
         if d.prefit is not None:
             prefitted.update(d.prefit(ds))
     later = {p for d in datasets if d.after_joint for p in d.params}
-    pinned = {p.name: p.neutral * p.scale for p in PARAMS if p.name not in informed or p.name in later}
-    pinned.update(prefitted)
-    c = _least_squares(ds, base, joint, [p for p in PARAMS if p.name in informed - later - prefitted.keys()], pinned)
+    stage1 = tuple(d for d in joint if d.clock_stage)
+    c = _fit_stage(ds, base, stage1, later, prefitted, held={})
+    if len(stage1) < len(joint):
+        held = {p: float(getattr(c, p)) for p in CLOCK_PARAMS}
+        c = _fit_stage(ds, c, joint, later, prefitted, held=held)
     for d in datasets:
         if d.after_joint:
             c = _least_squares(ds, c, (d,), [p for p in PARAMS if p.name in d.params], {})
     return c
 
 
-def _least_squares(
-    ds: Datasets, base: FittedConstants, datasets: tuple[FitDataset, ...], free: list[Param], pinned: dict[str, float]
+def _fit_stage(
+    ds: Datasets,
+    base: FittedConstants,
+    datasets: tuple[FitDataset, ...],
+    later: set[str],
+    prefitted: dict[str, float],
+    held: dict[str, float],
 ) -> FittedConstants:
-    """``base`` with ``free`` fitted to the residuals of ``datasets`` and ``pinned`` set."""
+    """One stage of the joint fit: the parameters ``datasets`` inform, less ``later``, ``prefitted`` and ``held``,
+    fitted to them; the uninformed pinned neutral. A stage after the first starts from ``base``'s values."""
+    informed = {p for d in datasets for p in d.params}
+    pinned = {p.name: p.neutral * p.scale for p in PARAMS if p.name not in informed or p.name in later}
+    pinned.update(prefitted)
+    pinned.update(held)
+    free = [p for p in PARAMS if p.name not in pinned]
+    return _least_squares(ds, base, datasets, free, pinned, start=base if held else None)
+
+
+def _least_squares(
+    ds: Datasets,
+    base: FittedConstants,
+    datasets: tuple[FitDataset, ...],
+    free: list[Param],
+    pinned: dict[str, float],
+    start: FittedConstants | None = None,
+) -> FittedConstants:
+    """``base`` with ``free`` fitted to the residuals of ``datasets`` and ``pinned`` set, starting from ``start``'s
+    values (else the parameters' fixed starting points)."""
 
     def consts(x: np.ndarray) -> FittedConstants:
         values = {p.name: float(v) * p.scale for p, v in zip(free, x, strict=True)}
@@ -263,9 +315,10 @@ def _least_squares(
 
     if not free:
         return consts(np.zeros(0))
+    x0 = [p.x0 if start is None else min(max(getattr(start, p.name) / p.scale, p.lo), p.hi) for p in free]
     r = least_squares(
         lambda x: _residuals(consts(x), ds, datasets),
-        x0=[p.x0 for p in free],
+        x0=x0,
         bounds=([p.lo for p in free], [p.hi for p in free]),
         x_scale="jac",
     )
@@ -287,9 +340,11 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
         governor_wake_delay_s=GOVERNOR_WAKE_DELAY_S,
     )
     c = fit_joint(ds, c)
-    joint = "fit_joint: " + " + ".join(d.file for d in FIT_DATASETS if not d.after_joint)
+    stage1 = " + ".join(d.file for d in FIT_DATASETS if not d.after_joint and d.clock_stage)
+    added = " + ".join(d.file for d in FIT_DATASETS if not d.after_joint and not d.clock_stage)
     streaming = sorted(fit_streaming(ds))
     later = {p: d.file for d in FIT_DATASETS if d.after_joint for p in d.params}
+    rest = [p.name for p in PARAMS if p.name not in streaming and p.name not in later and p.name not in CLOCK_PARAMS]
     sources = {
         ", ".join(
             streaming
@@ -299,7 +354,12 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
             "cited: vLLM custom all-reduce on H100, 32 KB, TP 2/4/8 (sgl-project/sglang PR #2904); consistent with "
             "vllm-project/vllm PR #24532 (H100 TP4, 0.5-4 MB)"
         ),
-        ", ".join(p.name for p in PARAMS if p.name not in streaming and p.name not in later): joint,
+        ", ".join(CLOCK_PARAMS): (
+            f"fit_joint stage 1 (clock dependence, only clock-varying data pins it): {stage1}; held in stage 2"
+        ),
+        ", ".join(rest): (
+            f"fit_joint stage 2 (stage 1's clock-dependence constants held): {stage1} + {added}"
+        ),
         ", ".join(later): "fit_joint, after the joint fit (the other constants fixed): "
         + ", ".join(sorted(set(later.values()))),
         "attention_efficiency": (
