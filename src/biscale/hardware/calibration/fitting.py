@@ -357,9 +357,7 @@ def fit_constants(data_root: Path | None = None, base: FittedConstants | None = 
         ", ".join(CLOCK_PARAMS): (
             f"fit_joint stage 1 (clock dependence, only clock-varying data pins it): {stage1}; held in stage 2"
         ),
-        ", ".join(rest): (
-            f"fit_joint stage 2 (stage 1's clock-dependence constants held): {stage1} + {added}"
-        ),
+        ", ".join(rest): (f"fit_joint stage 2 (stage 1's clock-dependence constants held): {stage1} + {added}"),
         ", ".join(later): "fit_joint, after the joint fit (the other constants fixed): "
         + ", ".join(sorted(set(later.values()))),
         "attention_efficiency": (
