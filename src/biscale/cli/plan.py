@@ -11,8 +11,11 @@ from typing import Any
 import typer
 
 from biscale.cli.common import (
-    check_output_dir,
+    SLO_TPOT_MS,
+    SLO_TTFT_MS,
+    check_cache_dir,
     check_output_file,
+    hosts_list,
     int_list,
     print_json,
     print_table,
@@ -21,6 +24,7 @@ from biscale.cli.common import (
     write_error,
 )
 from biscale.errors import InputError
+from biscale.limits import check_workers
 
 #: The paper's workload when no trace is given: the Azure conversation arrival pattern with ShareGPT lengths.
 DEFAULT_TRACE = "azure-conv"
@@ -58,8 +62,8 @@ def plan_cmd(
     ),
     gpus: int = typer.Option(16, "--gpus", help="GPUs in the cluster."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (a TP group never spans nodes)."),
-    slo_ttft_ms: float = typer.Option(600.0, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(100.0, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
+    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
     planner: str = typer.Option("biscale", "--planner", help="biscale (= placeonly) or distserve."),
     alpha: float = typer.Option(0.2, "--alpha", help="Headroom: capacity >= (1 + alpha) x rate per phase."),
     unassigned_power: str | None = typer.Option(
@@ -112,14 +116,11 @@ def plan_cmd(
             raise InputError(f"must be > 0, got {v}", field=name)
     if not (math.isfinite(probe_s) and probe_s > 0):
         raise InputError(f"must be > 0 s, got {probe_s}", field="probe-s")
-    if workers is not None and workers < 1:
-        raise InputError(f"must be >= 1, got {workers}", field="workers")
+    check_workers(workers, field="workers")
     if out is not None:
         check_output_file(out, "--out")
     if not no_cache:
-        from biscale.plan.capacity import default_cache_dir
-
-        check_output_dir(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else "the capacity cache")
+        check_cache_dir(cache_dir)
     p_un: float | None = None
     if unassigned_power is not None:
         text = unassigned_power.strip().lower()
@@ -128,6 +129,15 @@ def plan_cmd(
         except ValueError:
             raise InputError(f"expected watts or 'off', got {unassigned_power!r}", field="unassigned-power-w") from None
     cluster = Cluster.of_gpus(gpus, gpus_per_node)
+    host_names: list[str] | None = None
+    if emit is not None:  # checked before the capacity table is built (tens of seconds)
+        from biscale.integrations.emit import ENGINES
+
+        if emit.strip().lower() not in ENGINES:
+            raise InputError(f"unknown engine {emit!r} (expected vllm or sglang)", field="emit")
+        host_names = hosts_list(hosts, cluster.nodes)
+    elif hosts is not None:
+        raise InputError("--hosts names the nodes of the launch commands: give it with --emit", field="hosts")
     cap_settings = CapacitySettings(
         clocks_mhz=int_list(clocks, "--clocks"), tps=int_list(tps, "--tps"), probe_duration_s=probe_s, seed=seed
     )
@@ -167,7 +177,7 @@ def plan_cmd(
             raise InputError(f"nothing to emit: {prediction.reason}", field="emit")
         deployment = build_plan(
             placement, emit.strip().lower(), gpus_per_node=cluster.gpus_per_node, nodes=cluster.nodes,
-            hosts=[h.strip() for h in hosts.split(",") if h.strip()] if hosts else None, serve_model=serve_model,
+            hosts=host_names, serve_model=serve_model,
             slo=slo, gpu=gpu, model=model, predictors=None if predictors is None else str(predictors),
             top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1],
         )  # fmt: skip
