@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from biscale.control.state import Slo
+from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.errors import InputError
 from biscale.jsonio import to_json_text
 
@@ -27,9 +27,7 @@ from biscale.jsonio import to_json_text
 console = Console()
 err_console = Console(stderr=True)
 
-#: The SLO targets options default to, ms: the :class:`~biscale.control.state.Slo` model holds them (one source).
-SLO_TTFT_MS: float = Slo().ttft_s * 1e3
-SLO_TPOT_MS: float = Slo().tpot_s * 1e3
+__all__ = ["SLO_TPOT_MS", "SLO_TTFT_MS"]  # the defaults of the --slo-* options, from the Slo model
 #: Width tables are laid out in when stdout is not a terminal: wide enough that no name or value is cut or wrapped
 #: (a script reading ``biscale evaluate --list | cat`` sees whole names); tables are only as wide as their cells.
 PIPE_WIDTH = 10_000

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.errors import InputError
 
 
@@ -29,8 +30,8 @@ def emulate_cmd(
     model: str = typer.Option("llama-3.3-70b", "--model", help="LLM of the hardware model (and bundled predictor)."),
     served_model_name: str = typer.Option("biscale-emulated", "--served-model-name", help="Model id of the API."),
     predictors: Path | None = typer.Option(None, "--predictors", metavar="DIR", help="Predictor artifact."),
-    slo_ttft_ms: float = typer.Option(600.0, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(100.0, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
+    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
     speed: float = typer.Option(1.0, "--speed", help="Run this many times faster than real time."),
     duration_s: float | None = typer.Option(None, "--duration-s", help="Serve this long, s (default: until Ctrl-C)."),
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from biscale.cli.common import check_output_dir, print_json, print_table
+from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.errors import InputError
 
 
@@ -141,8 +142,8 @@ def loadgen_cmd(
     gpus: str | None = typer.Option(None, "--gpus", help="GPUs for --energy nvml (default: visible ones)."),
     prometheus_step_s: float = typer.Option(1.0, "--prometheus-step-s", help="Query resolution, s."),
     system: str = typer.Option("live", "--system", help="System name in results.json."),
-    slo_ttft_ms: float = typer.Option(600.0, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(100.0, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
+    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Replay a trace against an OpenAI-compatible streaming endpoint; record TTFT and every token time."""

@@ -20,6 +20,7 @@ from biscale.cli.common import (
     write_error,
 )
 from biscale.errors import InputError
+from biscale.predict.profilers import DEFAULT_MAX_DECODE_BATCH, DEFAULT_MAX_PREFILL_TOKENS, DEFAULT_SHAPES
 
 
 def profile(
@@ -37,10 +38,14 @@ def profile(
         "sharegpt-v3", help="Length mix the batch shapes are drawn from (bundled name or CSV)."
     ),
     shapes: int = typer.Option(
-        64, min=4, max=10_000, help="Batch shapes per phase and TP (each measured at every clock)."
+        DEFAULT_SHAPES, min=4, max=10_000, help="Batch shapes per phase and TP (each measured at every clock)."
     ),
-    max_prefill_tokens: int = typer.Option(16384, min=16, max=1_048_576, help="Largest prefill batch, tokens."),
-    max_decode_batch: int = typer.Option(512, min=1, max=65_536, help="Largest decode batch, requests."),
+    max_prefill_tokens: int = typer.Option(
+        DEFAULT_MAX_PREFILL_TOKENS, min=16, max=1_048_576, help="Largest prefill batch, tokens."
+    ),
+    max_decode_batch: int = typer.Option(
+        DEFAULT_MAX_DECODE_BATCH, min=1, max=65_536, help="Largest decode batch, requests."
+    ),
     seed: int = typer.Option(0, min=0, help="Seed for shapes and measurement noise."),
     layers: int = typer.Option(2, min=2, help="torch: full-size layers to instantiate (scaled to full depth)."),
     device: int = typer.Option(0, min=0, help="torch: CUDA device index."),

@@ -26,6 +26,7 @@ import pandas as pd
 from jinja2 import Environment, StrictUndefined
 from matplotlib.figure import Figure
 
+from biscale.control.state import Slo
 from biscale.evaluate.results import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
 from biscale.evaluate.scenario import ALL_SYSTEMS
 
@@ -455,14 +456,12 @@ def _section(
     sim = (cfg or {}).get("sim") or {}
     slo_cfg = sim.get("slo") or {}
     window_s = float(sim.get("window_s", 300.0))
-    first = runs[0] if runs else {}
+    default = Slo()  # the model holds the defaults (one source)
     slo = {
-        "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", 0.6)),
-        "tpot_ms": 1e3 * float(slo_cfg.get("tpot_s", 0.1)),
-        "percentile": float(slo_cfg.get("percentile", 99.0)),
+        "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", default.ttft_s)),
+        "tpot_ms": 1e3 * float(slo_cfg.get("tpot_s", default.tpot_s)),
+        "percentile": float(slo_cfg.get("percentile", default.percentile)),
     }
-    if not cfg and first:
-        slo = {"ttft_ms": 600.0, "tpot_ms": 100.0, "percentile": 99.0}
     sec = Section(
         name=name,
         description=str(info.get("description", "")),

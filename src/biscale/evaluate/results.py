@@ -241,11 +241,12 @@ def one_run_results(
         )
     config = read_json_object(d / "config.json") if (d / "config.json").exists() else {}
     sim = config.get("sim") or {}
-    slo = Slo(
-        ttft_s=float(summary.get("slo_ttft_ms") or 600.0) / 1e3,
-        tpot_s=float(summary.get("slo_tpot_ms") or 100.0) / 1e3,
-        percentile=float(summary.get("slo_percentile_pct") or 99.0),
-    )
+    given = {  # a summary without them: the model's defaults (one source)
+        "ttft_s": None if summary.get("slo_ttft_ms") is None else float(summary["slo_ttft_ms"]) / 1e3,
+        "tpot_s": None if summary.get("slo_tpot_ms") is None else float(summary["slo_tpot_ms"]) / 1e3,
+        "percentile": summary.get("slo_percentile_pct"),
+    }
+    slo = Slo(**{k: v for k, v in given.items() if v is not None})
     window_s = float(sim.get("window_s", 300.0))
     meta = summary.get("meta") or {}
     gpus = sim.get("nodes", 0) * sim.get("gpus_per_node", 0) or None
