@@ -31,6 +31,8 @@ MAX_WORKERS = 1024
 MAX_LOAD_FRACTION = 4.0
 #: Most points a sensitivity sweep may have (each point is a run per system and load).
 MAX_SWEEP_POINTS = 256
+#: Most requests ``loadgen`` keeps in flight (each holds a socket: more than a process's usual descriptor limit).
+MAX_CONCURRENCY = 65_536
 #: Most runs one ``evaluate`` may start (scenarios x loads x systems, plus the sweep's).
 MAX_EVALUATION_RUNS = 10_000
 

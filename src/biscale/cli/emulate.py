@@ -4,19 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import typer
 
+from biscale.cli.common import check_host
 from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     app.command("emulate-engine")(emulate_cmd)
+
+
+def _check_tps(gpu: str, model: str, predictors: Path | None, tps: dict[str, int], role: str) -> None:
+    """Each served phase's TP degree is one the hardware model and the predictors both have (named with the value)."""
+    from biscale.hardware import get_hardware
+    from biscale.predict import default_predictor, load_predictor
+
+    hw = get_hardware(gpu, model)
+    pred = load_predictor(predictors) if predictors is not None else default_predictor(gpu, model)
+    for phase, tp in tps.items():
+        if role not in (phase, "both"):
+            continue
+        field = f"{phase}-tp"
+        if tp not in hw.tp_degrees:
+            raise InputError(f"TP {tp} not available for {model} on {gpu} (valid: {list(hw.tp_degrees)})", field=field)
+        if tp not in pred.tps(phase):
+            have = ", ".join(str(t) for t in pred.tps(phase)) or "none"
+            raise InputError(f"the predictors have no {phase} model for TP {tp} (they have: {have})", field=field)
 
 
 def emulate_cmd(
@@ -46,8 +67,10 @@ def emulate_cmd(
     for name, v in (("speed", speed), ("slo-ttft-ms", slo_ttft_ms), ("slo-tpot-ms", slo_tpot_ms)):
         if not (math.isfinite(v) and v > 0):
             raise InputError(f"must be > 0, got {v}", field=name)
-    if prefill_tp < 1 or decode_tp < 1:
-        raise InputError("TP degrees must be >= 1", field="prefill-tp")
+    if duration_s is not None and not (math.isfinite(duration_s) and duration_s >= 0):
+        raise InputError(f"must be a number of seconds >= 0, got {duration_s}", field="duration-s")
+    check_host(host, "host")
+    _check_tps(gpu, model, predictors, {"prefill": prefill_tp, "decode": decode_tp}, role)
     settings = EmulatorSettings(
         role=role,
         gpu=gpu,
@@ -77,5 +100,8 @@ def emulate_cmd(
         try:
             asyncio.run(main())
         except OSError as err:
-            raise InputError(f"cannot listen on {host}:{port}: {err.strerror}", field="port") from err
+            # a name that does not resolve or an address this machine does not have is the host's fault; a port
+            # in use or privileged is the port's
+            blame = "host" if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL else "port"
+            raise InputError(f"cannot listen on {host}:{port}: {err.strerror}", field=blame) from err
     sys.stdout.flush()
