@@ -27,14 +27,14 @@ def _check_tps(gpu: str, model: str, predictors: Path | None, tps: dict[str, int
     from biscale.hardware import get_hardware
     from biscale.predict import default_predictor, load_predictor
 
-    hw = get_hardware(gpu, model)
+    hw_tps = tuple(getattr(get_hardware(gpu, model), "tp_degrees", ()))  # () when the model does not list them
     pred = load_predictor(predictors) if predictors is not None else default_predictor(gpu, model)
     for phase, tp in tps.items():
         if role not in (phase, "both"):
             continue
         field = f"{phase}-tp"
-        if tp not in hw.tp_degrees:
-            raise InputError(f"TP {tp} not available for {model} on {gpu} (valid: {list(hw.tp_degrees)})", field=field)
+        if hw_tps and tp not in hw_tps:
+            raise InputError(f"TP {tp} not available for {model} on {gpu} (valid: {list(hw_tps)})", field=field)
         if tp not in pred.tps(phase):
             have = ", ".join(str(t) for t in pred.tps(phase)) or "none"
             raise InputError(f"the predictors have no {phase} model for TP {tp} (they have: {have})", field=field)
