@@ -43,8 +43,6 @@ def clock_setting(value: object) -> ClockSetting:
     raise ValueError(f"clock must be a whole number of MHz > 0, 'max' or 'default' (got {value!r})")
 
 
-
-
 class InstanceSpec(BaseModel):
     """A group of identical instances."""
 
