@@ -248,7 +248,7 @@ def predict_check(
     from biscale.predict.schema import read_profile
 
     pred = load_predictor(artifact)
-    df = read_profile(profile_path)
+    df = read_profile(profile_path, for_fit=False)  # one clock is enough to score (a GPU measured as found)
     measured = (str(df["gpu"].iloc[0]), str(df["model"].iloc[0]))
     if measured != (pred.gpu, pred.model):
         raise InputError(
@@ -257,7 +257,25 @@ def predict_check(
             path=profile_path,
             field="gpu" if measured[0] != pred.gpu else "model",
         )
-    out: dict[str, object] = {"artifact": str(artifact), "profile": str(profile_path), "rows_total": len(df)}
+    have = {ph: set(pred.tps(ph)) for ph in ("prefill", "decode")}
+    scored = df[[int(tp) in have[ph] for ph, tp in zip(df["phase"], df["tp"], strict=True)]]
+    if len(scored) == 0:
+        raise InputError(
+            f"the profile measures TP {sorted({int(t) for t in df['tp']})} but the predictor has prefill TP "
+            f"{sorted(have['prefill'])} / decode TP {sorted(have['decode'])}: profile at those TP degrees "
+            "(biscale profile --tp) or fit a predictor on this profile's (biscale fit)",
+            path=profile_path,
+            field="tp",
+        )
+    skipped = sorted({int(t) for t in df.loc[df.index.difference(scored.index), "tp"]})
+    out: dict[str, object] = {
+        "artifact": str(artifact),
+        "profile": str(profile_path),
+        "rows_total": len(df),
+        "rows_scored": len(scored),
+        "tps_not_in_predictor": skipped,
+    }
+    df = scored
     oor_total = 0
     for phase in ("prefill", "decode"):
         rows = df[df["phase"] == phase]
@@ -283,6 +301,8 @@ def predict_check(
         [[k.removesuffix("_mape_pct"), v] for k, v in out.items() if k.endswith("_mape_pct")],
     )
     typer.echo(f"rows outside the training ranges: {oor_total} of {len(df)}")
+    if skipped:
+        typer.echo(f"rows at TP {skipped} not scored: the predictor has no model for them")
 
 
 def predict_cmd(
