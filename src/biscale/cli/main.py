@@ -96,25 +96,14 @@ def _empty_path_option(argv: list[str]) -> str | None:
 
 def _safe_streams() -> None:
     """Under a locale whose encoding cannot write every character (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII),
-    characters stdout/stderr cannot encode are replaced (``?``) instead of raising ``UnicodeEncodeError``."""
-    for stream in (sys.stdout, sys.stderr):
+    stdout replaces what it cannot encode by ``?`` and stderr writes it as ``\\xNN`` (error lines stay exact)
+    instead of raising ``UnicodeEncodeError``."""
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
         reconfigure = getattr(stream, "reconfigure", None)
         if encoding != "utf8" and reconfigure is not None:
             with contextlib.suppress(ValueError, OSError):  # a stream that cannot be changed stays as it is
-                reconfigure(errors="replace")
-
-
-def _usage_message(err: UsageError) -> str:
-    """A command-line usage error (unknown option, bad option type, missing argument) as one line."""
-    where = err.ctx.command_path if err.ctx is not None else "biscale"
-    return f"{_one_line(err.format_message())} (see '{where} --help')"
-
-
-def _os_message(err: OSError) -> str:
-    """An operating-system error that escaped a command's own checks, naming the file when the OS does."""
-    reason = err.strerror or _one_line(str(err)) or type(err).__name__
-    return f"{err.filename}: {reason}" if err.filename else reason
+                reconfigure(errors=errors)
 
 
 def main(argv: list[str] | None = None) -> int:
