@@ -106,6 +106,18 @@ def _safe_streams() -> None:
                 reconfigure(errors=errors)
 
 
+def _usage_message(err: UsageError) -> str:
+    """A command-line usage error (unknown option, bad option type, missing argument) as one line."""
+    where = err.ctx.command_path if err.ctx is not None else "biscale"
+    return f"{_one_line(err.format_message())} (see '{where} --help')"
+
+
+def _os_message(err: OSError) -> str:
+    """An operating-system error that escaped a command's own checks, naming the file when the OS does."""
+    reason = err.strerror or _one_line(str(err)) or type(err).__name__
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point. With ``argv=None`` (console script) it exits the process; otherwise returns the code.
 
