@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.errors import InputError
 from biscale.jsonio import to_json_text
 
@@ -27,7 +26,20 @@ from biscale.jsonio import to_json_text
 console = Console()
 err_console = Console(stderr=True)
 
-__all__ = ["SLO_TPOT_MS", "SLO_TTFT_MS"]  # the defaults of the --slo-* options, from the Slo model
+#: Help of the ``--slo-*`` options: they default to the :class:`~biscale.control.state.Slo` model's targets (read
+#: when the command runs, so that ``biscale --help`` does not import the models).
+SLO_TTFT_HELP = "P99 TTFT target, ms (default: the Slo model's sim.slo.ttft_s; biscale config schema shows it)."
+SLO_TPOT_HELP = "P99 TPOT target, ms (default: the Slo model's sim.slo.tpot_s; biscale config schema shows it)."
+
+
+def slo_ms(ttft_ms: float | None, tpot_ms: float | None) -> tuple[float, float]:
+    """The ``--slo-ttft-ms`` / ``--slo-tpot-ms`` values, the :class:`~biscale.control.state.Slo` defaults where not
+    given."""
+    from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
+
+    return (SLO_TTFT_MS if ttft_ms is None else ttft_ms, SLO_TPOT_MS if tpot_ms is None else tpot_ms)
+
+
 #: Width tables are laid out in when stdout is not a terminal: wide enough that no name or value is cut or wrapped
 #: (a script reading ``biscale evaluate --list | cat`` sees whole names); tables are only as wide as their cells.
 PIPE_WIDTH = 10_000

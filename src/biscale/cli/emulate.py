@@ -13,8 +13,7 @@ from pathlib import Path
 
 import typer
 
-from biscale.cli.common import check_host
-from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
+from biscale.cli.common import SLO_TPOT_HELP, SLO_TTFT_HELP, check_host, slo_ms
 from biscale.errors import InputError
 
 
@@ -51,8 +50,8 @@ def emulate_cmd(
     model: str = typer.Option("llama-3.3-70b", "--model", help="LLM of the hardware model (and bundled predictor)."),
     served_model_name: str = typer.Option("biscale-emulated", "--served-model-name", help="Model id of the API."),
     predictors: Path | None = typer.Option(None, "--predictors", metavar="DIR", help="Predictor artifact."),
-    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help=SLO_TTFT_HELP),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help=SLO_TPOT_HELP),
     speed: float = typer.Option(1.0, "--speed", help="Run this many times faster than real time."),
     duration_s: float | None = typer.Option(None, "--duration-s", help="Serve this long, s (default: until Ctrl-C)."),
 ) -> None:
@@ -60,6 +59,7 @@ def emulate_cmd(
     from biscale.control.factory import parse_controller_spec
     from biscale.live.emulator import ROLES, EmulatorSettings, serve
 
+    slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
     if role not in ROLES:
         raise InputError(f"unknown role {role!r} (expected prefill, decode or both)", field="role")
     if not 0 <= port <= 65535:

@@ -9,8 +9,7 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import check_output_dir, print_json, print_table
-from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
+from biscale.cli.common import SLO_TPOT_HELP, SLO_TTFT_HELP, check_output_dir, print_json, print_table, slo_ms
 from biscale.errors import InputError
 from biscale.limits import MAX_CONCURRENCY, MAX_SIM_REQUESTS, check_count
 
@@ -177,8 +176,8 @@ def loadgen_cmd(
     gpus: str | None = typer.Option(None, "--gpus", help="GPUs for --energy nvml (default: visible ones)."),
     prometheus_step_s: float = typer.Option(1.0, "--prometheus-step-s", help="Query resolution, s."),
     system: str = typer.Option("live", "--system", help="System name in results.json."),
-    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help=SLO_TTFT_HELP),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help=SLO_TPOT_HELP),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Replay a trace against an OpenAI-compatible streaming endpoint; record TTFT and every token time."""
@@ -188,6 +187,7 @@ def loadgen_cmd(
     from biscale.live.rundir import write_live_run
     from biscale.metrics import summarize
 
+    slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
     if not endpoint.startswith(("http://", "https://")):
         raise InputError(f"not an http(s) URL: {endpoint!r}", field="endpoint")
     for name, v in (

@@ -11,8 +11,8 @@ from typing import Any
 import typer
 
 from biscale.cli.common import (
-    SLO_TPOT_MS,
-    SLO_TTFT_MS,
+    SLO_TPOT_HELP,
+    SLO_TTFT_HELP,
     check_cache_dir,
     check_output_file,
     hosts_list,
@@ -20,6 +20,7 @@ from biscale.cli.common import (
     print_json,
     print_table,
     progress_bar,
+    slo_ms,
     to_json_text,
     write_error,
 )
@@ -62,8 +63,8 @@ def plan_cmd(
     ),
     gpus: int = typer.Option(16, "--gpus", help="GPUs in the cluster."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (a TP group never spans nodes)."),
-    slo_ttft_ms: float = typer.Option(SLO_TTFT_MS, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(SLO_TPOT_MS, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help=SLO_TTFT_HELP),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help=SLO_TPOT_HELP),
     planner: str = typer.Option("biscale", "--planner", help="biscale (= placeonly) or distserve."),
     alpha: float = typer.Option(0.2, "--alpha", help="Headroom: capacity >= (1 + alpha) x rate per phase."),
     unassigned_power: str | None = typer.Option(
@@ -76,7 +77,9 @@ def plan_cmd(
         None, "--clocks", metavar="MHZ,...", help="Candidate baseline clocks (default: 7 from 40 % to 100 % of top)."
     ),
     tps: str | None = typer.Option(None, "--tps", metavar="N,...", help="TP degrees to consider (default: all)."),
-    probe_s: float = typer.Option(300.0, "--probe-s", help="Workload slice each capacity probe replays, s."),
+    probe_s: float | None = typer.Option(
+        None, "--probe-s", help="Workload slice each capacity probe replays, s (default: CapacitySettings')."
+    ),
     gpu: str = typer.Option("h100-sxm", "--gpu", help="GPU (selects the bundled predictor)."),
     model: str = typer.Option("llama-3.3-70b", "--model", help="LLM (selects the bundled predictor)."),
     predictors: Path | None = typer.Option(None, "--predictors", metavar="DIR", help="Predictor artifact directory."),
@@ -109,11 +112,14 @@ def plan_cmd(
         raise InputError(f"unknown planner {planner!r} (expected biscale, placeonly or distserve)", field="planner")
     if rate is None and trace is None:
         raise InputError("give --rate R (req/s) or --trace T (plans for its peak window)", field="rate")
+    slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
     if rate is not None and not (math.isfinite(rate) and rate >= 0):
         raise InputError(f"rate must be a number >= 0 req/s, got {rate}", field="rate")
     for name, v in (("slo-ttft-ms", slo_ttft_ms), ("slo-tpot-ms", slo_tpot_ms), ("window-s", window_s)):
         if not (math.isfinite(v) and v > 0):
             raise InputError(f"must be > 0, got {v}", field=name)
+    default_probe_s = CapacitySettings().probe_duration_s
+    probe_s = default_probe_s if probe_s is None else probe_s
     if not (math.isfinite(probe_s) and probe_s > 0):
         raise InputError(f"must be > 0 s, got {probe_s}", field="probe-s")
     check_workers(workers, field="workers")
@@ -144,6 +150,11 @@ def plan_cmd(
     settings = PlanSettings(alpha=alpha, unassigned_gpu_power_w=p_un)
     pred = load_predictor(predictors) if predictors is not None else default_predictor(gpu, model)
     wl = _workload(trace, lengths, seed)
+    if probe_s > max(wl.duration_s, default_probe_s):  # a longer probe replays the whole workload anyway, only slower
+        raise InputError(
+            f"must be at most the workload's span ({wl.duration_s:,.0f} s of {wl.name}), got {probe_s:g} s",
+            field="probe-s",
+        )
     basis = "given"
     if rate is None:
         rate = float(window_rates(wl, window_s).max())

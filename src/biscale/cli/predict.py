@@ -20,7 +20,6 @@ from biscale.cli.common import (
     write_error,
 )
 from biscale.errors import InputError
-from biscale.predict.profilers import DEFAULT_MAX_DECODE_BATCH, DEFAULT_MAX_PREFILL_TOKENS, DEFAULT_SHAPES
 
 
 def profile(
@@ -37,14 +36,18 @@ def profile(
     lengths: str = typer.Option(
         "sharegpt-v3", help="Length mix the batch shapes are drawn from (bundled name or CSV)."
     ),
-    shapes: int = typer.Option(
-        DEFAULT_SHAPES, min=4, max=10_000, help="Batch shapes per phase and TP (each measured at every clock)."
+    # defaults (None here): biscale.predict.profilers.DEFAULT_*, read when the command runs
+    shapes: int | None = typer.Option(
+        None,
+        min=4,
+        max=10_000,
+        help="Batch shapes per phase and TP, each measured at every clock (default: DEFAULT_SHAPES).",
     ),
-    max_prefill_tokens: int = typer.Option(
-        DEFAULT_MAX_PREFILL_TOKENS, min=16, max=1_048_576, help="Largest prefill batch, tokens."
+    max_prefill_tokens: int | None = typer.Option(
+        None, min=16, max=1_048_576, help="Largest prefill batch, tokens (default: DEFAULT_MAX_PREFILL_TOKENS)."
     ),
-    max_decode_batch: int = typer.Option(
-        DEFAULT_MAX_DECODE_BATCH, min=1, max=65_536, help="Largest decode batch, requests."
+    max_decode_batch: int | None = typer.Option(
+        None, min=1, max=65_536, help="Largest decode batch, requests (default: DEFAULT_MAX_DECODE_BATCH)."
     ),
     seed: int = typer.Option(0, min=0, help="Seed for shapes and measurement noise."),
     layers: int = typer.Option(2, min=2, help="torch: full-size layers to instantiate (scaled to full depth)."),
@@ -56,9 +59,19 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Measure iteration latency and power over batch shapes x clocks x TP degrees into a profile file."""
-    from biscale.predict.profilers import PROFILERS, ProfileRequest, load_length_mix
+    from biscale.predict.profilers import (
+        DEFAULT_MAX_DECODE_BATCH,
+        DEFAULT_MAX_PREFILL_TOKENS,
+        DEFAULT_SHAPES,
+        PROFILERS,
+        ProfileRequest,
+        load_length_mix,
+    )
     from biscale.predict.schema import file_sha256, write_profile
 
+    shapes = DEFAULT_SHAPES if shapes is None else shapes
+    max_prefill_tokens = DEFAULT_MAX_PREFILL_TOKENS if max_prefill_tokens is None else max_prefill_tokens
+    max_decode_batch = DEFAULT_MAX_DECODE_BATCH if max_decode_batch is None else max_decode_batch
     if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise InputError("--output must end in .csv or .parquet", path=output)
     check_output_file(output, "--output")
