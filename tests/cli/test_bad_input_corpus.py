@@ -936,13 +936,15 @@ def assert_one_line_error(code: int, out: str, err: str, says: list[str]) -> Non
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_exit_2(  # type: ignore[no-untyped-def]
-    c: Case, run_cli, bad_files: dict[str, str], use_nvml, monkeypatch: pytest.MonkeyPatch
+    c: Case, run_cli, bad_files: dict[str, str], use_nvml, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     use_nvml(c.nvml)
     for key, value in c.env:
         monkeypatch.setenv(key, _fill(value, bad_files))
+    monkeypatch.chdir(tmp_path)  # a refused command writes nothing, in the current directory either
     res = run_cli(*(_fill(a, bad_files) for a in c.args))
     assert_one_line_error(res.code, res.out, res.err, [_fill(s, bad_files) for s in c.says])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 #: Cases also run through a real interpreter (``python -m biscale.cli.main``, as the console script runs ``main``):
@@ -1006,3 +1008,5 @@ def test_no_output_path_left_behind(bad_files: dict[str, str]) -> None:
     """The output checks create nothing: refused outputs leave no directory or file behind."""
     d = Path(bad_files["dir"])
     assert not (d / "art").exists() and not (d / "p.csv").exists()
+    assert not (d / "ev").exists() and not (d / "lg").exists()  # evaluate / loadgen outputs of refused runs
+    assert not (d / "x").exists()  # runs of a scenario named ../../x under --out {dir}/ev
