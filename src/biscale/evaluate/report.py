@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from biscale.control.state import Slo
 from biscale.evaluate.results import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
 from biscale.evaluate.scenario import ALL_SYSTEMS
+from biscale.sim.config import SimConfig
 
 REPORT_FILE = "report.html"
 _COLORS = {
@@ -291,7 +292,7 @@ def _cdfs(files: RunFiles, runs: Sequence[Mapping[str, Any]], slo: Mapping[str, 
         target = slo.get(key)
         if target:
             ax.axvline(target, color="k", ls="--", lw=0.8, label=f"SLO {target:g} ms")
-        ax.axhline(slo.get("percentile", 99.0) / 100.0, color="k", ls=":", lw=0.6)
+        ax.axhline(slo.get("percentile", Slo().percentile) / 100.0, color="k", ls=":", lw=0.6)
         ax.set_xscale("log")
         ax.set_xlabel(f"{name} (ms, log scale)")
         ax.set_ylabel("share of completed requests")
@@ -455,7 +456,7 @@ def _section(
     loads = _loads(runs)
     sim = (cfg or {}).get("sim") or {}
     slo_cfg = sim.get("slo") or {}
-    window_s = float(sim.get("window_s", 300.0))
+    window_s = float(sim.get("window_s", SimConfig.model_fields["window_s"].default))
     default = Slo()  # the model holds the defaults (one source)
     slo = {
         "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", default.ttft_s)),

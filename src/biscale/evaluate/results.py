@@ -24,6 +24,7 @@ from biscale.control.state import Slo
 from biscale.errors import InputError
 from biscale.filecheck import CONFIG_KEYS, SUMMARY_KEYS, check_keys, check_list_of_objects, check_table
 from biscale.jsonio import read_json_object, write_json
+from biscale.sim.config import SimConfig
 
 RESULTS_FORMAT = "biscale-results"
 RESULTS_VERSION = 1
@@ -253,7 +254,7 @@ def one_run_results(
         "percentile": summary.get("slo_percentile_pct"),
     }
     slo = Slo(**{k: v for k, v in given.items() if v is not None})
-    window_s = float(sim.get("window_s", 300.0))
+    window_s = float(sim.get("window_s", SimConfig.model_fields["window_s"].default))
     meta = summary.get("meta") or {}
     gpus = sim.get("nodes", 0) * sim.get("gpus_per_node", 0) or None
     rec = run_record(summary, requests, instances, slo, window_s, total_gpus=gpus, unassigned_power_w=None)
