@@ -33,8 +33,8 @@ MAX_LOAD_FRACTION = 4.0
 MAX_SWEEP_POINTS = 256
 #: Most requests ``loadgen`` keeps in flight (each holds a socket: more than a process's usual descriptor limit).
 MAX_CONCURRENCY = 65_536
-#: Most runs one ``evaluate`` may start (scenarios x loads x systems, plus the sweep's).
-MAX_EVALUATION_RUNS = 10_000
+#: Most samples ``gpu watch --json`` keeps (about 0.5 KB each on a node of 8 GPUs).
+MAX_WATCH_SAMPLES = 1_000_000
 
 
 def check_count(value: float, cap: float, *, field: str, what: str, hint: str = "", verb: str = "would create") -> None:

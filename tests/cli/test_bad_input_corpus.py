@@ -695,6 +695,13 @@ CASES = [
         "TP 99999999",
         "[2, 4, 8]",
     ),
+    case(
+        "gpu-watch-json-count-huge",
+        "gpu watch --json --count 1000000000000",
+        "field '--count'",
+        "1,000,000,000,000 samples kept for --json",
+        nvml="gpus",
+    ),
     # ----------------------------------------------------------------------- scenarios checked when they load
     case(
         "evaluate-scenario-name-escapes-out",
