@@ -38,6 +38,13 @@ def register(app: typer.Typer) -> None:
     app.command("forecast")(forecast_cmd)
 
 
+def planning_window_s(given: float | None) -> float:
+    """``--window-s``, or the simulator's planning window (``SimConfig.window_s``, one source) when not given."""
+    from biscale.sim.config import SimConfig
+
+    return float(SimConfig.model_fields["window_s"].default) if given is None else given
+
+
 def _workload(trace: str | None, lengths: str | None, seed: int) -> Any:
     from biscale.workload import load_lengths, load_trace, with_lengths
 
@@ -57,7 +64,9 @@ def plan_cmd(
         help="Workload (arrival pattern and lengths) the capacities are measured on; without --rate the plan is "
         "for its peak window. Default: azure-conv with sharegpt-v3 lengths.",
     ),
-    window_s: float = typer.Option(300.0, "--window-s", help="Window for the peak rate of --trace, s."),
+    window_s: float | None = typer.Option(
+        None, "--window-s", help="Window for the peak rate of --trace, s (default: the planning window, sim.window_s)."
+    ),
     lengths: str | None = typer.Option(
         None, "--lengths", metavar="NAME|PATH|native", help="Replace the workload's lengths (seeded draws)."
     ),
@@ -113,6 +122,7 @@ def plan_cmd(
     if rate is None and trace is None:
         raise InputError("give --rate R (req/s) or --trace T (plans for its peak window)", field="rate")
     slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
+    window_s = planning_window_s(window_s)
     if rate is not None and not (math.isfinite(rate) and rate >= 0):
         raise InputError(f"rate must be a number >= 0 req/s, got {rate}", field="rate")
     for name, v in (("slo-ttft-ms", slo_ttft_ms), ("slo-tpot-ms", slo_tpot_ms), ("window-s", window_s)):
@@ -275,7 +285,9 @@ def _ranges(nodes: tuple[int, ...] | list[int]) -> str:
 
 def forecast_cmd(
     trace: str = typer.Option(..., "--trace", metavar="NAME|PATH", help="Trace whose windows are forecast."),
-    window_s: float = typer.Option(300.0, "--window-s", help="Window length, s."),
+    window_s: float | None = typer.Option(
+        None, "--window-s", help="Window length, s (default: the planning window, sim.window_s)."
+    ),
     rate: float | None = typer.Option(None, "--rate", help="Rescale the trace to this mean rate first, req/s."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the rescaling."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
@@ -284,6 +296,7 @@ def forecast_cmd(
     from biscale.plan.forecast import score_forecasters, window_rates
     from biscale.workload import load_trace, rescale_rate
 
+    window_s = planning_window_s(window_s)
     tr = load_trace(trace)
     if rate is not None:
         tr = rescale_rate(tr, rate, seed=seed)

@@ -362,14 +362,17 @@ def _facts(info: Mapping[str, Any], cfg: Mapping[str, Any] | None) -> list[tuple
         )
         slo = (cfg.get("sim") or {}).get("slo") or {}
         if slo:
+            default = Slo()  # the model holds the defaults (one source)
             facts.append(
                 (
                     "SLOs",
-                    f"P{slo.get('percentile', 99):g} TTFT <= {1e3 * slo.get('ttft_s', 0.6):g} ms, "
-                    f"TPOT <= {1e3 * slo.get('tpot_s', 0.1):g} ms",
+                    f"P{slo.get('percentile', default.percentile):g} "
+                    f"TTFT <= {1e3 * slo.get('ttft_s', default.ttft_s):g} ms, "
+                    f"TPOT <= {1e3 * slo.get('tpot_s', default.tpot_s):g} ms",
                 )
             )
-        facts.append(("planning window", f"{(cfg.get('sim') or {}).get('window_s', 300):g} s"))
+        window_s = (cfg.get("sim") or {}).get("window_s", SimConfig.model_fields["window_s"].default)
+        facts.append(("planning window", f"{window_s:g} s"))
     cap = info.get("capacity") or {}
     if info.get("capacity_rps"):
         how = "searched on the truth" if cap.get("searched") else "given"
