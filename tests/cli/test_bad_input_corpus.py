@@ -758,6 +758,24 @@ CASES = [
         "predictors: /nonexistent/predictor",
         "not a predictor artifact",
     ),
+    case(
+        "evaluate-sweep-option-negative",
+        "evaluate --sweep switch_latency_ms=-5,10 --out {dir}/ev",
+        "--sweep: sweep.switch_latency_ms",
+        "{'switch_latency_ms': -5}",
+        "greater than or equal to 0",
+    ),
+    case(
+        "evaluate-sweep-option-unknown-forecaster",
+        "evaluate --sweep forecaster=previous,oracle --out {dir}/ev",
+        "unknown forecaster 'oracle'",
+    ),
+    case(
+        "evaluate-sweep-option-huge-cluster",
+        "evaluate --sweep gpus=16,1000000 --out {dir}/ev",
+        "field 'gpus'",
+        "131072",
+    ),
     # ----------------------------------------------------------------------- output paths and caches
     case("plan-empty-out", ("plan", "--rate", "5", "--out", ""), "--out is empty", "unset shell variable"),
     case("plan-empty-out-equals", ("plan", "--rate", "5", "--out="), "--out is empty"),
