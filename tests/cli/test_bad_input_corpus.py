@@ -762,7 +762,7 @@ CASES = [
         "evaluate-sweep-option-negative",
         "evaluate --sweep switch_latency_ms=-5,10 --out {dir}/ev",
         "--sweep: sweep.switch_latency_ms",
-        "{'switch_latency_ms': -5}",
+        "'switch_latency_ms': -5",
         "greater than or equal to 0",
     ),
     case(
