@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every check CI runs, locally, in the current environment (no installs): lint, format, types, the bad-input corpus
-# first (fast, and the promise users rely on), then the whole test suite. Usage: scripts/check.sh [--quick]
-#   --quick  lint, types and the bad-input corpus only (about a minute; run the full suite before you push)
+# Every check CI runs, in one command, in the current environment (no installs; .ci/run calls it after installing):
+# ruff lint and format, mypy, then the whole test suite (the bad-input corpus, tests/cli, included).
+# Usage: scripts/check.sh [--quick]
+#   --quick  lint, format, types and the bad-input corpus only (about a minute; run the full suite before you push)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MPLBACKEND=Agg PYTHONHASHSEED=0
@@ -11,10 +12,10 @@ echo "== ruff (format) =="
 ruff format --check src tests benchmarks scripts
 echo "== mypy =="
 mypy
-echo "== bad-input corpus =="
-python -m pytest -q -p no:cacheprovider tests/cli
 if [[ "${1:-}" == "--quick" ]]; then
-    exit 0
+    echo "== bad-input corpus =="
+    python -m pytest -q -p no:cacheprovider tests/cli
+else
+    echo "== tests =="
+    python -m pytest -q -p no:cacheprovider
 fi
-echo "== tests =="
-python -m pytest -q -p no:cacheprovider
