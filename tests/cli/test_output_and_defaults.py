@@ -55,6 +55,11 @@ def test_an_error_naming_a_non_utf8_file_shows_its_bytes(tmp_path: Path) -> None
         assert res.returncode == 2
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("biscale: error: bad\\xff.csv:1: "), res.stderr
+    good = os.fsdecode(b"good\xff.csv")
+    (tmp_path / good).write_text("arrival_s,input_tokens,output_tokens\n0,10,10\n5,12,8\n")
+    res = _biscale("trace", "stats", good, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "good\\xff.csv" in res.stdout  # the table names the file by its bytes, not U+FFFD
 
 
 def test_piped_tables_keep_whole_scenario_names() -> None:

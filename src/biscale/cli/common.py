@@ -51,11 +51,16 @@ def print_json(obj: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def readable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (``os.fsdecode``'s surrogate escapes) written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def print_table(title: str, columns: list[str], rows: list[list[Any]], *, min_width: int | None = None) -> None:
     """Render a simple table with rich; numbers are formatted compactly. On a terminal, ``min_width`` lays the table
     out at least this wide even when the terminal is narrower (cells then never wrap), and a cell too wide for the
     terminal wraps (never cut); piped, the table has its natural width (:data:`PIPE_WIDTH`)."""
-    table = Table(title=title)
+    table = Table(title=readable(title))
     for col in columns:
         table.add_column(col, no_wrap=min_width is not None, overflow="fold")
     for row in rows:
@@ -75,7 +80,7 @@ def _fmt(v: Any) -> str:
         if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
             return f"{f:.3e}"
         return f"{f:.4g}"
-    return str(v)
+    return readable(str(v))
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from biscale.cli.common import readable
 from biscale.errors import InputError, NoGpuError, PermissionRequiredError
 
 try:  # typer >= 0.2x vendors click; older versions depend on it
@@ -65,11 +66,6 @@ USER_ERRORS = (InputError, PermissionRequiredError, NoGpuError)
 def _one_line(text: str) -> str:
     """One line, with a file name that is not valid UTF-8 (surrogate escapes) shown as its bytes (``\\xff``)."""
     return readable(" ".join(str(text).split()))
-
-
-def readable(text: str) -> str:
-    """``text`` with undecodable bytes of file names (``os.fsdecode``'s surrogate escapes) written as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 #: Options that take a path: an empty value (often an unset shell variable, ``--out "$DIR"``) would mean the
