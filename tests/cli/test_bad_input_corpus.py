@@ -897,6 +897,12 @@ CASES = [
     case(
         "emulate-tp-not-in-model", "emulate-engine --port 0 --prefill-tp 3", "field 'prefill-tp'", "TP 3", "[2, 4, 8]"
     ),
+    case(
+        "emulate-empty-model-name",
+        ("emulate-engine", "--port", "0", "--served-model-name", " "),
+        "field 'served-model-name'",
+        "not a model id: ' '",
+    ),
     case("emulate-negative-duration", "emulate-engine --port 0 --duration-s -1", "field 'duration-s'", ">= 0"),
     # ----------------------------------------------------------------------- one spelling per flag, planners, profiles
     case("simulate-slo-new-spelling-zero", (*RUN, "--slo-ttft-ms", "0"), "field 'sim.slo.ttft_s'", "greater than 0"),

@@ -70,6 +70,10 @@ def emulate_cmd(
     if duration_s is not None and not (math.isfinite(duration_s) and duration_s >= 0):
         raise InputError(f"must be a number of seconds >= 0, got {duration_s}", field="duration-s")
     check_host(host, "host")
+    if not served_model_name.strip() or any(c.isspace() for c in served_model_name):
+        raise InputError(
+            f"not a model id: {served_model_name!r} (a non-empty name without spaces)", field="served-model-name"
+        )
     _check_tps(gpu, model, predictors, {"prefill": prefill_tp, "decode": decode_tp}, role)
     settings = EmulatorSettings(
         role=role,
