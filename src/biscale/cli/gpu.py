@@ -273,6 +273,10 @@ def watch(
         raise InputError(f"must be > 0 s and finite, got {interval_s}", field="--interval-s")
     if count is not None and count < 1:
         raise InputError("must be >= 1", field="--count")
+    if as_json and count is not None:  # --json keeps every sample until the end
+        from biscale.limits import MAX_WATCH_SAMPLES, check_count
+
+        check_count(count, MAX_WATCH_SAMPLES, field="--count", what="samples kept for --json")
     with _nvml_session(gpus) as (nvml, indices):
         pass
     samples: list[dict[str, Any]] = []
@@ -299,7 +303,8 @@ def watch(
             if n:
                 time.sleep(interval_s)
             rows = _watch_rows(nvml, indices, meter.poll())
-            samples.append({"t_s": time.monotonic() - t0, "gpus": rows})
+            if as_json:
+                samples.append({"t_s": time.monotonic() - t0, "gpus": rows})
             n += 1
             if live is not None:
                 live.update(table(rows), refresh=True)

@@ -43,6 +43,11 @@ class Slo(BaseModel):
     """Percentile at which both targets must hold, percent."""
 
 
+#: :class:`Slo`'s default targets in milliseconds, for options and settings given in ms (one source: the fields).
+SLO_TTFT_MS: float = Slo().ttft_s * 1e3
+SLO_TPOT_MS: float = Slo().tpot_s * 1e3
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceState:
     """A snapshot of one instance just before an iteration (what ``ClockController.decide`` sees)."""

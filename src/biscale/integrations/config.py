@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from biscale.control.state import Slo
+from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS, Slo
 from biscale.errors import InputError
 
 #: Environment variable naming the configuration file (``.json`` or ``.toml``).
@@ -40,9 +40,9 @@ class HookConfig(BaseModel):
     prefill, ``slack`` for decode."""
     controller_options: dict[str, Any] = Field(default_factory=dict)
     """The controller's own settings (its constructor's keyword arguments, docs/control.md)."""
-    slo_ttft_ms: float = Field(default=600.0, gt=0)
+    slo_ttft_ms: float = Field(default=SLO_TTFT_MS, gt=0)
     """P99 TTFT target, ms."""
-    slo_tpot_ms: float = Field(default=100.0, gt=0)
+    slo_tpot_ms: float = Field(default=SLO_TPOT_MS, gt=0)
     """P99 TPOT target, ms."""
     predictors: str | None = None
     """Predictor artifact directory (``biscale fit`` output); default: the bundled one of ``gpu`` / ``model``."""

@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.costmodel import CostModel, DecodeShape
 from biscale.errors import InputError
 from biscale.gpu.energy import EnergyMeter
@@ -68,8 +68,8 @@ class EmulatorSettings:
     decode_tp: int = 4
     controllers: dict[str, str] = field(default_factory=lambda: {"prefill": "mpc", "decode": "slack"})
     controller_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    slo_ttft_ms: float = 600.0
-    slo_tpot_ms: float = 100.0
+    slo_ttft_ms: float = SLO_TTFT_MS
+    slo_tpot_ms: float = SLO_TPOT_MS
     token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET
     max_prefill_seqs: int = 1024
     max_batch: int = 256
