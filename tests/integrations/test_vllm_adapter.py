@@ -163,6 +163,10 @@ class Scheduler:
 class AsyncScheduler(Scheduler):
     __slots__ = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler_config = SchedulerConfig(async_scheduling=True)
+
 
 class Spy(ClockController):
     """Records every snapshot; answers a fixed clock (or raises)."""
@@ -390,28 +394,66 @@ def test_async_scheduling_decides_step_k_plus_1_while_step_k_runs(
     sched.shutdown()
 
 
-def test_a_scheduler_of_the_wrong_kind_for_the_async_setting_is_reported(
-    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("base", "resolved", "want"), [(Scheduler, True, "BiScaleScheduler"), (AsyncScheduler, False, "BiScaleSyncScheduler")]
+)
+def test_a_scheduler_of_the_wrong_kind_for_the_async_setting_is_refused_with_the_class_to_use(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, base: type, resolved: bool, want: str
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="biscale.integrations")
+    from biscale.errors import InputError
 
-    class AsyncOn(Scheduler):
+    class Resolved(base):  # type: ignore[valid-type, misc]
         __slots__ = ()
 
         def __init__(self) -> None:
             super().__init__()
-            self.scheduler_config = SchedulerConfig(async_scheduling=True)
+            self.scheduler_config = SchedulerConfig(async_scheduling=resolved)
 
-    sched = make("prefill", monkeypatch, base=AsyncOn)
-    assert any("use BiScaleScheduler" in r.getMessage() for r in caplog.records)
-    sched.shutdown()
+    on = "on" if resolved else "off"
+    with pytest.raises(InputError, match=f"async scheduling {on}.*biscale.integrations.vllm.{want}"):
+        make("prefill", monkeypatch, base=Resolved)
 
 
-def test_default_gpus_are_the_first_tp_x_pp_visible_devices_and_none_with_data_parallel() -> None:
-    assert adapter.default_gpu_selection(ParallelConfig(tensor_parallel_size=4, pipeline_parallel_size=2)) == (
+def test_each_data_parallel_rank_clocks_its_own_gpus_as_vllm_s_workers_pick_them() -> None:
+    # no get_local_gpu_index (an older config): ranks side by side on one node
+    assert adapter.rank_gpu_selection(ParallelConfig(tensor_parallel_size=4, pipeline_parallel_size=2)) == (
         "cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7"
     )
-    assert adapter.default_gpu_selection(ParallelConfig(data_parallel_size=2)) is None
+    pc = ParallelConfig(tensor_parallel_size=2, data_parallel_size=2)
+    pc.data_parallel_rank_local = 1  # type: ignore[attr-defined]
+    assert adapter.rank_gpu_selection(pc) == "cuda:2,cuda:3"
+
+    @dataclass
+    class WithMapping(ParallelConfig):
+        local_world_size: int = 2
+        data_parallel_rank_local: int = 1
+        assigned_physical_gpu_ids: list[int] | None = None
+
+        def get_local_gpu_index(self, local_rank: int) -> int:  # vLLM 0.33's rule on one node
+            return local_rank + self.data_parallel_rank_local * self.tensor_parallel_size
+
+    assert adapter.rank_gpu_selection(WithMapping()) == "cuda:2,cuda:3"
+    assert adapter.rank_gpu_selection(WithMapping(assigned_physical_gpu_ids=[7, 6, 5, 4])) == "5,4"  # NVML indices
+    # TP 8 x PP 2 over two nodes: this node's share only (no 'cuda:8')
+    spans = WithMapping(
+        tensor_parallel_size=8, pipeline_parallel_size=2, nnodes=2, local_world_size=8, data_parallel_rank_local=0
+    )
+    assert adapter.rank_gpu_selection(spans) == ",".join(f"cuda:{i}" for i in range(8))
+
+
+def test_data_parallel_ranks_get_their_own_instance_name_and_metrics_port() -> None:
+    from biscale.errors import InputError
+    from biscale.integrations.config import HookConfig
+
+    pc = ParallelConfig(data_parallel_size=2)
+    pc.data_parallel_rank = 3  # type: ignore[attr-defined]
+    pc.data_parallel_rank_local = 1  # type: ignore[attr-defined]
+    got = adapter.per_rank_config(HookConfig(role="decode", instance="d", metrics_port=9400), pc)
+    assert (got.instance, got.metrics_port) == ("d-dp3", 9401)
+    one = HookConfig(role="decode", instance="d", metrics_port=9400)
+    assert adapter.per_rank_config(one, ParallelConfig()) is one
+    with pytest.raises(InputError, match="every one of the 2 data-parallel ranks"):
+        adapter.per_rank_config(HookConfig(role="decode", gpus="0,1"), pc)
 
 
 def test_version_check() -> None:

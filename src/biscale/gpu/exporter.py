@@ -85,6 +85,12 @@ class ControlPlaneMetrics:
         self.restores = Counter(
             f"{PREFIX}_gpu_clock_restores", "Returns to the default governor, by reason", ["gpu", "reason"], registry=r
         )
+        self.suspensions = Counter(
+            f"{PREFIX}_control_suspensions",
+            "Clock control suspended and the GPUs parked at default clocks (watchdog, nvml_error, permission)",
+            ["instance", "reason"],
+            registry=r,
+        )
         self.decisions = Counter(
             f"{PREFIX}_controller_decisions", "Controller decisions, by phase", ["instance", "phase"], registry=r
         )
@@ -139,6 +145,10 @@ class ControlPlaneMetrics:
         """A controller chose ``clock_mhz`` for ``instance`` (phase: ``prefill`` or ``decode``)."""
         self.decisions.labels(instance=instance, phase=phase).inc()
         self.decision_clock.labels(instance=instance).set(clock_mhz)
+
+    def record_suspension(self, instance: str, reason: str) -> None:
+        """Clock control of ``instance`` was suspended (reason: ``watchdog``, ``nvml_error``, ``permission``)."""
+        self.suspensions.labels(instance=instance, reason=reason).inc()
 
     def record_iteration(self, instance: str, predicted_s: float, observed_s: float) -> None:
         """Predicted and observed latency of one iteration, s."""
