@@ -54,6 +54,11 @@ class LiveClockActuator(ABC):
     suspensions: int
     """Suspensions since start, of any cause (a watchdog park included)."""
 
+    @property
+    def suspended(self) -> bool:
+        """True while control is suspended (requests are dropped, the GPUs run at default clocks)."""
+        return self.suspended_reason is not None
+
     @abstractmethod
     def supported_clocks_mhz(self, gpus: Sequence[int]) -> tuple[int, ...]:
         """Clocks every GPU of the group can lock to, ascending, MHz (asked once, at start-up)."""

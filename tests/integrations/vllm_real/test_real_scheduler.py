@@ -10,6 +10,7 @@ test run: without it these skip (``.ci/run`` runs them in a second virtual envir
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,7 +140,9 @@ def step(sched: Any, *, received: set[str] | None = None) -> Any:
     sampled = [[7] if reqs[r].num_computed_tokens >= reqs[r].num_prompt_tokens else [] for r in ids]
     kv_out = KVConnectorOutput(finished_recving=received) if received else None
     mro = ModelRunnerOutput(
-        req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)}, sampled_token_ids=sampled,
+        req_ids=ids,
+        req_id_to_index={r: i for i, r in enumerate(ids)},
+        sampled_token_ids=sampled,
         kv_connector_output=kv_out,
     )
     sched.update_from_output(out, mro)
@@ -238,7 +241,9 @@ def test_a_role_that_contradicts_the_kv_role_is_refused_and_a_producer_is_prefil
     model_config: ModelConfig, nvml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BISCALE_ROLE", "decode")
-    with pytest.raises(InputError, match="'decode' contradicts vLLM's kv_transfer_config.kv_role='kv_producer'"):
+    with pytest.raises(
+        InputError, match=re.escape("'decode' contradicts vLLM's kv_transfer_config.kv_role='kv_producer'")
+    ):
         build(model_config, sync=True, kv_role="kv_producer")
     monkeypatch.delenv("BISCALE_ROLE")
     sched = build(model_config, sync=True, kv_role="kv_producer")
@@ -249,7 +254,7 @@ def test_a_role_that_contradicts_the_kv_role_is_refused_and_a_producer_is_prefil
 
 
 def test_a_class_that_does_not_match_the_async_setting_is_refused(model_config: ModelConfig, nvml: Path) -> None:
-    with pytest.raises(InputError, match="use --scheduler-cls biscale.integrations.vllm.BiScaleScheduler"):
+    with pytest.raises(InputError, match=re.escape("use --scheduler-cls biscale.integrations.vllm.BiScaleScheduler")):
         _build_with_class(model_config, adapter.BiScaleSyncScheduler, async_on=True)
 
 
@@ -258,8 +263,12 @@ def _build_with_class(model_config: ModelConfig, cls: type, *, async_on: bool) -
         model_config=model_config,
         cache_config=CacheConfig(block_size=BLOCK),
         scheduler_config=SchedulerConfig(
-            max_num_seqs=MAX_SEQS, max_num_batched_tokens=BUDGET, max_model_len=4096, is_encoder_decoder=False,
-            async_scheduling=async_on, scheduler_cls=cls,
+            max_num_seqs=MAX_SEQS,
+            max_num_batched_tokens=BUDGET,
+            max_model_len=4096,
+            is_encoder_decoder=False,
+            async_scheduling=async_on,
+            scheduler_cls=cls,
         ),
         device_config=DeviceConfig(device="cpu"),
     )
@@ -267,7 +276,9 @@ def _build_with_class(model_config: ModelConfig, cls: type, *, async_on: bool) -
     spec = FullAttentionSpec(block_size=BLOCK, num_kv_heads=2, head_size=16, dtype=torch.float32)
     kv_cache = KVCacheConfig(num_blocks=BLOCKS, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["l"], spec)])
     return vc.scheduler_config.get_scheduler_cls()(
-        vllm_config=vc, kv_cache_config=kv_cache, structured_output_manager=StructuredOutputManager(vc),
+        vllm_config=vc,
+        kv_cache_config=kv_cache,
+        structured_output_manager=StructuredOutputManager(vc),
         block_size=BLOCK,
     )
 
