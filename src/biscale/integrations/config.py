@@ -73,7 +73,10 @@ class HookConfig(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve the control-plane Prometheus metrics on this port (``None``: not served; 0: any free port)."""
     metrics_addr: str = "127.0.0.1"
-    """Address the metrics server binds to."""
+    """Address the metrics server binds to (loopback: this node only)."""
+    metrics_token: str | None = Field(default=None, min_length=16, repr=False)
+    """Serve the metrics only to requests with ``Authorization: Bearer <token>`` (best given as the environment
+    variable ``BISCALE_METRICS_TOKEN``, not in a file others can read); at least 16 characters."""
     recent_latencies: int = Field(default=16, ge=1)
     """Step latencies kept for the controller (``InstanceState.recent_latencies_s``)."""
 

@@ -504,7 +504,7 @@ def _serve_metrics(metrics: Any, config: HookConfig, module: Any, gpus: list[int
 
             metrics.attach_nvml(EnergyMeter(module, gpus))
             PhaseInfo(metrics.registry).set(config.instance, config.role, gpus)
-        port = metrics.serve(config.metrics_port or 0, config.metrics_addr)
+        port = metrics.serve(config.metrics_port or 0, config.metrics_addr, config.metrics_token)
     except Exception as err:
         log.error("%s: metrics not served (%s:%s): %s", what, config.metrics_addr, config.metrics_port, err)
         return None
