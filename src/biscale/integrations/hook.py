@@ -32,6 +32,7 @@ import numpy as np
 from biscale.actuator import GOVERNOR_MHZ, LiveClockActuator
 from biscale.control.controllers import ClockController, snap_clock
 from biscale.control.state import InstanceState, Slo
+from biscale.errors import InputError
 from biscale.integrations.config import HookConfig
 
 log = logging.getLogger("biscale.integrations")
@@ -389,6 +390,22 @@ class PhaseInfo:
             self.gauge.labels(gpu=str(g), phase=phase, engine_instance=instance).set(1)
 
 
+def check_predictor_tp(config: HookConfig, predictor: Any, tp: int, *, field: str = "tp") -> None:
+    """Refuse at start an instance whose TP degree the controller's predictors were never profiled at (it would fail
+    every step and never control a clock). A fixed clock (a number as controller) needs no predictor."""
+    tps = getattr(predictor, "tps", None)
+    if config.controller_name.strip().isdigit() or not callable(tps):
+        return
+    have = tuple(tps(config.role))
+    if int(tp) not in have:
+        where = config.predictors or f"the bundled {config.gpu} / {config.model} predictors"
+        raise InputError(
+            f"{where} have no {config.role} model for TP {tp} (profiled TP degrees: "
+            f"{', '.join(map(str, have)) or 'none'}); serve at one of those or fit predictors at TP {tp} (biscale fit)",
+            field=field,
+        )
+
+
 def build_controller(config: HookConfig) -> tuple[ClockController, Any]:
     """(the controller the configuration names, the predictors it decides with: bundled or ``config.predictors``)."""
     from biscale.control.factory import controller_from_clock
@@ -428,10 +445,10 @@ def open_hook(
     (and exports what it can); serving never depends on it. Only the operator's own configuration is refused
     (:class:`~biscale.errors.InputError`: a controller, predictor or ``gpus`` that does not exist).
     """
-    from biscale.errors import InputError
     from biscale.predict.costmodel import PredictorCostModel
 
     controller, predictor = build_controller(config)
+    check_predictor_tp(config, predictor, tp)
     metrics = None
     if config.metrics_port is not None:
         from biscale.gpu.exporter import ControlPlaneMetrics
