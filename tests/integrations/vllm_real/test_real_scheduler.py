@@ -287,7 +287,7 @@ def test_an_idle_gap_longer_than_the_watchdog_is_followed_by_a_burst_under_contr
     model_config: ModelConfig, nvml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BISCALE_ROLE", "decode")
-    monkeypatch.setenv("BISCALE_WATCHDOG_S", "0.2")
+    monkeypatch.setenv("BISCALE_WATCHDOG_S", "0.5")
     monkeypatch.setenv("BISCALE_METRICS_PORT", "0")
     sched = build(model_config, sync=False)
     hook = sched._biscale
@@ -297,8 +297,8 @@ def test_an_idle_gap_longer_than_the_watchdog_is_followed_by_a_burst_under_contr
         step(sched)
     assert hook.actuator.flush(5.0) and locked(nvml)[:2] == [[345, 345]] * 2
     # vLLM calls nothing while it has no request: the watchdog parks the GPUs at default clocks
-    assert wait_for(lambda: hook.actuator.suspended)
-    assert locked(nvml) == [None] * 4 and hook.errors == 0
+    assert wait_for(lambda: hook.actuator.suspended and locked(nvml) == [None] * 4)
+    assert hook.errors == 0  # not counted until the engine is back
     sched.add_request(request("b", 32, 3))  # burst 2
     step(sched)
     assert hook.suspensions == 1 and hook.errors == 1 and not hook.actuator.suspended
