@@ -113,7 +113,7 @@ def first_token_s(port: int, prompt_tokens: int) -> float:
     body = json.dumps(
         {
             "model": "tiny",
-            "prompt": list(range(3, 3 + prompt_tokens)),
+            "prompt": [3 + i % 1000 for i in range(prompt_tokens)],  # the tiny model's vocabulary: 1,024
             "max_tokens": 1,
             "stream": True,
             "ignore_eos": True,
