@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -23,6 +24,8 @@ from biscale.errors import ControlSuspendedError, InputError, NoGpuError
 
 gpu_app = typer.Typer(help="Real-GPU control plane: status, clock lock/reset, live watch, Prometheus exporter.")
 
+#: Environment variable holding the exporter's bearer token (not an option: a command line is visible to every user).
+TOKEN_ENV = "BISCALE_METRICS_TOKEN"
 GPUS_HELP = "GPUs: NVML indices, UUIDs (or unique prefixes), cuda:N, or 'all'; default: CUDA_VISIBLE_DEVICES or all."
 
 
@@ -327,7 +330,11 @@ def export(
     gpus: str = typer.Option(None, "--gpus", help=GPUS_HELP),
     duration_s: float = typer.Option(None, "--duration-s", help="Serve this long, s (default: until Ctrl-C)."),
 ) -> None:
-    """Serve Prometheus metrics (SM clock, power, energy per GPU) over HTTP until interrupted."""
+    """Serve Prometheus metrics (SM clock, power, energy per GPU) over HTTP until interrupted.
+
+    Only /metrics is answered; with the environment variable BISCALE_METRICS_TOKEN set, only to requests carrying
+    'Authorization: Bearer <token>'.
+    """
     from biscale.gpu.energy import EnergyMeter
     from biscale.gpu.exporter import ControlPlaneMetrics
 
@@ -340,7 +347,7 @@ def export(
     metrics = ControlPlaneMetrics()
     metrics.attach_nvml(meter)
     try:
-        bound = metrics.serve(port, addr)
+        bound = metrics.serve(port, addr, os.environ.get(TOKEN_ENV) or None)
     except OSError as err:
         meter.close()
         field = "--addr" if isinstance(err, socket.gaierror) else "--port"  # a name that does not resolve

@@ -107,6 +107,13 @@ def plan_cmd(
         "meta-llama/Llama-3.3-70B-Instruct", "--serve-model", help="Model the engines serve (with --emit)."
     ),
     hosts: str | None = typer.Option(None, "--hosts", metavar="H,...", help="Node addresses (with --emit)."),
+    bind_addr: str = typer.Option(
+        "127.0.0.1",
+        "--bind-addr",
+        metavar="ADDR",
+        help="Address the emitted engines, exporters and router listen on (with --emit; default: this node only; "
+        "a plan over several nodes needs one the other nodes reach).",
+    ),
 ) -> None:
     """Plan the placement (instances, TP, baseline clocks, nodes) for a load; print its predicted power."""
     from biscale.control.state import Slo
@@ -200,7 +207,7 @@ def plan_cmd(
             placement, emit.strip().lower(), gpus_per_node=cluster.gpus_per_node, nodes=cluster.nodes,
             hosts=host_names, serve_model=serve_model,
             slo=slo, gpu=gpu, model=model, predictors=None if predictors is None else str(predictors),
-            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1],
+            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1], bind_addr=bind_addr,
         )  # fmt: skip
         sys.stdout.write(render_script(deployment))
     elif json_out or fmt == "json":

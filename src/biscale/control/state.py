@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+# ``decide`` returns GOVERNOR_MHZ to hand the clock back to the default governor (clocks unlocked).
+from biscale.actuator import GOVERNOR_MHZ as GOVERNOR_MHZ
 from biscale.control.placement import Placement
-
-#: ``decide`` returns this to hand the clock back to the GPU's default governor (clocks unlocked).
-GOVERNOR_MHZ = 0
 
 DEFAULT_PREFILL_TOKEN_BUDGET = 8192
 """Most new tokens one prefill iteration processes unless configured (the simulator's, the emulator's and the
