@@ -30,10 +30,8 @@ PREFILL, DECODE = 0, 1
 STEPPED_SEGMENTS = 4
 #: Sizes priced exactly (one per bracket) before the brackets widen geometrically.
 EXACT_SIZES = 16
-#: Width ratio of the initial geometric brackets (refined where the optimum uses them).
+#: Width ratio of the geometric prefill brackets (a bracket credits up to 8 % more tokens than it prices).
 BRACKET_RATIO = 1.08
-#: Sub-brackets one refinement cuts a bracket into.
-REFINE_PARTS = 64
 
 
 def initial_brackets(largest: int) -> list[tuple[int, int]]:
@@ -45,12 +43,6 @@ def initial_brackets(largest: int) -> list[tuple[int, int]]:
         out.append((lo, hi))
         lo = hi + 1
     return out
-
-
-def split_bracket(lo: int, hi: int) -> list[tuple[int, int]]:
-    """``[lo, hi]`` cut into at most :data:`REFINE_PARTS` integer brackets of near-equal width."""
-    edges = np.unique(np.linspace(lo, hi + 1, min(REFINE_PARTS, hi - lo + 1) + 1).astype(np.int64))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 @dataclass(frozen=True)
@@ -66,9 +58,6 @@ class Limits:
     """Shortest per-request context of a decode iteration, tokens."""
     max_prompt: int
     """Longest prompt, tokens."""
-    context_thresholds: tuple[float, ...] = ()
-    """Per-request contexts ``c`` of the context-profile rows: a decode column gets a breakpoint where its context
-    sum is ``c`` per credited request, so that ``min(context, tokens x c)`` is linear between its columns."""
 
 
 @dataclass(frozen=True)
@@ -114,36 +103,20 @@ class ColumnBuilder:
         self.clocks: tuple[int | None, ...] = (*cost_model.supported_clocks_mhz, None)
         self.kv = {tp: int(cost_model.kv_capacity_tokens(tp)) for tp in self.tps}
         self._rows: dict[Group, _Rows] = {}
-        self.last_refined: list[Group] = []
 
     # ------------------------------------------------------------------ groups
-    def initial_groups(self) -> list[Group]:
+    def groups(self) -> list[Group]:
+        """Every group: prefill token brackets and decode batch sizes (exact: the TPOT row charges each request
+        the latency) at every TP degree and requested clock (the governor's too)."""
         lim = self.limits
         groups = []
         for tp in self.tps:
             for clock in self.clocks:
                 for lo, hi in initial_brackets(lim.prefill_token_budget):
                     groups.append(Group(PREFILL, tp, clock, lo, hi))
-                for lo, hi in initial_brackets(lim.decode_max_batch):
-                    groups.append(Group(DECODE, tp, clock, lo, hi))
+                for b in range(1, lim.decode_max_batch + 1):
+                    groups.append(Group(DECODE, tp, clock, b, b))
         return groups
-
-    def refine(self, groups: Sequence[Group], used: set[int]) -> list[Group]:
-        """``groups`` with the coarse brackets among ``used`` (an optimum's) split into sub-brackets at every clock
-        of their phase and TP (the optimum moves between neighbouring clocks as brackets tighten);
-        :attr:`last_refined` lists the new groups."""
-        coarse = {(groups[i].phase, groups[i].tp, groups[i].lo, groups[i].hi) for i in used}
-        out: list[Group] = []
-        fresh: list[Group] = []
-        for g in groups:
-            if g.hi > g.lo and (g.phase, g.tp, g.lo, g.hi) in coarse:
-                subs = [Group(g.phase, g.tp, g.clock, a, b) for a, b in split_bracket(g.lo, g.hi)]
-                out.extend(subs)
-                fresh.extend(subs)
-            else:
-                out.append(g)
-        self.last_refined = fresh
-        return out
 
     # ------------------------------------------------------------------ pricing
     def _point(self, g: Group, r: float) -> tuple[float, float, bool]:
@@ -182,15 +155,8 @@ class ColumnBuilder:
         x0, l0, t0 = self._point(g, lo)
         x1, l1, t1 = self._point(g, hi)
         if not (t0 or t1):
-            res = np.array([lo, hi])
-            if g.phase == DECODE:  # breakpoints of the context-profile rows, interpolated (affine)
-                cuts = np.array([g.hi * c for c in self.limits.context_thresholds])
-                res = np.concatenate([res, cuts[(cuts > lo) & (cuts < hi)]])
-            w = (res - lo) / (hi - lo) if hi > lo else np.zeros_like(res)
-            link = np.zeros(res.size, dtype=np.int64)
-            if g.phase == PREFILL:
-                link[:2] = (1, -1)
-            out = (res, x0 + w * (x1 - x0), l0 + w * (l1 - l0), link)
+            link = np.array([1, -1] if g.phase == PREFILL else [0, 0], dtype=np.int64)
+            out = (np.array([lo, hi]), np.array([x0, x1]), np.array([l0, l1]), link)
         else:
             edges = np.geomspace(max(lo, 1.0), hi, STEPPED_SEGMENTS + 1)
             edges[0], edges[-1] = lo, hi

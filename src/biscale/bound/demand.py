@@ -63,11 +63,6 @@ class Demand:
     """Shortest context any decode iteration can read per request: the shortest prompt + 1, tokens."""
     max_prompt: int
     """Longest prompt, tokens (a prompt token attends to at most this many keys)."""
-    context_profile_met: tuple[tuple[float, float], ...]
-    """``(c, M(c))`` pairs: ``M(c)`` is the sum over the decode tokens of those requests of ``min(context, c)``, at
-    least (the largest ``exempt`` request totals removed). An iteration of ``B`` requests reading ``ctx`` tokens
-    contributes at most ``min(ctx, B c)`` to it, so these rows stop a relaxation from serving every token at
-    the shortest context in one batch and all the context in another."""
     min_horizon_s: float
     """The run lasts at least this long (from t = 0): the last submission, and for every served request its
     arrival plus ``output - 1`` of the fastest possible decode iterations (all but ``exempt`` requests)."""
@@ -87,26 +82,6 @@ def submitted(trace: Trace, sim: SimConfig) -> tuple[np.ndarray, np.ndarray, np.
     if sim.max_time_s is not None:
         n = min(n, int(np.searchsorted(arrival, sim.max_time_s, side="right")))
     return arrival[:n], trace.input_tokens[:n], trace.output_tokens[:n]
-
-
-#: Ratio between successive per-request contexts of the context-profile rows.
-PROFILE_RATIO = 2.0
-
-
-def context_profile(inp: np.ndarray, out: np.ndarray, exempt: int, lowest: int) -> tuple[tuple[float, float], ...]:
-    """``(c, M(c))`` for per-request contexts ``c`` from ``lowest`` growing by :data:`PROFILE_RATIO` below the
-    longest context (see :attr:`Demand.context_profile_met`)."""
-    L = inp.astype(np.float64)
-    dec = (out - 1).astype(np.float64)
-    longest = float((L + dec).max()) if L.size else 0.0
-    rows = []
-    c = float(lowest) * PROFILE_RATIO
-    while c < longest:
-        m = np.clip(c - L, 0.0, dec)  # decode iterations of each request that read at most c tokens
-        per = m * L + m * (m + 1.0) / 2.0 + (dec - m) * c
-        rows.append((c, max(0.0, float(per.sum()) - _sum_largest(per, exempt))))
-        c *= PROFILE_RATIO
-    return tuple(rows)
 
 
 def demand_of(trace: Trace, sim: SimConfig, min_decode_latency_s: float) -> Demand:
@@ -133,12 +108,11 @@ def demand_of(trace: Trace, sim: SimConfig, min_decode_latency_s: float) -> Dema
         exempt=d,
         prompt_tokens=int(inp.sum()),
         decode_tokens=int((out - 1).sum()),
-        prompt_tokens_met=int(round(float(L.sum()) - _sum_largest(L, d))),
+        prompt_tokens_met=int(inp.sum()) - int(_sum_largest(inp, d)),
         pairs_met=max(0.0, float(pairs.sum()) - _sum_largest(pairs, d)),
-        decode_tokens_met=int(round(float(dec.sum()) - _sum_largest(dec, d))),
+        decode_tokens_met=int((out - 1).sum()) - int(_sum_largest(out - 1, d)),
         context_met=max(0.0, float(ctx.sum()) - _sum_largest(ctx, d)),
         min_context=min_ctx,
         max_prompt=int(inp.max()),
-        context_profile_met=context_profile(inp, out, d, min_ctx),
         min_horizon_s=max(float(arrival[-1]), served_end),
     )

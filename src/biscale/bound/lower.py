@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import linprog
 
-from biscale.bound.columns import DECODE, PREFILL, ColumnBuilder, Columns, Group, Limits
+from biscale.bound.columns import DECODE, PREFILL, ColumnBuilder, Columns, Limits
 from biscale.bound.demand import Demand, demand_of
 from biscale.costmodel import CostModel, DecodeShape
 from biscale.sim.config import SimConfig
@@ -29,8 +30,6 @@ METHOD = (
     "idle floor x GPUs x shortest horizon + LP over iterations (HiGHS): prompt tokens and attention pairs under "
     "a per-iteration TTFT cap; decode tokens, KV context and mean latency per token within TPOT; GPU-time"
 )
-#: Refinement rounds of the brackets the optimum uses (each round is a valid bound; later ones are tighter, and slower).
-MAX_ROUNDS = 0
 #: Relative margin subtracted from the LP optimum for the solver's tolerances (HiGHS: 1e-7).
 SOLVER_MARGIN = 1e-6
 
@@ -64,7 +63,6 @@ class Bound:
     """The unconstrained bound (floor over ``min_horizon_s`` + every token at the least energy per token of any
     iteration, no SLO, context or GPU-time constraint), J/token: what the LP adds is the difference."""
     lp_columns: int
-    refine_rounds: int
     compute_s: float
     """Wall time to compute the bound, s (reported, never asserted)."""
 
@@ -107,69 +105,81 @@ def _min_decode_latency(cost_model: CostModel, tps: Sequence[int]) -> float:
     clock (latency does not fall with batch or context, premise M)."""
     shape = DecodeShape(1, 1, 1.0)
     return min(
-        cost_model.decode_cost(shape, tp, c).latency_s
-        for tp in tps
-        for c in (*cost_model.supported_clocks_mhz, None)
+        cost_model.decode_cost(shape, tp, c).latency_s for tp in tps for c in (*cost_model.supported_clocks_mhz, None)
     )
 
 
 @dataclass(frozen=True)
 class _Program:
-    """The LP ``min c x  s.t.  A x <= b, 0 <= x <= upper`` over every column plus the horizon (the last
-    variable, >= the shortest run); rows and objective scaled to O(1)."""
+    """The LP ``min c x  s.t.  A x <= b, lower <= x`` over every column, then the horizon; rows and objective
+    scaled to O(1)."""
 
     c: np.ndarray
-    a: np.ndarray
+    a: sparse.csc_matrix
     b: np.ndarray
-    usable: np.ndarray  # columns an SLO-meeting schedule may use (the horizon included)
-    min_horizon_s: float
+    lower: np.ndarray
+    usable: np.ndarray  # columns an SLO-meeting schedule may use
+    columns: int
     obj_scale: float
 
 
 def _program(cols: Columns, demand: Demand, sim: SimConfig, gpus: int, floor_w: float) -> _Program:
-    """Rows: prefill tokens and attention pairs >= demand; decode tokens, context and context profile >= demand;
-    decode latency x requests charged <= TPOT x decode tokens; GPU-time of all iterations <= GPUs x horizon.
-    Prefill columns over the TTFT budget are unusable; affine prefill groups are cut where their latency reaches
-    it (resource, latency and excess interpolated: they are affine there)."""
-    ttft_cap = sim.slo.ttft_s - sim.frontend_overhead_s
+    """Rows: prefill tokens and attention pairs >= demand; decode tokens and context >= demand;
+    decode latency x requests charged <= TPOT x tokens credited; decode tokens credited at the priced size <= every
+    request's; GPU-time of all iterations <= GPUs x horizon. Prefill columns over the TTFT budget are unusable;
+    affine prefill groups are cut where their latency reaches it (resource, latency and excess interpolated: they
+    are affine there)."""
+    budget = sim.slo.ttft_s - sim.frontend_overhead_s
     pre = cols.phase == PREFILL
     dec = cols.phase == DECODE
     res = cols.resource.copy()
     exc = cols.excess_j.copy()
     lat = cols.latency_s.copy()
-    over = pre & (lat > ttft_cap)
+    over = pre & (lat > budget)
     j = np.where(cols.pair >= 0, cols.pair, 0)
-    cut = over & (cols.pair >= 0) & (cols.latency_s[j] <= ttft_cap)
+    cut = over & (cols.pair >= 0) & (cols.latency_s[j] <= budget)
     w = np.zeros(res.size)
-    w[cut] = (ttft_cap - lat[j[cut]]) / (lat[cut] - lat[j[cut]])
+    w[cut] = (budget - lat[j[cut]]) / (lat[cut] - lat[j[cut]])
     res[cut] = cols.resource[j[cut]] + w[cut] * (cols.resource[cut] - cols.resource[j[cut]])
     exc[cut] = cols.excess_j[j[cut]] + w[cut] * (cols.excess_j[cut] - cols.excess_j[j[cut]])
-    lat[cut] = ttft_cap
-    usable = np.append(~over | cut, True)
+    lat[cut] = budget
+    usable = ~over | cut
     n = res.size
-    need_p, need_d = float(demand.prompt_tokens_met), float(demand.decode_tokens_met)
-    profile = demand.context_profile_met
-    a = np.zeros((6 + len(profile), n + 1))
-    rhs = np.zeros(6 + len(profile))
+    nvar = n + 1
+    horizon = nvar - 1
+    rows_i: list[np.ndarray] = []
+    cols_i: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    rhs: list[float] = []
 
-    def row(k: int, values: np.ndarray, target: float, at_least: bool) -> None:
-        scale = max(abs(target), 1.0)
+    def row(entries: np.ndarray, values: np.ndarray, target: float, at_least: bool, scale: float = 0.0) -> None:
+        scale = scale or max(abs(target), 1.0)
         sign = -1.0 if at_least else 1.0
-        a[k, :n] = sign * values / scale
-        rhs[k] = sign * target / scale
+        keep = values != 0.0
+        rows_i.append(np.full(int(keep.sum()), len(rhs)))
+        cols_i.append(entries[keep])
+        vals.append(sign * values[keep] / scale)
+        rhs.append(sign * target / scale)
 
-    row(0, np.where(pre, cols.tokens, 0.0), need_p, True)
-    row(1, np.where(pre, res, 0.0), demand.pairs_met, True)
-    row(2, np.where(dec, cols.tokens, 0.0), need_d, True)
-    row(3, np.where(dec, lat * cols.size_lo, 0.0), sim.slo.tpot_s * demand.decode_tokens, False)
-    row(4, np.where(dec, res, 0.0), demand.context_met, True)
-    scale_t = max(demand.min_horizon_s, 1.0) * gpus
-    a[5, :n] = cols.tp * lat / scale_t
-    a[5, n] = -gpus / scale_t
-    for k, (c, m) in enumerate(profile):
-        row(6 + k, np.where(dec, np.minimum(res, cols.tokens * c), 0.0), m, True)
+    every = np.arange(n)
+    need_p, need_d = float(demand.prompt_tokens_met), float(demand.decode_tokens_met)
+    row(every, np.where(pre, cols.tokens, 0.0), need_p, True)
+    row(every, np.where(pre, res, 0.0), demand.pairs_met, True)
+    row(every, np.where(dec, cols.tokens, 0.0), need_d, True)
+    # Each decode token meeting TPOT waits at most TPOT on average: sum(latency x requests) <= TPOT x tokens.
+    row(every, np.where(dec, lat * cols.size_lo - sim.slo.tpot_s * cols.tokens, 0.0), 0.0, False, need_d)
+    row(every, np.where(dec, cols.size_lo, 0.0), float(demand.decode_tokens), False)
+    row(every, np.where(dec, res, 0.0), demand.context_met, True)
+    gpu_scale = max(demand.min_horizon_s, 1.0) * gpus
+    row(np.append(every, horizon), np.append(cols.tp * lat, -float(gpus)), 0.0, False, gpu_scale)
+    a = sparse.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows_i), np.concatenate(cols_i))), shape=(len(rhs), nvar)
+    )
     obj_scale = max(floor_w * gpus * demand.min_horizon_s, 1.0)
-    return _Program(np.append(exc, floor_w * gpus) / obj_scale, a, rhs, usable, demand.min_horizon_s, obj_scale)
+    c = np.append(exc, floor_w * gpus) / obj_scale
+    lower = np.zeros(nvar)
+    lower[horizon] = demand.min_horizon_s
+    return _Program(c, a, np.asarray(rhs), lower, usable, n, obj_scale)
 
 
 @dataclass(frozen=True)
@@ -186,35 +196,37 @@ _ARTIFICIAL_COST = 1e6
 
 
 def _solve(prog: _Program, start: np.ndarray) -> _Solution | None:
-    """The LP by column generation: solve it on a restricted set of columns (from ``start``) with artificial
-    slack on every row, price every usable column with the duals, add those with negative reduced cost, until
-    none is left (then the restricted optimum is the full one). None: infeasible (artificial slack left)."""
-    n = prog.c.size - 1
-    horizon = n
+    """The LP by column generation: solve it on a restricted set of columns (from ``start``, plus the horizon)
+    with artificial slack on every row, price every usable column with the duals, add those with negative reduced
+    cost, until none is left (then the restricted optimum is the full one). None: infeasible (artificial slack
+    left)."""
+    n = prog.columns
+    nvar = prog.c.size
     rows = prog.b.size
-    candidates = np.flatnonzero(prog.usable[:n])
-    chosen = np.union1d(np.intersect1d(start, candidates), [horizon])
+    candidates = np.flatnonzero(prog.usable)
+    chosen = np.union1d(np.intersect1d(start, candidates), np.arange(n, nvar))
+    a_t = prog.a[:, candidates].T.tocsr()
+    c_cand = prog.c[candidates]
+    artificial = -sparse.identity(rows, format="csc")
     while True:
         cs = np.concatenate([prog.c[chosen], np.full(rows, _ARTIFICIAL_COST)])
-        a_s = np.hstack([prog.a[:, chosen], -np.eye(rows)])
-        bounds = [(prog.min_horizon_s, None) if i == horizon else (0.0, None) for i in chosen] + [(0.0, None)] * rows
+        a_s = sparse.hstack([prog.a[:, chosen], artificial], format="csc")
+        bounds = [(float(prog.lower[i]), None) for i in chosen] + [(0.0, None)] * rows
         out = linprog(cs, A_ub=a_s, b_ub=prog.b, bounds=bounds, method="highs")
         if out.status != 0:
             raise RuntimeError(f"lower-bound LP failed: {out.message}")
         y = np.asarray(out.ineqlin.marginals)  # <= 0: the objective's change per unit of each row's bound
-        reduced = prog.c[candidates] - prog.a[:, candidates].T @ y
-        fresh = candidates[(reduced < -1e-9) & ~np.isin(candidates, chosen)]
-        if fresh.size == 0:
+        reduced = c_cand - a_t @ y
+        fresh = (reduced < -1e-9) & ~np.isin(candidates, chosen)
+        if not fresh.any():
             break
-        order = np.argsort(prog.c[fresh] - prog.a[:, fresh].T @ y)[:_ADD_PER_ROUND]
-        chosen = np.union1d(chosen, fresh[order])
+        idx = np.flatnonzero(fresh)
+        chosen = np.union1d(chosen, candidates[idx[np.argsort(reduced[idx])[:_ADD_PER_ROUND]]])
     if float(np.asarray(out.x[chosen.size :]).max(initial=0.0)) > 1e-9:
         return None
-    x = np.zeros(n)
-    k = chosen != horizon
-    x[chosen[k]] = out.x[: chosen.size][k]
-    t_h = float(out.x[: chosen.size][~k][0])
-    return _Solution(float(out.fun) * prog.obj_scale, x, t_h)
+    x_all = np.zeros(nvar)
+    x_all[chosen] = out.x[: chosen.size]
+    return _Solution(float(out.fun) * prog.obj_scale, x_all[:n], float(x_all[nvar - 1]))
 
 
 def _cheapest(cols: Columns, per_phase: int = 32) -> np.ndarray:
@@ -224,7 +236,7 @@ def _cheapest(cols: Columns, per_phase: int = 32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _base_per_token(cols: Columns, demand: Demand) -> tuple[float, float]:
+def _base_per_token(cols: Columns) -> tuple[float, float]:
     """Least excess per token of any prefill / decode column (no SLO, context or GPU-time constraint), J."""
     per = cols.excess_j / cols.tokens
     pre = per[cols.phase == PREFILL]
@@ -252,35 +264,20 @@ def cluster_lower_bound(
         prefill_max_seqs=sim.prefill_max_seqs,
         min_context=demand.min_context,
         max_prompt=demand.max_prompt,
-        context_thresholds=tuple(c for c, _ in demand.context_profile_met),
     )
     builder = ColumnBuilder(cost_model, tps, limits)
-    groups: list[Group] = builder.initial_groups()
-    cols = builder.columns(groups)
+    cols = builder.columns(builder.groups())
     if cols.excess_j.size and float(cols.excess_j.min()) < 0.0:
         raise ValueError(
             f"an iteration draws less than the idle floor of {floor_w:.1f} W per GPU: the bound's premise fails "
             "on this cost model"
         )
-    base_p, base_d = _base_per_token(cols, demand)
+    base_p, base_d = _base_per_token(cols)
     base_j = (
         floor_w * gpus * demand.min_horizon_s + base_p * demand.prompt_tokens_met + base_d * demand.decode_tokens_met
     )
-    rounds = 0
-    start = _cheapest(cols)
-    sol = _solve(_program(cols, demand, sim, gpus, floor_w), start)
-    while sol is not None and rounds < MAX_ROUNDS:
-        used = {int(g) for g in np.unique(cols.group[sol.x > 0.0])}
-        if all(groups[i].hi == groups[i].lo for i in used):
-            break
-        kept = [groups[i] for i in sorted(used)]
-        groups = builder.refine(groups, used)
-        cols = builder.columns(groups)
-        index = {g: i for i, g in enumerate(groups)}
-        near = [index[g] for g in kept if g in index] + [index[g] for g in builder.last_refined if g in index]
-        start = np.union1d(_cheapest(cols), np.flatnonzero(np.isin(cols.group, near)))
-        sol = _solve(_program(cols, demand, sim, gpus, floor_w), start)
-        rounds += 1
+    prog = _program(cols, demand, sim, gpus, floor_w)
+    sol = _solve(prog, _cheapest(cols))
     tokens = demand.tokens
     if sol is None:
         value = math.inf
@@ -289,8 +286,9 @@ def cluster_lower_bound(
     else:
         value = sol.value_j * (1.0 - SOLVER_MARGIN)
         floor_j = floor_w * gpus * sol.horizon_s
-        pre_j = float(np.dot(sol.x[cols.phase == PREFILL], cols.excess_j[cols.phase == PREFILL]))
-        dec_j = float(np.dot(sol.x[cols.phase == DECODE], cols.excess_j[cols.phase == DECODE]))
+        spent = sol.x * prog.c[: prog.columns] * prog.obj_scale
+        pre_j = float(spent[cols.phase == PREFILL].sum())
+        dec_j = float(spent[cols.phase == DECODE].sum())
         horizon = sol.horizon_s
     return Bound(
         cluster_j=value,
@@ -307,6 +305,5 @@ def cluster_lower_bound(
         exempt_requests=demand.exempt,
         base_cluster_j_per_token=base_j / tokens if tokens > 0 else math.nan,
         lp_columns=int(cols.excess_j.size),
-        refine_rounds=rounds,
         compute_s=time.perf_counter() - t0,
     )
