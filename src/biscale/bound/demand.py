@@ -64,8 +64,9 @@ class Demand:
     max_prompt: int
     """Longest prompt, tokens (a prompt token attends to at most this many keys)."""
     min_horizon_s: float
-    """The run lasts at least this long (from t = 0): the last submission, and for every served request its
-    arrival plus ``output - 1`` of the fastest possible decode iterations (all but ``exempt`` requests)."""
+    """The run lasts at least this long (from t = 0): the last submission, and for every served request (all but
+    ``exempt``) its arrival plus the fastest prefill of its first chunk and ``output - 1`` of the fastest decode
+    iterations."""
 
     @property
     def tokens(self) -> int:
@@ -84,24 +85,29 @@ def submitted(trace: Trace, sim: SimConfig) -> tuple[np.ndarray, np.ndarray, np.
     return arrival[:n], trace.input_tokens[:n], trace.output_tokens[:n]
 
 
-def demand_of(trace: Trace, sim: SimConfig, min_decode_latency_s: float) -> Demand:
-    """The demand of ``trace`` under ``sim`` (its submission window and SLO percentile).
+def shortest_context(inp: np.ndarray, out: np.ndarray) -> int:
+    """Shortest context a decode iteration reads per request: the shortest prompt with a decode phase + 1."""
+    with_decode = out > 1
+    return int(inp[with_decode].min()) + 1 if with_decode.any() else 1
 
-    ``min_decode_latency_s``: a lower bound on any decode iteration's latency (it only lengthens the shortest
-    horizon)."""
-    arrival, inp, out = submitted(trace, sim)
+
+def demand_of(
+    arrival: np.ndarray, inp: np.ndarray, out: np.ndarray, percentile_pct: float, service_s: np.ndarray
+) -> Demand:
+    """The demand of the submitted requests (:func:`submitted`) at the SLO percentile.
+
+    ``service_s``: per request, a lower bound on the time from its arrival to its last token (it only lengthens
+    the shortest horizon)."""
     n = int(arrival.size)
     if n == 0:
         raise ValueError("no request is submitted: the lower bound needs at least one")
-    d = allowed_misses(n, sim.slo.percentile)
+    d = allowed_misses(n, percentile_pct)
     L = inp.astype(np.float64)
     dec = (out - 1).astype(np.float64)
     pairs = L * (L + 1.0) / 2.0
     # Request i's decode iterations read L_i + 1, ..., L_i + (O_i - 1) context tokens.
     ctx = dec * L + dec * (dec + 1.0) / 2.0
-    with_decode = out > 1
-    min_ctx = int(inp[with_decode].min()) + 1 if with_decode.any() else 1
-    ends = arrival + dec * min_decode_latency_s
+    ends = arrival + service_s
     served_end = float(np.partition(ends, n - 1 - d)[n - 1 - d]) if d < n else 0.0
     return Demand(
         requests=n,
@@ -112,7 +118,7 @@ def demand_of(trace: Trace, sim: SimConfig, min_decode_latency_s: float) -> Dema
         pairs_met=max(0.0, float(pairs.sum()) - _sum_largest(pairs, d)),
         decode_tokens_met=int((out - 1).sum()) - int(_sum_largest(out - 1, d)),
         context_met=max(0.0, float(ctx.sum()) - _sum_largest(ctx, d)),
-        min_context=min_ctx,
+        min_context=shortest_context(inp, out),
         max_prompt=int(inp.max()),
         min_horizon_s=max(float(arrival[-1]), served_end),
     )

@@ -19,8 +19,8 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from biscale.bound.columns import DECODE, PREFILL, ColumnBuilder, Columns, Limits
-from biscale.bound.demand import Demand, demand_of
-from biscale.costmodel import CostModel, DecodeShape
+from biscale.bound.demand import Demand, demand_of, shortest_context, submitted
+from biscale.costmodel import CostModel
 from biscale.sim.config import SimConfig
 from biscale.sim.engine import unassigned_gpu_power
 from biscale.workload.trace import Trace
@@ -100,13 +100,20 @@ def idle_floor_w(cost_model: CostModel, tps: Sequence[int], unassigned_w: float)
     return float(min(powers))
 
 
-def _min_decode_latency(cost_model: CostModel, tps: Sequence[int]) -> float:
-    """A lower bound on any decode iteration's latency: one request reading one token of context, any TP and
-    clock (latency does not fall with batch or context, premise M)."""
-    shape = DecodeShape(1, 1, 1.0)
-    return min(
-        cost_model.decode_cost(shape, tp, c).latency_s for tp in tps for c in (*cost_model.supported_clocks_mhz, None)
-    )
+def _service_s(cols: Columns, inp: np.ndarray, out: np.ndarray, budget: int) -> np.ndarray:
+    """Per request, a lower bound on arrival to last token: the iteration holding its first chunk, which holds at
+    least ``min(L, budget)`` tokens (the engine chunks a prompt only to fill the budget), so it lasts at least as
+    long as the fastest prefill column priced at the largest size up to that (premise M); plus ``output - 1``
+    times the fastest decode iteration (batch 1 at the shortest context)."""
+    pre = cols.phase == PREFILL
+    sizes, first = np.unique(cols.size_lo[pre], return_inverse=True)
+    fastest = np.full(sizes.size, np.inf)
+    np.minimum.at(fastest, first, cols.latency_s[pre])
+    at = np.searchsorted(sizes, np.minimum(inp, budget), side="right") - 1
+    prefill = np.where(at >= 0, fastest[np.clip(at, 0, None)], 0.0)
+    one = (cols.phase == DECODE) & (cols.size_lo == 1)
+    decode = float(cols.latency_s[one].min()) if one.any() else 0.0
+    return prefill + (out - 1) * decode
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ class _Program:
     a: sparse.csc_matrix
     b: np.ndarray
     lower: np.ndarray
-    usable: np.ndarray  # columns an SLO-meeting schedule may use
+    usable: np.ndarray  # variables an SLO-meeting schedule may use (the horizon included)
     columns: int
     obj_scale: float
 
@@ -143,7 +150,7 @@ def _program(cols: Columns, demand: Demand, sim: SimConfig, gpus: int, floor_w: 
     res[cut] = cols.resource[j[cut]] + w[cut] * (cols.resource[cut] - cols.resource[j[cut]])
     exc[cut] = cols.excess_j[j[cut]] + w[cut] * (cols.excess_j[cut] - cols.excess_j[j[cut]])
     lat[cut] = budget
-    usable = ~over | cut
+    usable = np.append(~over | cut, True)
     n = res.size
     nvar = n + 1
     horizon = nvar - 1
@@ -191,41 +198,56 @@ class _Solution:
 
 #: Columns added to the restricted program per pricing round, at most.
 _ADD_PER_ROUND = 64
-#: Cost of an artificial unit of a row's demand (the restricted program stays feasible); far above any column's.
-_ARTIFICIAL_COST = 1e6
+#: Least total artificial slack (in units of the rows' scaled demands) that makes the program infeasible, above
+#: the solver's feasibility tolerance (1e-7).
+_INFEASIBLE = 1e-6
 
 
-def _solve(prog: _Program, start: np.ndarray) -> _Solution | None:
-    """The LP by column generation: solve it on a restricted set of columns (from ``start``, plus the horizon)
-    with artificial slack on every row, price every usable column with the duals, add those with negative reduced
-    cost, until none is left (then the restricted optimum is the full one). None: infeasible (artificial slack
-    left)."""
-    n = prog.columns
-    nvar = prog.c.size
+def _generate(
+    prog: _Program, cost: np.ndarray, chosen: np.ndarray, artificial: bool
+) -> tuple[np.ndarray, Any]:
+    """Column generation with objective ``cost``: solve on the restricted set ``chosen`` (with an artificial slack
+    per row, of cost 1, when ``artificial``), price every usable column with the duals, add the most negative
+    reduced costs, until none is left (the restricted optimum is then the full one)."""
     rows = prog.b.size
     candidates = np.flatnonzero(prog.usable)
-    chosen = np.union1d(np.intersect1d(start, candidates), np.arange(n, nvar))
     a_t = prog.a[:, candidates].T.tocsr()
-    c_cand = prog.c[candidates]
-    artificial = -sparse.identity(rows, format="csc")
+    in_set = np.zeros(prog.c.size, dtype=bool)
+    in_set[chosen] = True
     while True:
-        cs = np.concatenate([prog.c[chosen], np.full(rows, _ARTIFICIAL_COST)])
-        a_s = sparse.hstack([prog.a[:, chosen], artificial], format="csc")
-        bounds = [(float(prog.lower[i]), None) for i in chosen] + [(0.0, None)] * rows
+        a_s = prog.a[:, chosen]
+        cs = cost[chosen]
+        bounds = [(float(prog.lower[i]), None) for i in chosen]
+        if artificial:
+            a_s = sparse.hstack([a_s, -sparse.identity(rows, format="csc")], format="csc")
+            cs = np.concatenate([cs, np.ones(rows)])
+            bounds += [(0.0, None)] * rows
         out = linprog(cs, A_ub=a_s, b_ub=prog.b, bounds=bounds, method="highs")
         if out.status != 0:
             raise RuntimeError(f"lower-bound LP failed: {out.message}")
         y = np.asarray(out.ineqlin.marginals)  # <= 0: the objective's change per unit of each row's bound
-        reduced = c_cand - a_t @ y
-        fresh = (reduced < -1e-9) & ~np.isin(candidates, chosen)
+        reduced = cost[candidates] - a_t @ y
+        fresh = (reduced < -1e-9) & ~in_set[candidates]
         if not fresh.any():
-            break
+            return chosen, out
         idx = np.flatnonzero(fresh)
-        chosen = np.union1d(chosen, candidates[idx[np.argsort(reduced[idx])[:_ADD_PER_ROUND]]])
-    if float(np.asarray(out.x[chosen.size :]).max(initial=0.0)) > 1e-9:
+        add = candidates[idx[np.argsort(reduced[idx])[:_ADD_PER_ROUND]]]
+        in_set[add] = True
+        chosen = np.sort(np.concatenate([chosen, add]))
+
+
+def _solve(prog: _Program, start: np.ndarray) -> _Solution | None:
+    """The LP in two phases of column generation (:func:`_generate`): first the least artificial slack (none
+    left: feasible; else None, no schedule meets the SLOs), then the least cost from the feasible set found."""
+    n = prog.columns
+    nvar = prog.c.size
+    chosen = np.union1d(np.intersect1d(start, np.flatnonzero(prog.usable)), [nvar - 1])
+    chosen, out = _generate(prog, np.zeros(nvar), chosen, artificial=True)
+    if float(np.sum(out.x[chosen.size :])) > _INFEASIBLE:
         return None
+    chosen, out = _generate(prog, prog.c, chosen, artificial=False)
     x_all = np.zeros(nvar)
-    x_all[chosen] = out.x[: chosen.size]
+    x_all[chosen] = out.x
     return _Solution(float(out.fun) * prog.obj_scale, x_all[:n], float(x_all[nvar - 1]))
 
 
@@ -256,17 +278,20 @@ def cluster_lower_bound(
     gpus = sim.total_gpus
     tps = list(tps) if tps is not None else tp_degrees(cost_model, sim.gpus_per_node)
     floor_w = idle_floor_w(cost_model, tps, unassigned_gpu_power(sim.unassigned_gpu_power_w, cost_model))
-    demand = demand_of(trace, sim, _min_decode_latency(cost_model, tps))
+    arrival, inp, out = submitted(trace, sim)
+    if arrival.size == 0:
+        raise ValueError("no request is submitted: the lower bound needs at least one")
     limits = Limits(
         idle_floor_w=floor_w,
         decode_max_batch=sim.decode_max_batch,
         prefill_token_budget=sim.prefill_token_budget,
         prefill_max_seqs=sim.prefill_max_seqs,
-        min_context=demand.min_context,
-        max_prompt=demand.max_prompt,
+        min_context=shortest_context(inp, out),
+        max_prompt=int(inp.max()),
     )
     builder = ColumnBuilder(cost_model, tps, limits)
     cols = builder.columns(builder.groups())
+    demand = demand_of(arrival, inp, out, sim.slo.percentile, _service_s(cols, inp, out, sim.prefill_token_budget))
     if cols.excess_j.size and float(cols.excess_j.min()) < 0.0:
         raise ValueError(
             f"an iteration draws less than the idle floor of {floor_w:.1f} W per GPU: the bound's premise fails "
