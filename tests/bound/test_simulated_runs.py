@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from biscale.bound import Bound, cluster_lower_bound
+from biscale.bound import Bound, allowed_misses, cluster_lower_bound
 from biscale.control import DefaultGovernor, FixedClock, MaxClock, parse_placement
 from biscale.control.controllers import ClockController
 from biscale.control.state import GOVERNOR_MHZ, InstanceState, Slo
@@ -168,4 +168,5 @@ def test_distserve_at_the_top_clock_meets_the_default_slos_above_the_bound(
     gap = bound.gap_pct(float(res.summary["energy_cluster_j"]) / tokens)
     assert 0.0 < gap < 400.0
     assert not math.isinf(bound.cluster_j)
-    assert bound.exempt_requests == 4  # 1 % of the ~480 requests of 40 s at 12 req/s may miss
+    submitted = res.summary["requests_total"]
+    assert bound.exempt_requests == allowed_misses(submitted, 99.0) >= 1  # 1 % of them may miss
