@@ -52,3 +52,8 @@ def test_deterministic_and_more_gpus_raise_the_idle_floor() -> None:
     assert b.floor_j == pytest.approx(2 * a.floor_j * b.horizon_s / a.horizon_s)
     assert b.cluster_j > a.cluster_j
     assert not math.isinf(b.cluster_j)
+
+
+def test_one_phase_alone_is_refused() -> None:
+    with pytest.raises(ValueError, match="covers both phases; this configuration simulates decode alone"):
+        cluster_lower_bound(TRACE, TOY, SIM.model_copy(update={"isolate_phase": "decode"}))

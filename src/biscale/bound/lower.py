@@ -203,9 +203,7 @@ _ADD_PER_ROUND = 64
 _INFEASIBLE = 1e-6
 
 
-def _generate(
-    prog: _Program, cost: np.ndarray, chosen: np.ndarray, artificial: bool
-) -> tuple[np.ndarray, Any]:
+def _generate(prog: _Program, cost: np.ndarray, chosen: np.ndarray, artificial: bool) -> tuple[np.ndarray, Any]:
     """Column generation with objective ``cost``: solve on the restricted set ``chosen`` (with an artificial slack
     per row, of cost 1, when ``artificial``), price every usable column with the duals, add the most negative
     reduced costs, until none is left (the restricted optimum is then the full one)."""
@@ -273,8 +271,11 @@ def cluster_lower_bound(
     SLOs, submission window, unassigned-GPU power) priced by ``cost_model`` (the simulator's truth).
 
     ``tps``: TP degrees an instance may have (default: every degree up to a node that the cost model supports).
-    Raises ValueError if a premise of the bound fails on this cost model (an iteration below the idle floor)."""
+    Raises ValueError if a premise of the bound fails on this cost model (an iteration below the idle floor), if
+    no request is submitted, or if ``sim`` simulates one phase alone."""
     t0 = time.perf_counter()
+    if sim.isolate_phase is not None:
+        raise ValueError(f"the bound covers both phases; this configuration simulates {sim.isolate_phase} alone")
     gpus = sim.total_gpus
     tps = list(tps) if tps is not None else tp_degrees(cost_model, sim.gpus_per_node)
     floor_w = idle_floor_w(cost_model, tps, unassigned_gpu_power(sim.unassigned_gpu_power_w, cost_model))
