@@ -64,3 +64,38 @@ def test_empty_run_is_nan_not_an_error_and_json_has_null() -> None:
     assert math.isnan(s["goodput_rps"]) and s["energy_total_j"] == 0.0
     text = to_json_text({"x": s["ttft_p99_ms"], "n": np.int64(3), "a": np.array([1.5, np.inf]), "b": np.bool_(True)})
     assert text == '{"x": null, "n": 3, "a": [1.5, null], "b": true}'
+
+
+def test_verdict_is_joint_attainment() -> None:
+    """Each target met by 9 of 10 requests but by different ones: each attainment is 90 %, the joint one 80 %, so
+    the verdict at the 90th percentile is a miss (it was a pass when the attainments were checked separately)."""
+    n = 10
+    ttft = np.full(n, 0.1)
+    tpot = np.full(n, 0.05)
+    ttft[0] = 1.0  # request 0 misses TTFT only
+    tpot[1] = 0.5  # request 1 misses TPOT only
+    requests = pd.DataFrame({"status": ["completed"] * n, "ttft_s": ttft, "tpot_s": tpot, "max_tbt_s": tpot})
+    _, instances = tables()
+    s = summarize(requests, instances, Slo(ttft_s=0.6, tpot_s=0.1, percentile=90.0), duration_s=10.0)
+    assert s["ttft_attainment_pct"] == 90.0 and s["tpot_attainment_pct"] == 90.0
+    assert s["slo_attainment_pct"] == 80.0 and not s["slo_met"]
+
+
+def test_itl_percentiles_weight_gaps_by_tokens() -> None:
+    """ITL quantiles over tokens: a gap seen by a batch of b tokens counts b times (checked against the expanded
+    token list), and the histogram holds every token."""
+    rng = np.random.default_rng(3)
+    gaps = rng.uniform(0.01, 0.3, 400)
+    tokens = rng.integers(1, 50, 400)
+    requests, instances = tables()
+    s = summarize(
+        requests, instances, Slo(ttft_s=0.6, tpot_s=0.1, itl_s=0.2), duration_s=10.0, token_gaps=(gaps, tokens)
+    )
+    every = np.repeat(gaps, tokens)
+    for q in (50, 90, 99):
+        assert s[f"itl_p{q}_ms"] == pytest.approx(1e3 * np.percentile(every, q, method="inverted_cdf"))
+    assert s["itl_tokens"] == int(tokens.sum()) == sum(s["itl_histogram"]["tokens"])
+    assert s["slo_itl_ms"] == pytest.approx(200.0)
+    assert s["itl_slo_met"] == bool(np.percentile(every, 99, method="inverted_cdf") <= 0.2)
+    none = summarize(requests, instances, Slo(), duration_s=10.0)
+    assert math.isnan(none["itl_p99_ms"]) and none["itl_slo_met"] is None and none["slo_itl_ms"] == 100.0

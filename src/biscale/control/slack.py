@@ -15,7 +15,9 @@ their fresh neighbours, so slack is not "spent" on one of them). With no history
 
 The predictor gives the iteration's latency at each candidate clock (through :class:`DecodeLatencyTable`, a
 per-TP table of its predictions that answers in a few microseconds); it is corrected online for bias (:mod:`bias`);
-the lowest clock whose corrected latency is allowed wins. Guards run the top clock: KV use at or above
+the lowest clock whose corrected latency is allowed wins. Banked slack never buys an iteration longer than the ITL
+target (``slo.itl_target_s``, minus the margin): a request ahead of its TPOT would otherwise see one long gap,
+a stall a streaming user notices though its mean stays within the target. Guards run the top clock: KV use at or above
 ``kv_guard_pct``, ``waiting_guard`` or more requests waiting to join the batch, a running batch at ``batch_guard_pct``
 of the engine's sequence limit, or a preemption in the last
 ``preemption_hold_s``. Hysteresis: a higher clock is taken at once (latency is at stake); a lower one only after it
@@ -209,11 +211,12 @@ class DecodeSlack(ClockController):
     def allowed_latency_s(self, state: InstanceState) -> float:
         """The longest next iteration that keeps every running request on its (margined) TPOT target, seconds."""
         target = state.slo.tpot_s * (1.0 - self.margin)
+        itl_cap = state.slo.itl_target_s * (1.0 - self.margin)
         tau = state.running_decode_time_s
         if tau.size != state.running_generated_tokens.size or tau.size == 0:
-            return target
+            return min(target, itl_cap)
         behind = float((tau - target * state.running_generated_tokens).max()) + target
-        return target - behind / self.catchup_tokens
+        return min(target - behind / self.catchup_tokens, itl_cap)
 
     def decide(self, state: InstanceState) -> int | None:
         factor = self.bias.observe(state)
