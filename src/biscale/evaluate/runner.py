@@ -34,7 +34,7 @@ OnEvent = Callable[[str, Any], None]
 
 #: Rough CPU cost of a run of each system relative to ``distserve`` at the same rate (measured on the Azure trace;
 #: only the order in which runs start depends on it, never a result).
-RELATIVE_COST = {"oracle": 40.0, "static": 30.0, "biscale": 10.0, "placeonly": 2.0}
+RELATIVE_COST = {"oracle": 40.0, "static": 30.0, "hindsight-lock": 30.0, "biscale": 10.0, "placeonly": 2.0}
 
 
 def _noop(kind: str, payload: Any) -> None:

@@ -120,7 +120,7 @@ class ClockControl:
         led = inst.ledger
         target = led.pending_clock_mhz if led.pending_clock_mhz is not None else led.clock_mhz
         low = self.supported[0]
-        if inst.id in self._parked or target == low or target == GOVERNOR_MHZ:
+        if inst.id in self._parked or target in (low, GOVERNOR_MHZ):
             return
         self._parked[inst.id] = target
         self._request(inst, low, t)
