@@ -76,6 +76,22 @@ _DEFS = (
         "BiScale's placement program (tier 1 alone), baseline clocks held",
     ),
     SystemDef(
+        "placement-top",
+        "placeonly",
+        "max",
+        "max",
+        "BiScale's placement program with every GPU at the top clock (the decomposition's first step)",
+        role="ablation",
+    ),
+    SystemDef(
+        "placeonly-idlelow",
+        "placeonly",
+        "baseline-idlelow",
+        "baseline-idlelow",
+        "BiScale's placement program, baseline clocks when busy, lowest clock when idle (the decomposition)",
+        role="ablation",
+    ),
+    SystemDef(
         "static",
         "distserve-static",
         "static",
@@ -118,3 +134,13 @@ ALL_SYSTEMS: tuple[str, ...] = tuple(d.name for d in _DEFS)
 DEFAULT_SYSTEMS: tuple[str, ...] = tuple(d.name for d in _DEFS if d.in_default)
 #: Systems that read the truth (comparators, named as such).
 CLAIRVOYANT: tuple[str, ...] = tuple(d.name for d in _DEFS if d.role == "clairvoyant")
+
+#: The decomposition of BiScale's saving, step by step (each adds one lever to the previous):
+#: (label, system).
+DECOMPOSITION: tuple[tuple[str, str], ...] = (
+    ("DistServe (top clock)", "distserve"),
+    ("BiScale's placement at the top clock", "placement-top"),
+    ("+ baseline clocks", "placeonly"),
+    ("+ idle at the lowest clock", "placeonly-idlelow"),
+    ("+ per-iteration DVFS (BiScale)", "biscale"),
+)
