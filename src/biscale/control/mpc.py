@@ -35,7 +35,7 @@ from functools import cache
 import numpy as np
 
 from biscale.control.bias import DEFAULT_ALPHA, LatencyBias
-from biscale.control.clocks import DEFAULT_N_CLOCKS, CandidateClocks
+from biscale.control.clocks import DEFAULT_N_CLOCKS, CandidateClocks, predicted_idle_power_w
 from biscale.control.controllers import ClockController
 from biscale.control.state import InstanceState
 from biscale.errors import InputError
@@ -378,6 +378,7 @@ class PrefillMpc(ClockController):
         kv_transfer_s_per_token: float | None = None,
         bias_alpha: float = DEFAULT_ALPHA,
         idle_clock: str = "lowest",
+        idle_in_objective: bool = True,
     ) -> None:
         if idle_clock not in IDLE_CLOCKS:
             raise InputError(
@@ -406,7 +407,13 @@ class PrefillMpc(ClockController):
         engine's own figure, ``state.frontend_overhead_s`` (the simulator's ``SimConfig.frontend_overhead_s``)."""
         self.kv_transfer_s_per_token = kv_transfer_s_per_token
         self.idle_clock = idle_clock
-        self.clocks = CandidateClocks(predictor, n_clocks, clocks_mhz)
+        self.idle_in_objective = bool(idle_in_objective)
+        """Price each batch at its power above the idle power it displaces (the lowest clock's, where the instance
+        idles): time a faster batch saves is spent idle, not free, so the plan's energy is the whole instance's."""
+        self._idle_w: dict[tuple[int, int], float] = {}
+        self.clocks = CandidateClocks(
+            predictor, n_clocks, clocks_mhz, net_of_idle=self.idle_in_objective and idle_clock == "lowest"
+        )
         self.bias = LatencyBias(bias_alpha)
         self.stats: Counter[str] = Counter()
         """Decisions by outcome: ``planned``, ``infeasible`` (top: even the top clock misses), ``kv_guard``,
@@ -426,6 +433,15 @@ class PrefillMpc(ClockController):
             meta = self.predictor.meta.get("profile_meta") or {}
             nbytes = float(meta.get("kv_bytes_per_token") or 0.0)
             hit = self._kv_per_token[tp] = nbytes / (tp * KV_LINK_BW_BYTES_PER_S)
+        return hit
+
+    def idle_power_w(self, tp: int, clock_mhz: int) -> float:
+        """The predictors' idle power per GPU of a TP-``tp`` instance at ``clock_mhz``, W (0 when the artifact has no
+        idle table: the objective is then the batches' energy alone)."""
+        key = (tp, clock_mhz)
+        hit = self._idle_w.get(key)
+        if hit is None:
+            hit = self._idle_w[key] = predicted_idle_power_w(self.predictor, tp, clock_mhz)
         return hit
 
     def project(self, state: InstanceState) -> Projection:
@@ -464,7 +480,10 @@ class PrefillMpc(ClockController):
         proj = self.project(state)
         pred = self.predictor.predict("prefill", state.tp, proj.raw, clocks)
         lat = pred.latency_s * factor if factor != 1.0 else pred.latency_s
-        plan = self._solve(lat, lat * pred.power_w, proj.deadlines_s(self.budget_s(state)))
+        power = pred.power_w
+        if self.idle_in_objective and self.idle_clock == "lowest" and supported:
+            power = power - self.idle_power_w(state.tp, min(supported))
+        plan = self._solve(lat, lat * power, proj.deadlines_s(self.budget_s(state)))
         level = int(plan.levels[0])
         self.stats["planned" if plan.feasible else "infeasible"] += 1
         self.bias.expect(state, float(lat[0, level]), clocks[level])

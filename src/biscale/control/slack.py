@@ -24,7 +24,8 @@ of the engine's sequence limit, or a preemption in the last
 running batch grows in proportion to the iteration's latency (Little's law at a given arrival rate), so a clock whose
 predicted latency, relative to the clock in force, would carry the batch past ``batch_guard_pct`` of the limit is
 not taken; without it the clock swings between the top and a low one and requests that wait outside a full batch
-see one long gap (measured: the P99 largest gap 275 ms at 85 % load on ten minutes of the Azure trace). Hysteresis: a higher clock is taken at once (latency is at stake); a lower one only after it
+see one long gap (measured: the P99 largest gap 275 ms at 85 % load on ten minutes of the Azure trace).
+Hysteresis: a higher clock is taken at once (latency is at stake); a lower one only after it
 has been wanted for ``down_dwell`` decisions in a row and saves at least ``min_saving_pct`` of the predicted power
 (a busy decode instance's energy is its power times the time, :mod:`clocks`), so a switch (which costs the switch
 latency and may have to be undone) is made only when it pays.

@@ -34,8 +34,9 @@ import pandas as pd
 
 from biscale.control.state import Slo
 
-#: Candidate locked clocks, MHz: the capacity table's clocks from 990 up (795 MHz meets no SLO at these loads).
-CANDIDATE_CLOCKS_MHZ = (990, 1185, 1380, 1590, 1785, 1980)
+#: Candidate locked clocks, MHz: the capacity table's clocks from 990 up, 1785 left out for time (five whole-trace runs
+#: per placement; 795 MHz meets no SLO at these loads).
+CANDIDATE_CLOCKS_MHZ = (990, 1185, 1380, 1590, 1980)
 #: The placements tried: the planners whose placements hindsight-lock may use.
 REFERENCE_PLANNERS = ("distserve", "biscale")
 
