@@ -86,7 +86,7 @@ def window_figures(
         phase = tl["phase"].to_numpy()
         for ph in energy:
             m = phase == ph
-            energy[ph] = np.bincount(w[m], weights=inc[m], minlength=windows)[:windows]
+            energy[ph] = np.bincount(w[m], weights=inc[m], minlength=windows)[:windows].astype(np.float64)
     arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
     status = requests["status"].to_numpy()
     keep = status != "not_arrived"
@@ -144,6 +144,7 @@ def choose(figures: dict[int, WindowFigures], slo: Slo) -> tuple[list[int], list
 
 def search_hindsight(scenario: Any, trace: Any, table: Any, truth: Any) -> HindsightSchedule:
     """Run the candidate simulations on the truth and choose the schedule (see the module docstring)."""
+    from biscale.control.controllers import snap_clock
     from biscale.control.factory import make_controller
     from biscale.evaluate.systems import build_planner, submitted
     from biscale.plan.planners import ClockSchedulePlanner
@@ -154,7 +155,7 @@ def search_hindsight(scenario: Any, trace: Any, table: Any, truth: Any) -> Hinds
     span = float(arrivals[-1]) if arrivals.size else 0.0
     windows = max(1, math.ceil(span / sim.window_s + 1e-9))
     supported = truth.supported_clocks_mhz
-    cands = sorted({min(supported, key=lambda s, c=c: abs(s - c)) for c in CANDIDATE_CLOCKS_MHZ})
+    cands = sorted({snap_clock(c, tuple(supported)) for c in CANDIDATE_CLOCKS_MHZ})
     ctrl = {ph: make_controller("baseline-idlelow", ph) for ph in ("prefill", "decode")}
     results: dict[str, tuple[list[int], list[int], float]] = {}
     runs = 0
