@@ -61,9 +61,17 @@ def test_registration_mistakes_are_programming_errors() -> None:
 
 def test_the_project_registries() -> None:
     tier2 = ("mpc", "mpc-greedy", "oracle", "slack", "static")
-    assert CONTROLLERS.names() == ("baseline", "default", "fixed", "max", *tier2)
+    assert CONTROLLERS.names() == ("baseline", "baseline-idlelow", "default", "fixed", "max", "max-idlelow", *tier2)
     assert isinstance(CONTROLLERS.get("max")(ControllerContext(phase="decode")), MaxClock)
-    assert PLANNERS.names() == ("biscale", "distserve", "distserve-static", "placeonly", "scheduled", "static")
+    assert PLANNERS.names() == (
+        "biscale",
+        "distserve",
+        "distserve-lock",
+        "distserve-static",
+        "placeonly",
+        "scheduled",
+        "static",
+    )
     assert COST_MODELS.names() == ("hardware", "predictor")
     assert PROFILERS.names() == ("sim", "torch")
     assert PREFILL_ROUTERS.names() == ("least-work", "round-robin") and DECODE_ROUTERS.names() == ("most-free-kv",)

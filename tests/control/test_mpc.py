@@ -127,7 +127,7 @@ def test_mpc_never_violates_a_predicted_ttft_when_a_feasible_plan_exists(
 ):
     """Whatever the queue, the first clock belongs to a plan meeting every predicted deadline, or is the top clock
     when no plan does (and that is counted)."""
-    ctrl = PrefillMpc(predictor, solver=solver)
+    ctrl = PrefillMpc(predictor, solver=solver, idle_in_objective=False)
     waits = np.linspace(span, 0.0, len(prompts))
     s = make_prefill_state(
         batch_new=prompts[:1], batch_wait=waits[:1], queue=prompts[1:], queue_wait=waits[1:], tp=tp, token_budget=1024
@@ -150,7 +150,7 @@ def test_mpc_never_violates_a_predicted_ttft_when_a_feasible_plan_exists(
 
 
 def test_mpc_runs_lower_clocks_with_more_slack(predictor, make_prefill_state):
-    ctrl = PrefillMpc(predictor)
+    ctrl = PrefillMpc(predictor, idle_in_objective=False)
     relaxed = ctrl.decide(make_prefill_state(batch_new=[2000], batch_wait=[0.0], queue=[2000], queue_wait=[0.0]))
     urgent = ctrl.decide(make_prefill_state(batch_new=[2000], batch_wait=[0.4], queue=[2000], queue_wait=[0.4]))
     clocks = ctrl.clocks.get("prefill", 4, make_prefill_state().supported_clocks_mhz, 2048)
@@ -189,7 +189,7 @@ def test_mpc_waits_for_work_at_the_lowest_clock_by_default(predictor, make_prefi
 
 def test_mpc_without_a_visible_batch_plans_from_the_queue(predictor, make_prefill_state):
     """An engine that shows only the queue (the batch about to run included in it) still gets a plan."""
-    ctrl = PrefillMpc(predictor)
+    ctrl = PrefillMpc(predictor, idle_in_objective=False)
     s = make_prefill_state(queue=[500, 500], queue_wait=[0.0, 0.0])
     clocks = ctrl.clocks.get("prefill", 4, s.supported_clocks_mhz, 2048)
     proj = ctrl.project(s)
@@ -233,3 +233,19 @@ def test_mpc_bad_settings_are_input_errors(predictor):
         PrefillMpc(predictor, margin_pct=100)
     with pytest.raises(InputError, match=">= 0"):
         PrefillMpc(predictor, frontend_overhead_s=-1)
+
+
+def test_an_idle_instance_prices_batches_net_of_idle_power_and_a_busy_one_does_not(predictor, make_prefill_state):
+    """A batch with nothing behind it on an instance that is mostly idle runs below the clock of least busy energy
+    (the time it saves would be spent idle at the lowest clock's power); the first decisions (no history: counted
+    as busy) and a batch with a queue behind it use the busy-energy candidates."""
+    ctrl = PrefillMpc(predictor)
+    busy_floor = min(ctrl.busy_clocks.get("prefill", 4, make_prefill_state().supported_clocks_mhz, 2048))
+    first = ctrl.decide(make_prefill_state(batch_new=[2000], batch_wait=[0.0], time_s=10.0))
+    assert first >= busy_floor and ctrl.stats["net_of_idle"] == 0
+    got = first
+    for k in range(1, 40):  # one small batch every 10 s: the busy share decays far below the gate
+        got = ctrl.decide(make_prefill_state(batch_new=[2000], batch_wait=[0.0], time_s=10.0 + 10.0 * k))
+    assert ctrl.stats["net_of_idle"] > 0 and got < busy_floor
+    queued = ctrl.decide(make_prefill_state(batch_new=[2000], queue=[2000], time_s=500.0))
+    assert queued >= busy_floor

@@ -76,7 +76,7 @@ def test_rises_to_the_top_under_a_burst_and_under_preemption(predictor, make_dec
 
 
 def test_a_batch_near_the_sequence_limit_runs_the_top_clock(predictor, make_decode_state):
-    ctrl = DecodeSlack(predictor, batch_guard_pct=90)
+    ctrl = DecodeSlack(predictor, batch_guard_pct=90, growth_guard=False)
     top = make_decode_state().supported_clocks_mhz[-1]
     # the state's engine limit is 256 sequences: 230 running is below 90 %, 231 is at it
     below = make_decode_state(context=[300] * 230, clock_mhz=0)
@@ -184,3 +184,22 @@ def test_bad_settings_are_input_errors(predictor):
         DecodeSlack(predictor, catchup_tokens=0)
     with pytest.raises(InputError, match="down_dwell"):
         DecodeSlack(predictor, down_dwell=0)
+
+
+def test_the_growth_guard_refuses_a_clock_that_would_grow_the_batch_past_the_guard(predictor, make_decode_state):
+    """At the top clock with 200 of 256 sequences running, a clock whose iteration is more than 230/200 times as long
+    would grow the batch past the guard (Little's law): refused; with a small batch the low clock is taken."""
+    from biscale.control.clocks import CandidateClocks
+
+    ctrl = DecodeSlack(predictor, batch_guard_pct=90, down_dwell=1)
+    top = make_decode_state().supported_clocks_mhz[-1]
+    big = make_decode_state(context=[300] * 200, clock_mhz=top)
+    clocks = CandidateClocks(predictor).get("decode", big.tp, big.supported_clocks_mhz)
+    lat = ctrl.predicted_latency_s(big.tp, clocks, 200, 300 * 200)
+    got = ctrl.decide(big)
+    ratio = lat[clocks.index(got)] / lat[-1]
+    assert 200 * ratio <= 0.9 * 256 and ctrl.stats["growth_guard"] == 1
+    free = DecodeSlack(predictor, batch_guard_pct=90, growth_guard=False, down_dwell=1).decide(big)
+    assert free < got  # without the guard a lower clock would have been taken
+    small = make_decode_state(context=[300] * 8, clock_mhz=top)
+    assert DecodeSlack(predictor, down_dwell=1).decide(small) < top

@@ -13,7 +13,19 @@ import pytest
 
 from biscale.evaluate.report import build_report
 
-FIGURES = {"energy", "savings-vs-load", "oracle-gap", "placement", "clocks", "power", "latency-cdf", "windows"}
+FIGURES = {
+    "energy",
+    "savings-vs-load",
+    "oracle-gap",
+    "energy-latency",
+    "itl-cdf",
+    "per-window",
+    "placement",
+    "clocks",
+    "power",
+    "latency-cdf",
+    "windows",
+}
 #: Writes every image's natural size and every table's rendered size into the DOM once the page has loaded.
 PROBE_JS = """
 <script>
@@ -120,7 +132,12 @@ def test_a_single_run_directory_gets_the_figures_its_files_support(tmp_path: Pat
     r = run_cli("report", str(out), "--json")
     assert r.code == 0, r.err
     missing = {k.split("/", 1)[1]: v for k, v in json.loads(r.out)["figures_missing"].items()}
-    assert {k for k, v in missing.items() if v == "no timeline samples"} == {"placement", "clocks", "power"}
+    assert {k for k, v in missing.items() if v == "no timeline samples"} == {
+        "placement",
+        "clocks",
+        "power",
+        "per-window",
+    }
 
 
 def test_report_errors_are_one_line(tmp_path: Path, run_cli) -> None:

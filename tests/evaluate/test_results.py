@@ -115,3 +115,39 @@ def test_a_simulated_run_directory_reads_as_one_run(tmp_path: Path, run_cli) -> 
     assert rec["windows"] == 1 and rec["slo_met"] == summary["slo_met"]
     write_results(out, one_run_results(out, system="max-clock"))
     assert read_results(out)["runs"][0]["system"] == "max-clock"
+
+
+def test_decomposition_least_energy_and_bound_gaps() -> None:
+    from biscale.evaluate.results import derive
+
+    def run(system: str, c: float, ok: bool = True) -> dict:  # type: ignore[type-arg]
+        return {
+            "scenario": "s",
+            "load": 0.5,
+            "load_label": "50pct",
+            "system": system,
+            "prefill_j_per_token": c,
+            "decode_j_per_token": c,
+            "cluster_j_per_token": c,
+            "energy_cluster_j": c,
+            "slo_met": ok,
+            "slo_met_every_window": ok,
+        }
+
+    runs = [
+        run("distserve", 1.0),
+        run("placement-top", 0.9),
+        run("placeonly", 0.6),
+        run("placeonly-idlelow", 0.5),
+        run("biscale", 0.45),
+        run("static", 0.4, ok=False),  # cheaper but misses a window: not the least-energy system meeting the SLOs
+        run("oracle", 0.3),  # the clairvoyant heuristic is set aside
+    ]
+    out = derive(runs, [{"scenario": "s", "load_label": "50pct", "cluster_j_per_token": 0.4}])
+    steps = out["decomposition"]
+    assert [r["system"] for r in steps] == ["distserve", "placement-top", "placeonly", "placeonly-idlelow", "biscale"]
+    assert steps[0]["cluster_change_pct"] is None
+    assert steps[2]["cluster_change_pct"] == pytest.approx(100 * (0.6 / 0.9 - 1))
+    assert out["headline"][0]["least_energy_meeting_slos"] == "biscale"
+    gaps = {r["system"]: r["gap_to_bound_pct"] for r in runs}
+    assert gaps["biscale"] == pytest.approx(12.5) and gaps["static"] == pytest.approx(0.0)

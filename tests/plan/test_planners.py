@@ -133,3 +133,38 @@ def test_registry_builds_planners_with_forecasters(small_table: CapacityTable) -
     p.plan(_observation(p.initial_placement(5.0), 20.0))
     p.plan(_observation(p.initial_placement(5.0), 5.0))
     assert p.decisions[-1].forecast_rps == 20.0  # the peak of the recent windows
+
+
+def test_distserve_lock_keeps_distserves_instances_at_the_lowest_clock_that_covers_the_forecast(
+    small_table: CapacityTable,
+) -> None:
+    """Same instances as DistServe; each phase at the lowest tabulated clock whose capacity x count covers the
+    forecast at the headroom's utilisation; a lower clock would not (checked against the table)."""
+    from biscale.plan.planners import DistServeLockPlanner
+    from biscale.plan.solve import Demand, _problem, usable_configs
+
+    cluster, settings = Cluster(2, 8), PlanSettings()
+    lock, ref = DistServeLockPlanner(small_table, cluster, settings), DistServePlanner(small_table, cluster, settings)
+    for rate in (3.0, 10.0, 20.0):
+        got, want = lock.initial_placement(rate), ref.initial_placement(rate)
+        assert [(g.phase, g.tp, g.count) for g in got.instances] == [(g.phase, g.tp, g.count) for g in want.instances]
+        problem = _problem(
+            small_table, cluster, Demand.of(small_table, rate), settings, usable_configs(small_table, cluster, settings)
+        )
+        clocks = sorted({c.clock_mhz for c in small_table.configs})
+        for g in got.instances:
+
+            def covers(clock: int, g=g, problem=problem, rate=rate) -> bool:  # type: ignore[no-untyped-def]
+                c = small_table.get(g.phase, g.tp, clock)
+                return (
+                    c is not None
+                    and c.capacity_rps > 0
+                    and (g.count * min(problem.u_max, problem.max_util(c)) * c.capacity_rps >= rate - 1e-9)
+                )
+
+            assert isinstance(g.clock, int)
+            if g.clock != small_table.top_clock_mhz:
+                assert covers(g.clock)
+            assert not any(covers(c) for c in clocks if c < g.clock)
+    # at a low rate at least one phase runs below the top clock (else the baseline adds nothing)
+    assert any(g.clock != small_table.top_clock_mhz for g in lock.initial_placement(3.0).instances)

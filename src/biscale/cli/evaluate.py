@@ -214,7 +214,7 @@ def evaluate_cmd(
     from biscale.evaluate import QUICK_DURATION_S, load_scenario, make_backend, run_evaluation, write_results
     from biscale.evaluate.report import build_report
     from biscale.evaluate.scenario import SweepSpec, scenario_with
-    from biscale.evaluate.summary_table import COLUMNS, headline_lines, scenario_rows
+    from biscale.evaluate.summary_table import COLUMNS, decomposition_lines, headline_lines, scenario_rows
 
     if list_:
         _list_scenarios(json_out)
@@ -261,8 +261,8 @@ def evaluate_cmd(
             f"{info['name']}: {info['workload']}; capacity {info['capacity_rps']:.2f} req/s "
             f"({'searched' if cap.get('searched') else 'given'}, distserve-static {cap['placement']})"
         )
-        print_table(title, COLUMNS, scenario_rows(results, info["name"]), min_width=140)
-    for line in headline_lines(results):
+        print_table(title, COLUMNS, scenario_rows(results, info["name"]), min_width=170)
+    for line in decomposition_lines(results) + headline_lines(results):
         console.print(line, highlight=False)
     console.print(
         f"wrote {out}/results.json, {len(results['runs'])} runs under {out}/runs"

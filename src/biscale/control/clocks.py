@@ -88,17 +88,28 @@ def probe_features(phase: str, token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET)
     raise InputError(f"unknown phase '{phase}' (expected 'prefill' or 'decode')", field="phase")
 
 
+def predicted_idle_power_w(predictor: Predictor, tp: int, clock_mhz: int) -> float:
+    """The predictors' idle power per GPU of a TP-``tp`` instance at ``clock_mhz``, W (the artifact's idle table;
+    0 when it has none)."""
+    table = ((predictor.meta.get("profile_meta") or {}).get("idle_power_w") or {}).get(str(tp)) or {}
+    pairs = sorted((int(c), float(w)) for c, w in table.items())
+    return float(np.interp(clock_mhz, [c for c, _ in pairs], [w for _, w in pairs])) if pairs else 0.0
+
+
 def energy_optimal_clock(
     predictor: Predictor,
     phase: str,
     tp: int,
     supported: Sequence[int],
     token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET,
+    idle_power_w: float = 0.0,
 ) -> int:
-    """The lowest clock at which some representative batch of ``phase`` has its least predicted energy, MHz."""
+    """The lowest clock at which some representative batch of ``phase`` has its least predicted energy, MHz;
+    ``idle_power_w`` (per GPU) is taken off the power: the energy above what the GPU would draw idle meanwhile."""
     clocks = tuple(int(c) for c in supported)
     pred = predictor.predict(phase, tp, probe_features(phase, token_budget), clocks)
-    best = np.argmin(pred.energy_j, axis=1)
+    energy = pred.energy_j if idle_power_w <= 0 else pred.latency_s * (pred.power_w - idle_power_w)
+    best = np.argmin(energy, axis=1)
     return int(clocks[int(best.min())])
 
 
@@ -109,12 +120,15 @@ def default_candidates(
     supported: Sequence[int],
     n: int = DEFAULT_N_CLOCKS,
     token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET,
+    net_of_idle: bool = False,
 ) -> tuple[int, ...]:
     """The default candidate set, MHz: ``n`` clocks up to the top, from the predictor's energy-optimal clock
-    (prefill) or the lowest supported clock (decode) (see the module docstring)."""
+    (prefill; ``net_of_idle``: of the energy above the idle power at the lowest clock) or the lowest supported clock
+    (decode) (see the module docstring)."""
     if phase == "decode":
         return spread_clocks(min(supported), supported, n)
-    return spread_clocks(energy_optimal_clock(predictor, phase, tp, supported, token_budget), supported, n)
+    idle = predicted_idle_power_w(predictor, tp, min(supported)) if net_of_idle else 0.0
+    return spread_clocks(energy_optimal_clock(predictor, phase, tp, supported, token_budget, idle), supported, n)
 
 
 class CandidateClocks:
@@ -123,12 +137,19 @@ class CandidateClocks:
     ``fixed`` overrides the default: those clocks (snapped to the supported list; the top clock is always added).
     """
 
-    def __init__(self, predictor: Predictor, n: int = DEFAULT_N_CLOCKS, fixed: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        n: int = DEFAULT_N_CLOCKS,
+        fixed: Sequence[int] | None = None,
+        net_of_idle: bool = False,
+    ) -> None:
         if n < 1:
             raise InputError(f"need at least 1 candidate clock, got {n}", field="n_clocks")
         self.predictor = predictor
         self.n = int(n)
         self.fixed = None if fixed is None else tuple(int(c) for c in fixed)
+        self.net_of_idle = bool(net_of_idle)
         if self.fixed is not None and (not self.fixed or min(self.fixed) <= 0):
             raise InputError("candidate clocks must be positive MHz values", field="clocks")
         self._cache: dict[tuple[str, int, tuple[int, ...], int], tuple[int, ...]] = {}
@@ -145,7 +166,13 @@ class CandidateClocks:
             out = snap_to([*self.fixed, supported[-1]], supported)
         else:
             out = default_candidates(
-                self.predictor, phase, tp, supported, self.n, token_budget or DEFAULT_PREFILL_TOKEN_BUDGET
+                self.predictor,
+                phase,
+                tp,
+                supported,
+                self.n,
+                token_budget or DEFAULT_PREFILL_TOKEN_BUDGET,
+                self.net_of_idle,
             )
         self._cache[key] = out
         return out

@@ -94,6 +94,10 @@ class ClockController(ABC):
     is_static: ClassVar[bool] = False
     """True when ``decide`` ignores the state (asked once per instance start)."""
     name: ClassVar[str] = "controller"
+    idle_lowest: bool = False
+    """A static controller's idle rule: True parks an instance with no work at the lowest clock and restores its
+    clock before its next batch (what an operator can do without any model: an idle GPU's power grows with its
+    locked clock); dynamic controllers choose their idle clock themselves."""
 
     @abstractmethod
     def decide(self, state: InstanceState) -> int | None:
@@ -116,10 +120,13 @@ class FixedClock(ClockController):
 
 
 class MaxClock(ClockController):
-    """Lock to the top supported clock (DistServe's setting)."""
+    """Lock to the top supported clock (DistServe's setting); ``idle_lowest``: the lowest clock while idle."""
 
     is_static = True
     name = "max"
+
+    def __init__(self, idle_lowest: bool = False) -> None:
+        self.idle_lowest = bool(idle_lowest)
 
     def decide(self, state: InstanceState) -> int | None:
         return state.supported_clocks_mhz[-1]
@@ -136,10 +143,14 @@ class DefaultGovernor(ClockController):
 
 
 class BaselineClock(ClockController):
-    """Keep each instance at the baseline clock its placement gave it (never switches)."""
+    """Keep each instance at the baseline clock its placement gave it (never switches, unless ``idle_lowest``:
+    the lowest clock while idle)."""
 
     is_static = True
     name = "baseline"
+
+    def __init__(self, idle_lowest: bool = False) -> None:
+        self.idle_lowest = bool(idle_lowest)
 
     def decide(self, state: InstanceState) -> int | None:
         return None
@@ -155,6 +166,16 @@ def _fixed(ctx: ControllerContext) -> ClockController:
 @CONTROLLERS.register("max", "lock to the top supported clock (DistServe's setting)")
 def _max(ctx: ControllerContext) -> ClockController:
     return ctx.build("max", MaxClock)
+
+
+@CONTROLLERS.register("max-idlelow", "top clock while busy, the lowest clock while idle")
+def _max_idlelow(ctx: ControllerContext) -> ClockController:
+    return ctx.build("max-idlelow", lambda **o: MaxClock(idle_lowest=True, **o))
+
+
+@CONTROLLERS.register("baseline-idlelow", "each instance's baseline clock while busy, the lowest clock while idle")
+def _baseline_idlelow(ctx: ControllerContext) -> ClockController:
+    return ctx.build("baseline-idlelow", lambda **o: BaselineClock(idle_lowest=True, **o))
 
 
 @CONTROLLERS.register("default", "leave clocks unlocked: the GPU's default governor")

@@ -126,5 +126,6 @@ for _name, _help in (
     ("placeonly", "BiScale's placement, to run with clocks held at each baseline (tier 1 alone)"),
     ("distserve", "DistServe: best SLO goodput per GPU at the top clock, re-planned every window"),
     ("distserve-static", "DistServe's placement sized once for the run's peak window, never changed"),
+    ("distserve-lock", "DistServe's placement, each phase at the lowest clock covering the forecast, every window"),
 ):
     PLANNERS.register_lazy(_name, _help, "biscale.plan.planners:planner_from_context")

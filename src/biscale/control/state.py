@@ -40,6 +40,15 @@ class Slo(BaseModel):
     """Time-per-output-token target, seconds, finite (paper: 100 ms at P99)."""
     percentile: float = Field(default=99.0, gt=0, le=100)
     """Percentile at which both targets must hold, percent."""
+    itl_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Inter-token latency target, seconds: the gap between two consecutive tokens of a stream (vLLM's ITL), held at
+    ``percentile`` over all tokens; ``None``: the TPOT target (a mean gap within ``tpot_s`` hides stalls a
+    streaming user sees, so the decode controller keeps every gap within this too)."""
+
+    @property
+    def itl_target_s(self) -> float:
+        """The ITL target in force, seconds (``itl_s``, else ``tpot_s``)."""
+        return self.tpot_s if self.itl_s is None else self.itl_s
 
 
 #: :class:`Slo`'s default targets in milliseconds, for options and settings given in ms (one source: the fields).

@@ -7,6 +7,7 @@ self-contained HTML page.
 """
 
 from biscale.evaluate.backends import Backend, PoolBackend, RayBackend, make_backend
+from biscale.evaluate.catalog import DEFAULT_SYSTEMS, SYSTEMS
 from biscale.evaluate.results import RESULTS_FORMAT, RESULTS_VERSION, one_run_results, read_results, write_results
 from biscale.evaluate.runner import RunTask, execute_run, run_evaluation
 from biscale.evaluate.scenario import (
@@ -17,11 +18,11 @@ from biscale.evaluate.scenario import (
     bundled_scenarios,
     load_scenario,
 )
-from biscale.evaluate.systems import SYSTEMS
 
 __all__ = [
     "ALL_SYSTEMS",
     "DEFAULT_SCENARIO",
+    "DEFAULT_SYSTEMS",
     "QUICK_DURATION_S",
     "RESULTS_FORMAT",
     "RESULTS_VERSION",

@@ -6,7 +6,7 @@ trace. "The whole cluster": DistServe's placement (per phase the best goodput pe
 for the highest rate whose placement still fits the cluster. The search then probes rates on that fixed placement:
 each probe is one simulation of the scenario's trace rescaled to the rate (burstiness kept), top clock, no
 re-planning, stopped at the horizon after which no unfinished request could still meet its SLOs (which changes
-no verdict; :func:`~biscale.evaluate.systems.slo_horizon`). ``probes_per_round`` rates are probed per round (in
+no verdict; :func:`slo_horizon`). ``probes_per_round`` rates are probed per round (in
 parallel on the backend); the sequence of probes depends only on that setting, so the capacity is the same on every
 backend and worker count. The search brackets
 the capacity (x1.25 steps), then splits the bracket geometrically until the lowest failing rate is within
@@ -18,7 +18,6 @@ the simulator and the hardware model included (:func:`code_fingerprint`).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -27,13 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from biscale.control.placement import Placement
 from biscale.errors import InputError
 from biscale.evaluate.backends import Backend
-from biscale.evaluate.diskcache import entry_path, load_entry, store_entry
+from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable
 from biscale.plan.solve import Cluster, Demand, PlanSettings, plan_outcome
+from biscale.sim.config import SimConfig
+from biscale.workload.trace import Trace
 
 CAPACITY_FORMAT = "biscale-evaluate-capacity"
 CAPACITY_VERSION = 1
@@ -89,7 +92,6 @@ class CapacityProbe:
 def run_probe(probe: CapacityProbe) -> dict[str, Any]:
     """Simulate the scenario's trace at ``rate_rps`` on the placement at the top clock, on the truth."""
     from biscale.control import MaxClock
-    from biscale.evaluate.systems import slo_horizon
     from biscale.hardware import get_hardware
     from biscale.sim import simulate
 
@@ -120,36 +122,23 @@ def _candidates(lo: float | None, hi: float | None, guess: float, k: int) -> lis
     return [lo * (hi / lo) ** ((i + 1) / (k + 1)) for i in range(k)]
 
 
-#: The parts of the package whose code or data decide a simulated run's outcome (simulator, hardware model,
-#: controllers, planners, predictors, workloads, summaries); a change to any of them invalidates cached searches.
-_RESULT_CODE = (
-    "sim",
-    "hardware",
-    "control",
-    "plan",
-    "predict",
-    "workload",
-    "costmodel.py",
-    "metrics.py",
-    "actuator.py",
-)
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """SHA-256 of every source and data file under :data:`_RESULT_CODE`: part of the key of every cached search
-    result, so that a cache written before a change of the simulator (without a version bump) is never reused."""
-    import biscale
-
-    root = Path(biscale.__file__).parent
-    h = hashlib.sha256()
-    for part in _RESULT_CODE:
-        p = root / part
-        files = sorted(f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts) if p.is_dir() else [p]
-        for f in files:
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
+def slo_horizon(trace: Trace, sim: SimConfig) -> SimConfig:
+    """``sim`` with a horizon after which no request still unfinished could meet its SLOs: request i finishes by
+    ``arrival + TTFT target + TPOT target x (output - 1)`` or misses one of them, so stopping at the latest such time
+    changes no pass/fail verdict of a run, only how long a hopelessly overloaded one takes to simulate (an offline
+    search's probes at rates or clocks that cannot serve the load)."""
+    a = np.asarray(trace.arrival_s, dtype=np.float64)
+    out = np.asarray(trace.output_tokens, dtype=np.float64)
+    if sim.duration_s is not None:
+        keep = a < sim.duration_s
+        a, out = a[keep], out[keep]
+    if not a.size:
+        return sim
+    slo = sim.slo
+    horizon = float(np.max(a + slo.ttft_s + slo.tpot_s * np.maximum(out - 1.0, 0.0))) + 1.0
+    if sim.max_time_s is not None:
+        horizon = min(horizon, sim.max_time_s)
+    return sim.model_copy(update={"max_time_s": horizon})
 
 
 def capacity_key(scenario: Scenario, placement: Placement) -> str:

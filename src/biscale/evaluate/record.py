@@ -9,7 +9,11 @@ Definitions (units in the key names; docs/results.md):
   no instance draw the GPU's deep-idle power under the default governor unless the simulator reports their energy
   itself (``energy_unassigned_j`` in the summary).
 * Per-window SLO attainment: requests grouped by the planner window their **arrival** falls in; a window meets the
-  SLOs when both attainments (unfinished and rejected requests count as misses) reach the percentile.
+  SLOs when its **joint** attainment (a request meets only when both its TTFT and its TPOT do; unfinished and
+  rejected requests count as misses) reaches the percentile.
+* Token-level latency: ``p50_itl_ms`` ... ``p99_itl_ms`` over every gap between two consecutive tokens of a stream
+  (vLLM's ITL), ``p99_max_itl_ms`` the P99 over completed requests of each one's largest gap; ``itl_slo_met``
+  whether ``p99_itl_ms`` is within the ITL target ``slo_itl_ms``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ SUMMARY_KEYS = (
     "ttft_attainment_pct",
     "tpot_attainment_pct",
     "slo_met",
+    "itl_slo_met",
+    "slo_itl_ms",
+    "itl_histogram",
     "goodput_rps",
     "throughput_rps",
     "clock_switches",
@@ -77,7 +84,7 @@ def unassigned_energy(
 
 
 def window_slo(requests: pd.DataFrame, slo: Slo, window_s: float) -> list[dict[str, Any]]:
-    """Per planner window (by arrival): requests, attainment, P99 TTFT/TPOT, whether both SLOs were met."""
+    """Per planner window (by arrival): requests, attainments, P99 TTFT/TPOT, whether the joint SLO was met."""
     if not len(requests):
         return []
     arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
@@ -110,7 +117,7 @@ def window_slo(requests: pd.DataFrame, slo: Slo, window_s: float) -> list[dict[s
                 "slo_attainment_pct": both,
                 "p99_ttft_ms": 1e3 * float(np.percentile(tt, slo.percentile)) if tt.size else math.nan,
                 "p99_tpot_ms": 1e3 * float(np.percentile(tp, slo.percentile)) if tp.size else math.nan,
-                "slo_met": bool(t_att >= slo.percentile and p_att >= slo.percentile),
+                "slo_met": bool(both >= slo.percentile),
             }
         )
     return rows
@@ -150,6 +157,10 @@ def run_record(
         "p50_tpot_ms": _f(summary.get("tpot_p50_ms")),
         "p90_tpot_ms": _f(summary.get("tpot_p90_ms")),
         "p99_tpot_ms": _f(summary.get("tpot_p99_ms")),
+        "p50_itl_ms": _f(summary.get("itl_p50_ms")),
+        "p90_itl_ms": _f(summary.get("itl_p90_ms")),
+        "p99_itl_ms": _f(summary.get("itl_p99_ms")),
+        "p99_max_itl_ms": _f(summary.get("max_tbt_p99_ms")),
         "windows": len(windows),
         "windows_slo_met": sum(1 for w in windows if w["slo_met"]),
         "windows_slo_met_pct": 100.0 * sum(1 for w in windows if w["slo_met"]) / len(windows) if windows else math.nan,

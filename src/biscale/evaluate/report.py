@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, StrictUndefined
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from biscale.control.state import Slo
 from biscale.evaluate.results import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
@@ -36,11 +37,17 @@ _COLORS = {
     "distserve": "#4c72b0",
     "distserve-static": "#8172b3",
     "distserve-governor": "#937860",
+    "distserve-idlelow": "#64b5cd",
+    "distserve-lock": "#1f3b73",
+    "placement-top": "#f2c14e",
     "placeonly": "#dd8452",
+    "placeonly-idlelow": "#a0522d",
     "static": "#8c8c8c",
+    "hindsight-lock": "#da8bc3",
     "biscale": "#55a868",
     "oracle": "#c44e52",
 }
+_LOAD_MARKERS = ("o", "s", "^", "D", "v", "P")
 _PHASE_COLORS = {"prefill": "#4c72b0", "decode": "#dd8452"}
 
 
@@ -77,6 +84,8 @@ class Section:
     figures: list[FigureItem] = field(default_factory=list)
     sweep_columns: list[str] = field(default_factory=list)
     sweep_rows: list[list[str]] = field(default_factory=list)
+    decomposition_columns: list[str] = field(default_factory=list)
+    decomposition_rows: list[list[str]] = field(default_factory=list)
 
 
 def _png(fig: Figure) -> str:
@@ -328,6 +337,120 @@ def _windows(runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: F
     axes[1].legend(fontsize=7)
 
 
+def _energy_latency(runs: Sequence[Mapping[str, Any]], loads: list[str], slo: Mapping[str, float], fig: Figure) -> None:
+    """Cluster J/token against P99 TTFT and P99 ITL, one point per system and load (colour: system, marker: load);
+    hollow points missed the joint SLOs in some window. Legends sit outside the axes (no label over data)."""
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    fig.subplots_adjust(right=0.78, wspace=0.3)
+    systems = _order(sorted({r["system"] for r in runs}))
+    for ax, key, name, target in zip(
+        axes,
+        ("p99_ttft_ms", "p99_itl_ms"),
+        ("P99 TTFT", "P99 ITL"),
+        (slo.get("ttft_ms"), slo.get("itl_ms")),
+        strict=True,
+    ):
+        for r in runs:
+            x, y = r.get(key), r.get("cluster_j_per_token")
+            if x is None or y is None or not (math.isfinite(float(x)) and math.isfinite(float(y))):
+                continue
+            label = str(r.get("load_label"))
+            marker = _LOAD_MARKERS[loads.index(label) % len(_LOAD_MARKERS)] if label in loads else "o"
+            ok = bool(r.get("slo_met")) and bool(r.get("slo_met_every_window"))
+            c = _color(r["system"])
+            ax.plot([float(x)], [float(y)], marker=marker, ms=7, color=c, mfc=c if ok else "none", ls="none")
+        if target:
+            ax.axvline(target, color="k", ls="--", lw=0.8)
+        ax.set_xlabel(f"{name} (ms); dashed: target")
+        ax.set_ylabel("cluster energy per token (J)")
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=_color(s), marker="o", ls="none", label=s) for s in systems]
+    handles += [
+        Line2D([], [], color="k", marker=_LOAD_MARKERS[i % len(_LOAD_MARKERS)], ls="none", mfc="none", label=lab)
+        for i, lab in enumerate(loads)
+    ]
+    handles.append(Line2D([], [], color="k", marker="o", ls="none", mfc="none", label="hollow: missed a window"))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.79, 0.5), fontsize=7, frameon=False)
+
+
+def _itl_cdf(runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: Figure) -> None:
+    """CDF of the gaps between consecutive tokens over all tokens (from each run's ITL histogram)."""
+    ax = fig.subplots()
+    fig.subplots_adjust(right=0.78)
+    for r in runs:
+        h = r.get("itl_histogram")
+        if not h:
+            continue
+        edges = np.asarray(h["edges_ms"], dtype=np.float64)
+        counts = np.asarray(h["tokens"], dtype=np.float64)
+        if counts.sum() <= 0:
+            continue
+        cdf = np.cumsum(counts) / counts.sum()
+        ax.step(edges[1:], cdf, where="post", color=_color(r["system"]), lw=1, label=r["system"])
+    if slo.get("itl_ms"):
+        ax.axvline(slo["itl_ms"], color="k", ls="--", lw=0.8, label=f"ITL target {slo['itl_ms']:g} ms")
+    ax.axhline(slo.get("percentile", 99.0) / 100.0, color="k", ls=":", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xlim(5, 2000)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("gap between consecutive tokens (ms, log scale)")
+    ax.set_ylabel("share of tokens")
+    ax.grid(alpha=0.3)
+    fig.legend(
+        *ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.79, 0.5), fontsize=7, frameon=False
+    )
+
+
+def _per_window(files: RunFiles, runs: Sequence[Mapping[str, Any]], window_s: float, fig: Figure) -> None:
+    """Per planning window: each phase's mean locked clock (GPU-weighted, over the window's samples) and the
+    instances' mean power, for BiScale and the strongest baseline."""
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    fig.subplots_adjust(right=0.82, wspace=0.35)
+    styles = {"prefill": "-", "decode": "--"}
+    for r in runs:
+        tl = files.table(r, "timeline.parquet")
+        if tl is None or not len(tl):
+            continue
+        live = tl[tl["status"] != "stopped"].copy()
+        live["window"] = np.floor((live["time_s"].to_numpy(dtype=np.float64) - 1e-9) / window_s).astype(int)
+        c = _color(r["system"])
+        for k, phase in enumerate(("prefill", "decode")):
+            m = live[live["phase"] == phase]
+            if not len(m):
+                continue
+            wclk = (m["clock_mhz"] * m["tp"]).groupby(m["window"]).sum() / m["tp"].groupby(m["window"]).sum()
+            axes[k].plot(wclk.index * window_s / 60.0, wclk.to_numpy(), "o" + styles[phase], ms=3, color=c)
+        power = live.groupby(["window", "time_s"])["power_w"].sum().groupby("window").mean()
+        axes[2].plot(power.index * window_s / 60.0, power.to_numpy() / 1e3, "o-", ms=3, color=c)
+    for ax, title in zip(
+        axes, ("prefill: mean clock (MHz)", "decode: mean clock (MHz)", "instances' power (kW)"), strict=True
+    ):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("window start (min)")
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=_color(r["system"]), marker="o", label=r["system"]) for r in runs]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.83, 0.5), fontsize=7, frameon=False)
+
+
+def strongest_baseline(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The baseline an operator could run (no clairvoyance, not BiScale) of least cluster J/token meeting the joint
+    SLOs in every window; else ``distserve``; None when neither ran."""
+    from biscale.evaluate.catalog import SYSTEMS
+
+    ok = [
+        r
+        for r in runs
+        if r["system"] in SYSTEMS
+        and SYSTEMS[r["system"]].role == "baseline"
+        and r.get("slo_met")
+        and r.get("slo_met_every_window")
+        and r.get("cluster_j_per_token") is not None
+    ]
+    if ok:
+        return min(ok, key=lambda r: float(r["cluster_j_per_token"]))
+    return next((r for r in runs if r["system"] == HEADLINE_BASELINE), None)
+
+
 def _sweep(savings: Sequence[Mapping[str, Any]], param: str, fig: Figure) -> None:
     axes = fig.subplots(1, 3, squeeze=False)[0]
     systems = _order(sorted({s["system"] for s in savings}))
@@ -402,8 +525,11 @@ _RUN_COLUMNS = [
     "avg power kW",
     "P99 TTFT ms",
     "P99 TPOT ms",
-    "SLO met",
+    "P99 ITL ms",
+    "P99 max gap ms",
+    "joint SLO met",
     "windows met",
+    "above bound",
     "clock switches",
     "us / decision",
     "placement changes",
@@ -438,8 +564,11 @@ def _run_rows(
                     _num((r.get("avg_power_w") or math.nan) / 1e3, "{:.2f}"),
                     _num(r.get("p99_ttft_ms"), "{:.0f}"),
                     _num(r.get("p99_tpot_ms"), "{:.0f}"),
+                    _num(r.get("p99_itl_ms"), "{:.0f}"),
+                    _num(r.get("p99_max_itl_ms"), "{:.0f}"),
                     _num(bool(r.get("slo_met"))),
                     f"{r.get('windows_slo_met', '-')}/{r.get('windows', '-')}",
+                    _num(r.get("gap_to_bound_pct"), "{:+.1f} %"),
                     _num(r.get("clock_switches"), "{:.0f}"),
                     _num(r.get("controller_time_per_decision_us"), "{:.0f}"),
                     _num(r.get("placement_changes"), "{:.0f}"),
@@ -464,6 +593,7 @@ def _section(
     slo = {
         "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", default.ttft_s)),
         "tpot_ms": 1e3 * float(slo_cfg.get("tpot_s", default.tpot_s)),
+        "itl_ms": 1e3 * float(slo_cfg.get("itl_s") or slo_cfg.get("tpot_s", default.tpot_s)),
         "percentile": float(slo_cfg.get("percentile", default.percentile)),
     }
     sec = Section(
@@ -480,7 +610,11 @@ def _section(
     with_tl = [r for r in at_first if files.has_rows(r, "timeline.parquet")]
     with_req = [r for r in at_first if files.has_rows(r, "requests.parquet")]
     planned = [r for r in with_tl if r["system"] in ("distserve", "placeonly", "biscale")] or with_tl[:1]
-    clocked = [r for r in with_tl if r["system"] in ("biscale", "oracle")] or with_tl[:1]
+    strongest = strongest_baseline(at_first)
+    versus = [r for r in with_tl if r["system"] == "biscale" or (strongest is not None and r is strongest)] or with_tl[
+        :1
+    ]
+    clocked = versus
     one_baseline = "needs a distserve run at the same load (only one system here)"
     sec.figures = [
         _figure(
@@ -515,6 +649,42 @@ def _section(
             lambda f: _oracle_gap(gaps, loads, f),
             (11, 3.8),
             None if gaps else "needs an oracle run at the same load",
+        ),
+        _figure(
+            FigureItem(
+                "energy-latency",
+                "Energy against latency",
+                "Cluster J/token against P99 TTFT and P99 ITL (gaps between consecutive tokens), one point per "
+                "system (colour) and load (marker); hollow: missed the joint SLOs in some window. Lower left is "
+                "better.",
+            ),
+            lambda f: _energy_latency(runs, loads, slo, f),
+            (12, 4.0),
+            None if runs else "no runs",
+        ),
+        _figure(
+            FigureItem(
+                "itl-cdf",
+                "Inter-token latency CDF",
+                f"Gaps between consecutive tokens over all tokens ({first_load}; vLLM's ITL); dashed: the ITL "
+                "target, dotted: the percentile.",
+            ),
+            lambda f: _itl_cdf(at_first, slo, f),
+            (11, 3.6),
+            None if any(r.get("itl_histogram") for r in at_first) else "no token gaps recorded",
+        ),
+        _figure(
+            FigureItem(
+                "per-window",
+                "Per-window clocks and power: BiScale against the strongest baseline",
+                f"Mean clock per phase and the instances' mean power per planning window ({first_load}); the "
+                "strongest baseline is the one of least cluster J/token meeting the joint SLOs in every window"
+                + (f" ({strongest['system']})" if strongest is not None else "")
+                + ".",
+            ),
+            lambda f: _per_window(files, versus, window_s, f),
+            (12, 3.4),
+            None if versus else "no timeline samples",
         ),
         _figure(
             FigureItem(
@@ -563,6 +733,35 @@ def _section(
             None if any(r.get("window_slo") for r in at_first) else "no per-window figures",
         ),
     ]
+    steps = [d for d in results.get("decomposition", []) if d["scenario"] == name and not d.get("sweep")]
+    if steps:
+        sec.decomposition_columns = [
+            "load",
+            "step",
+            "system",
+            "prefill J/tok",
+            "change",
+            "decode J/tok",
+            "change",
+            "cluster J/tok",
+            "change",
+            "every window met",
+        ]
+        for d in steps:
+            sec.decomposition_rows.append(
+                [
+                    str(d["load_label"]),
+                    str(d["label"]),
+                    str(d["system"]),
+                    _num(d.get("prefill_j_per_token")),
+                    _pct(d.get("prefill_change_pct")),
+                    _num(d.get("decode_j_per_token")),
+                    _pct(d.get("decode_change_pct")),
+                    _num(d.get("cluster_j_per_token")),
+                    _pct(d.get("cluster_change_pct")),
+                    _num(bool(d.get("slo_met_every_window"))),
+                ]
+            )
     sweep_runs = [r for r in all_runs if r.get("sweep")]
     sweep_savings = [
         s

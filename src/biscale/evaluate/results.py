@@ -87,16 +87,65 @@ def _groups(runs: Iterable[Mapping[str, Any]]) -> dict[tuple[Any, ...], dict[str
     return out
 
 
-def derive(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Savings of every system against every other run on the same requests, each system's gap to the oracle, and
-    the headline (BiScale vs DistServe, with the paper's bar)."""
+def meets_every_window(run: Mapping[str, Any]) -> bool:
+    """Whether a run met the joint SLOs over the run and in every window."""
+    return bool(run.get("slo_met")) and bool(run.get("slo_met_every_window"))
+
+
+def least_energy_system(by_system: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The system of least cluster J/token among those meeting the joint SLOs in every window (the ``oracle``
+    heuristic aside); None when none does."""
+    ok = [
+        (float(r["cluster_j_per_token"]), name)
+        for name, r in by_system.items()
+        if name != "oracle" and meets_every_window(r) and r.get("cluster_j_per_token") is not None
+    ]
+    return min(ok)[1] if ok else None
+
+
+def decomposition_rows(ident: Mapping[str, Any], by_system: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The decomposition's steps present in this group (:data:`biscale.evaluate.catalog.DECOMPOSITION`), each with
+    its J/token per phase and the change against the previous step present, %."""
+    from biscale.evaluate.catalog import DECOMPOSITION
+
+    rows: list[dict[str, Any]] = []
+    prev: Mapping[str, Any] | None = None
+    for step, (label, system) in enumerate(DECOMPOSITION):
+        run = by_system.get(system)
+        if run is None:
+            continue
+        row: dict[str, Any] = {**ident, "step": step, "label": label, "system": system}
+        for phase, key in PHASE_KEYS.items():
+            row[key] = run.get(key)
+            row[f"{phase}_change_pct"] = None if prev is None else _pct_above(run.get(key), prev.get(key))
+        row["slo_met_every_window"] = meets_every_window(run)
+        rows.append(row)
+        prev = run
+    return rows if len(rows) > 1 else []
+
+
+def derive(runs: Sequence[Mapping[str, Any]], bounds: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Savings of every system against every other run on the same requests, each system's gap to the oracle, the
+    decomposition and the headline (BiScale vs DistServe, with the paper's bar).
+
+    ``bounds``: lower bounds of cluster J/token per (``scenario``, ``load_label``) where known (``cluster_j_per_token``
+    each); every run of that group (sweeps aside) gets ``gap_to_bound_pct``, its J/token above the bound, % (the
+    runs are annotated in place)."""
     savings: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
     headline: list[dict[str, Any]] = []
+    decomposition: list[dict[str, Any]] = []
+    bound_of = {(b["scenario"], b.get("load_label")): b.get("cluster_j_per_token") for b in bounds or []}
     for (scenario, label, sweep_key), by_system in _groups(runs).items():
         sweep = json.loads(sweep_key) if sweep_key else None
         any_run = next(iter(by_system.values()))
         ident = {"scenario": scenario, "load": any_run.get("load"), "load_label": label, "sweep": sweep}
+        if sweep is None:
+            decomposition.extend(decomposition_rows(ident, by_system))
+            bound = bound_of.get((scenario, label))
+            if bound is not None:
+                for run in by_system.values():
+                    run["gap_to_bound_pct"] = _pct_above(run.get("cluster_j_per_token"), bound)  # type: ignore[index]
         for name, run in by_system.items():
             for base_name, base in by_system.items():
                 if base_name == name:
@@ -127,6 +176,7 @@ def derive(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 worse = [_pct_above(bis.get(PHASE_KEYS[p]), oracle.get(PHASE_KEYS[p])) for p in ("prefill", "decode")]
                 gap = max((g for g in worse if g is not None), default=None)
             h["oracle_gap_pct"] = gap
+            h["least_energy_meeting_slos"] = least_energy_system(by_system)
             h["bar"] = PAPER_BAR
             h["bar_met"] = bool(
                 h["prefill_savings_pct"] is not None
@@ -139,7 +189,7 @@ def derive(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 and gap <= PAPER_BAR["oracle_gap_pct"]
             )
             headline.append(h)
-    return {"savings": savings, "oracle_gap": gaps, "headline": headline}
+    return {"savings": savings, "oracle_gap": gaps, "headline": headline, "decomposition": decomposition}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -199,7 +249,7 @@ def read_results(directory: str | Path) -> dict[str, Any]:
         first = err.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise InputError(str(first["msg"]), path=path, field=loc) from err
-    for key in ("savings", "oracle_gap", "headline", "scenarios"):
+    for key in ("savings", "oracle_gap", "headline", "decomposition", "bounds", "scenarios"):
         data.setdefault(key, [])
         check_list_of_objects(data[key], key, path)
     return data

@@ -21,20 +21,25 @@ from typing import Any
 from biscale.errors import InputError
 from biscale.evaluate.backends import Backend
 from biscale.evaluate.capacity import search_capacity
+from biscale.evaluate.catalog import SYSTEMS
 from biscale.evaluate.record import run_record
 from biscale.evaluate.results import RESULTS_FORMAT, RESULTS_VERSION, derive, write_run_dir
 from biscale.evaluate.scenario import Scenario, apply_sweep_point, load_label, rate_label, systems_in_order
-from biscale.evaluate.systems import SYSTEMS, build_system
+from biscale.evaluate.systems import build_system
 from biscale.plan.capacity import CapacityTable, build_capacity_table
 
 #: ``on_event(kind, payload)``: ``stage`` (a line of text), ``probe`` (a capacity probe), ``run`` (a finished run's
 #: record), ``planned`` (the number of runs).
 OnEvent = Callable[[str, Any], None]
 
+#: ``bound_of(scenario, load_label, rate_rps)`` -> a ``bounds[]`` row (``cluster_j_per_token``, ``method``, ...)
+#: or None: the hook a lower-bound module plugs into (see :func:`run_evaluation`).
+BoundOf = Callable[[Scenario, str, float], "dict[str, Any] | None"]
+
 
 #: Rough CPU cost of a run of each system relative to ``distserve`` at the same rate (measured on the Azure trace;
 #: only the order in which runs start depends on it, never a result).
-RELATIVE_COST = {"oracle": 40.0, "static": 30.0, "biscale": 10.0, "placeonly": 2.0}
+RELATIVE_COST = {"oracle": 40.0, "static": 30.0, "hindsight-lock": 30.0, "biscale": 10.0, "placeonly": 2.0}
 
 
 def _noop(kind: str, payload: Any) -> None:
@@ -282,9 +287,12 @@ def run_evaluation(
     sweep: bool = True,
     on_event: OnEvent = _noop,
     command: str | None = None,
+    bound_of: BoundOf | None = None,
 ) -> dict[str, Any]:
     """Run every scenario's grid on ``backend``; write ``out`` (run directories, ``results.json``); return the
-    results object (see docs/results.md)."""
+    results object (see docs/results.md). ``bound_of(scenario, load_label, rate_rps)``: a lower bound of cluster
+    J/token for that (scenario, load) as a ``bounds[]`` row (``cluster_j_per_token``, ``method``), or None; each
+    run then reports ``gap_to_bound_pct``."""
     from biscale import __version__
 
     t0 = time.perf_counter()
@@ -360,6 +368,13 @@ def run_evaluation(
         rec = dict(records[task.key])
         rec["sweep"] = point
         runs.append(rec)
+    bounds: list[dict[str, Any]] = []
+    if bound_of is not None:
+        for sc, info in zip(scenarios, scenario_infos, strict=True):
+            for ld in info["loads"]:
+                row = bound_of(sc, ld["label"], ld["rate_rps"])
+                if row is not None:
+                    bounds.append({"scenario": sc.name, "load": ld["load"], "load_label": ld["label"], **row})
     timings["total_s"] = time.perf_counter() - t0
     results = {
         "format": RESULTS_FORMAT,
@@ -373,7 +388,8 @@ def run_evaluation(
         },
         "scenarios": scenario_infos,
         "runs": runs,
+        "bounds": bounds,
         "timings": timings,
     }
-    results.update(derive(runs))
+    results.update(derive(runs, bounds))
     return results

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biscale.errors import InputError
+from biscale.evaluate.catalog import ALL_SYSTEMS, DEFAULT_SYSTEMS
 from biscale.limits import MAX_CLUSTER_GPUS
 from biscale.sim.config import SimConfig
 from biscale.sim.runconfig import merge_overrides, read_config_file
@@ -163,18 +164,6 @@ class SweepSpec(BaseModel):
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.params[n] for n in names))]
 
 
-#: Every system an evaluation knows (see :mod:`biscale.evaluate.systems`), in the table's order.
-ALL_SYSTEMS = (
-    "distserve",
-    "distserve-static",
-    "distserve-governor",
-    "placeonly",
-    "static",
-    "biscale",
-    "oracle",
-)
-
-
 class Scenario(BaseModel):
     """One experiment: workload, cluster, SLOs, loads and systems (fields in docs/evaluate.md)."""
 
@@ -190,7 +179,7 @@ class Scenario(BaseModel):
     """Loads as fractions of the searched capacity (the paper: 67 % and 85 %)."""
     rates_rps: tuple[float, ...] | None = None
     """Absolute mean rates, req/s, instead of ``loads`` (the controlled experiments: 10 to 85 req/s)."""
-    systems: tuple[str, ...] = ALL_SYSTEMS
+    systems: tuple[str, ...] = DEFAULT_SYSTEMS
     """Systems run side by side on identical requests."""
     gpus: int = Field(default=16, ge=1, le=MAX_CLUSTER_GPUS)
     """GPUs in the cluster."""

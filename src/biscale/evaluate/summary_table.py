@@ -11,7 +11,16 @@ from typing import Any
 from biscale.evaluate.results import HEADLINE_BASELINE
 from biscale.evaluate.scenario import systems_in_order
 
-COLUMNS = ["load", "system", "prefill J/tok", "decode J/tok", "cluster J/tok", "P99 TTFT/TPOT ms", "SLOs (windows)"]
+COLUMNS = [
+    "load",
+    "system",
+    "prefill J/tok",
+    "decode J/tok",
+    "cluster J/tok",
+    "P99 TTFT/TPOT ms",
+    "ITL P50/P99, P99 max gap ms",
+    "joint SLOs (windows)",
+]
 
 
 def _f(v: Any, fmt: str) -> str:
@@ -56,11 +65,31 @@ def scenario_rows(results: Mapping[str, Any], scenario: str) -> list[list[str]]:
                     _with_saving(r.get("decode_j_per_token"), sv.get("decode_savings_pct")),
                     _f(r.get("cluster_j_per_token"), "{:.3f}"),
                     f"{_f(r.get('p99_ttft_ms'), '{:.0f}')} / {_f(r.get('p99_tpot_ms'), '{:.0f}')}",
+                    f"{_f(r.get('p50_itl_ms'), '{:.0f}')} / {_f(r.get('p99_itl_ms'), '{:.0f}')}, "
+                    f"{_f(r.get('p99_max_itl_ms'), '{:.0f}')}",
                     f"{'met' if r.get('slo_met') else 'MISSED'} "
                     f"({r.get('windows_slo_met', '-')}/{r.get('windows', '-')})",
                 ]
             )
     return rows
+
+
+def decomposition_lines(results: Mapping[str, Any]) -> list[str]:
+    """One line per (scenario, load): the decomposition's steps, cluster J/token and each step's change."""
+    out: list[str] = []
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in results.get("decomposition", []):
+        groups.setdefault((row["scenario"], row["load_label"]), []).append(row)
+    for (scenario, label), rows in groups.items():
+        steps = []
+        for r in rows:
+            change = r.get("cluster_change_pct")
+            steps.append(
+                f"{r['label']} {_f(r.get('cluster_j_per_token'), '{:.3f}')}"
+                + ("" if change is None else f" ({_f(change, '{:+.1f}')}%)")
+            )
+        out.append(f"{scenario} {label} decomposition (cluster J/tok): " + " -> ".join(steps))
+    return out
 
 
 def headline_lines(results: Mapping[str, Any]) -> list[str]:
@@ -73,6 +102,8 @@ def headline_lines(results: Mapping[str, Any]) -> list[str]:
             f"decode {_f(h['decode_savings_pct'], '{:.1f}')} % saved; "
             f"SLOs {'met' if h['slo_met'] else 'MISSED'} over the run, "
             f"{'in every window' if h['slo_met_every_window'] else 'NOT in every window'}; "
-            f"{_f(h['oracle_gap_pct'], '{:+.1f}')} % vs the oracle; paper's bar {'met' if h['bar_met'] else 'not met'}"
+            f"{_f(h['oracle_gap_pct'], '{:+.1f}')} % vs the oracle; "
+            f"paper's bar {'met' if h['bar_met'] else 'not met'}; least cluster J/token meeting the joint SLOs "
+            f"in every window: {h.get('least_energy_meeting_slos') or 'none'}"
         )
     return out

@@ -5,15 +5,7 @@ same simulated cluster and hardware model (the truth), and believes the same lea
 one capacity table, built on the scenario's workload at its own rate (the capacity search rescales it), so every
 difference between two systems is the difference of their planning and control.
 
-| system | placement (tier 1) | clocks (tier 2) |
-|---|---|---|
-| ``distserve`` | DistServe's rule, re-planned every window (previous-window forecast) | top |
-| ``distserve-static`` | DistServe's rule for the run's busiest window, never changed | top |
-| ``distserve-governor`` | as ``distserve`` | the GPU's default governor |
-| ``placeonly`` | BiScale's placement program, re-planned every window | each instance's baseline, held |
-| ``static`` | as ``distserve-static`` | one locked clock per phase, searched offline on the predictors |
-| ``biscale`` | BiScale's placement program | prefill MPC + decode slack control |
-| ``oracle`` | BiScale's placement program | the clairvoyant controllers (future arrivals, true costs) |
+The systems are defined in :mod:`biscale.evaluate.catalog` (docs/evaluate.md has the table).
 
 ``static`` runs on ``distserve-static``'s placement because its offline search needs one placement for the whole
 run (a re-planned one changes every window), and the peak-sized DistServe placement is what an operator who fixes
@@ -35,10 +27,12 @@ import numpy as np
 
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
+from biscale.control.planner import Planner
 from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
-from biscale.errors import InputError
-from biscale.evaluate.diskcache import entry_path, load_entry, store_entry
+from biscale.evaluate.capacity import slo_horizon
+from biscale.evaluate.catalog import SYSTEMS
+from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
 from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
@@ -47,58 +41,6 @@ from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
 from biscale.predict.predictor import Predictor
 from biscale.sim.config import SimConfig
 from biscale.workload.trace import Trace
-
-
-@dataclass(frozen=True)
-class SystemDef:
-    """A system: which tier-1 planner and which controller per phase (names in ``PLANNER_CLASSES`` and
-    ``CONTROLLERS``)."""
-
-    name: str
-    planner: str
-    prefill: str
-    decode: str
-    description: str
-
-
-SYSTEMS: dict[str, SystemDef] = {
-    s.name: s
-    for s in (
-        SystemDef("distserve", "distserve", "max", "max", "DistServe's placement, re-planned every window, top clock"),
-        SystemDef(
-            "distserve-static",
-            "distserve-static",
-            "max",
-            "max",
-            "DistServe's placement for the busiest window, never changed, top clock",
-        ),
-        SystemDef(
-            "distserve-governor",
-            "distserve",
-            "default",
-            "default",
-            "DistServe's re-planned placement, clocks left to the GPU's default governor",
-        ),
-        SystemDef(
-            "placeonly",
-            "placeonly",
-            "baseline",
-            "baseline",
-            "BiScale's placement program (tier 1 alone), baseline clocks held",
-        ),
-        SystemDef(
-            "static",
-            "distserve-static",
-            "static",
-            "static",
-            "distserve-static's placement, one clock per phase searched offline on the predictors",
-        ),
-        SystemDef("biscale", "biscale", "mpc", "slack", "BiScale: placement program + prefill MPC + decode slack"),
-        SystemDef(
-            "oracle", "biscale", "oracle", "oracle", "BiScale's placement with the clairvoyant controllers (a bound)"
-        ),
-    )
-}
 
 
 class MemoTruth:
@@ -150,7 +92,7 @@ class BuiltSystem:
     """Everything :func:`biscale.sim.simulate` needs for one system on one run, plus what the results record."""
 
     placement: Placement
-    planner: TablePlanner
+    planner: Planner
     controllers: dict[str, ClockController]
     timed: dict[str, TimedController] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -185,25 +127,6 @@ def window_rates_of(arrivals: np.ndarray, window_s: float) -> np.ndarray:
     if n < 1:
         return np.array([arrivals.size / max(span, 1e-9)]) if arrivals.size else np.array([0.0])
     return np.histogram(arrivals, bins=np.arange(n + 1) * window_s)[0] / window_s
-
-
-def slo_horizon(trace: Trace, sim: SimConfig) -> SimConfig:
-    """``sim`` with a horizon after which no request still unfinished could meet its SLOs: request i finishes by
-    ``arrival + TTFT target + TPOT target x (output - 1)`` or misses one of them, so stopping at the latest such time
-    changes no pass/fail verdict of a run, only how long a hopelessly overloaded one takes to simulate (an offline
-    search's probes at rates or clocks that cannot serve the load)."""
-    a = np.asarray(trace.arrival_s, dtype=np.float64)
-    out = np.asarray(trace.output_tokens, dtype=np.float64)
-    if sim.duration_s is not None:
-        keep = a < sim.duration_s
-        a, out = a[keep], out[keep]
-    if not a.size:
-        return sim
-    slo = sim.slo
-    horizon = float(np.max(a + slo.ttft_s + slo.tpot_s * np.maximum(out - 1.0, 0.0))) + 1.0
-    if sim.max_time_s is not None:
-        horizon = min(horizon, sim.max_time_s)
-    return sim.model_copy(update={"max_time_s": horizon})
 
 
 def plan_settings(scenario: Scenario) -> tuple[PlanSettings, str]:
@@ -259,7 +182,6 @@ def static_search(
     settings, package version, the simulator's code): a repeated evaluation reuses it, a changed input searches
     again."""
     from biscale import __version__
-    from biscale.evaluate.capacity import code_fingerprint
 
     payload = {
         "format": STATIC_FORMAT,
@@ -303,21 +225,33 @@ def build_system(
     from biscale.control.factory import make_controller
 
     spec = SYSTEMS.get(system)
-    if spec is None:
-        raise InputError(f"unknown system '{system}' (known: {', '.join(SYSTEMS)})", field="systems")
     sim = scenario.sim_config()
-    planner, placement, notes = build_planner(scenario, spec.planner, table, submitted(trace, sim.duration_s))
+    arrivals = submitted(trace, sim.duration_s)
+    planner: Planner
+    if spec.planner == "hindsight":
+        from biscale.evaluate.hindsight import cached_hindsight
+        from biscale.plan.planners import ClockSchedulePlanner
+
+        found = cached_hindsight(scenario, trace, table, truth, cache_dir=cache_dir, use_cache=use_cache)
+        inner, first, notes = build_planner(scenario, found.planner, table, arrivals)
+        schedule = ClockSchedulePlanner(inner, {"prefill": found.prefill_mhz, "decode": found.decode_mhz}, first)
+        planner, placement = schedule, schedule.clocked(first, 0)
+        notes["hindsight"] = asdict(found)
+    else:
+        planner, placement, notes = build_planner(scenario, spec.planner, table, arrivals)
     controllers: dict[str, ClockController] = {}
     timed: dict[str, TimedController] = {}
-    found: StaticClocks | None = None
+    static_found: StaticClocks | None = None
     for phase, name in (("prefill", spec.prefill), ("decode", spec.decode)):
         ctrl: ClockController
         if name == "static":  # the registry's factory (it takes no options), with the search cached on disk
-            if found is None:
-                found = static_search(
+            if static_found is None:
+                static_found = static_search(
                     trace, placement, predictor, slo_horizon(trace, sim), cache_dir=cache_dir, use_cache=use_cache
                 )
-            ctrl = StaticClock(found.prefill_mhz if phase == "prefill" else found.decode_mhz, found)
+            ctrl = StaticClock(
+                static_found.prefill_mhz if phase == "prefill" else static_found.decode_mhz, static_found
+            )
         else:
             ctrl = make_controller(
                 name,

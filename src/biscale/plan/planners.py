@@ -6,7 +6,11 @@
   instance's baseline clock, e.g. ``BaselineClock``);
 * ``distserve``: DistServe's placement (best SLO goodput per GPU at the top clock, replicated for the same forecast
   and headroom), re-planned every window with the same forecaster, so a comparison isolates what BiScale adds;
-* ``distserve-static``: DistServe's placement sized once for a given peak rate, never changed.
+* ``distserve-static``: DistServe's placement sized once for a given peak rate, never changed;
+* ``distserve-lock``: DistServe's placement with each phase locked at the lowest tabulated clock that still covers
+  the forecast with the same headroom (:func:`~biscale.plan.solve.lock_clocks`), chosen every window;
+* ``clock-schedule``: another planner's placements with given clocks per window and phase (the clairvoyant
+  ``hindsight-lock`` comparator's, :mod:`biscale.evaluate.hindsight`).
 
 Optional, off by default (the paper re-plans each window on its own): hysteresis (keep the current placement when
 the new plan saves less than a given share of its power) and a transition cost (start-up time and energy of each
@@ -16,6 +20,7 @@ instance added, priced inside the ``biscale`` program against the window's savin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -25,7 +30,7 @@ from biscale.control.state import ClusterObservation
 from biscale.errors import InputError
 from biscale.plan.capacity import CapacityTable, build_capacity_table
 from biscale.plan.forecast import Forecaster, make_forecaster, window_rates
-from biscale.plan.solve import Cluster, Demand, PlanSettings, assess_placement, plan_outcome
+from biscale.plan.solve import Cluster, Demand, PlanSettings, assess_placement, lock_clocks, plan_outcome
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,14 @@ class TablePlanner(Planner):
     ) -> tuple[Placement | None, PlanPrediction]:
         """This planner's placement for a given rate (no forecasting, no hysteresis)."""
         demand = Demand.of(self.table, rate_rps, mean_input_tokens, mean_output_tokens)
-        return plan_outcome(self.table, self.cluster, demand, self.settings, method=self.method, planner_name=self.name)
+        placement, pred = plan_outcome(
+            self.table, self.cluster, demand, self.settings, method=self.method, planner_name=self.name
+        )
+        return (None if placement is None else self.refine(placement, demand)), pred
+
+    def refine(self, placement: Placement, demand: Demand) -> Placement:
+        """The placement this planner returns for a planned one (a subclass may change its clocks)."""
+        return placement
 
     def initial_placement(self, rate_rps: float) -> Placement:
         """The placement to start a run with, planned for ``rate_rps`` (e.g. the first window's expected rate)."""
@@ -102,6 +114,8 @@ class TablePlanner(Planner):
             current=obs.placement,
             window_s=obs.window_s,
         )
+        if new is not None:
+            new = self.refine(new, demand)
         chosen, kept, power = self._weigh(obs, new, pred, demand)
         self.decisions.append(
             PlanDecision(
@@ -179,11 +193,51 @@ class DistServeStaticPlanner(TablePlanner):
         return self.placement
 
 
+class DistServeLockPlanner(TablePlanner):
+    """DistServe's placement, each phase locked at the lowest clock that covers the forecast with the headroom
+    (:func:`~biscale.plan.solve.lock_clocks`), re-planned every window: per-window locked clocks chosen online from
+    the forecast and the capacity table, with no per-iteration control."""
+
+    name = "distserve-lock"
+    method = "distserve"
+
+    def refine(self, placement: Placement, demand: Demand) -> Placement:
+        return lock_clocks(self.table, self.cluster, demand, self.settings, placement)
+
+
+class ClockSchedulePlanner(Planner):
+    """``inner``'s placements with every instance of a phase at ``clocks[phase][window]`` (MHz; a window beyond
+    the schedule keeps the last entry). ``inner`` sees the placements it chose itself (its own clocks), so its
+    decisions are those of a run of ``inner`` alone: only the clocks differ."""
+
+    def __init__(self, inner: TablePlanner, clocks: dict[str, list[int]], first: Placement) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}+clock-schedule"  # type: ignore[misc]
+        self.clocks = clocks
+        self._current = first
+        self.decisions = inner.decisions
+
+    def clocked(self, placement: Placement, window: int) -> Placement:
+        """``placement`` with the schedule's clocks of ``window``."""
+        groups = []
+        for g in placement.instances:
+            sched = self.clocks[g.phase]
+            groups.append(g.model_copy(update={"clock": int(sched[min(window, len(sched) - 1)])}))
+        return placement.model_copy(update={"instances": tuple(groups)})
+
+    def plan(self, observation: ClusterObservation) -> Placement:
+        obs = dataclasses.replace(observation, placement=self._current)
+        self._current = self.inner.plan(obs)
+        window = round(observation.time_s / observation.window_s) if observation.window_s > 0 else 0
+        return self.clocked(self._current, window)
+
+
 PLANNER_CLASSES: dict[str, type[TablePlanner]] = {
     "biscale": BiScalePlanner,
     "placeonly": PlaceOnlyPlanner,
     "distserve": DistServePlanner,
     "distserve-static": DistServeStaticPlanner,
+    "distserve-lock": DistServeLockPlanner,
 }
 """Tier-1 planners by name; :data:`biscale.control.planner.PLANNERS` reaches them through
 :func:`planner_from_context`."""

@@ -437,3 +437,42 @@ def assess_placement(
             ok = False
     pred = _prediction(table, cluster, demand, settings, counts, name, ok, None, None, caps)
     return pred, ok
+
+
+def lock_clocks(
+    table: CapacityTable, cluster: Cluster, demand: Demand, settings: PlanSettings, placement: Placement
+) -> Placement:
+    """``placement`` with each phase's instances at the lowest tabulated clock whose capacity still covers the
+    forecast with the headroom, the same rule as the program's capacity constraint (sum n R_c u <= forecast at
+    u <= 1 / (1 + alpha), decode also within its KV limit): what an operator can do for a fixed placement (e.g.
+    DistServe's) with a capacity table and no per-iteration control. A phase no lower clock covers keeps its
+    clocks."""
+    configs = usable_configs(table, cluster, settings)
+    problem = _problem(table, cluster, demand, settings, configs)
+    clocks = sorted({c.clock_mhz for c in configs})
+    groups = list(placement.instances)
+    for ph in PHASES:
+        mine = [i for i, g in enumerate(groups) if g.phase == ph]
+        for clock in clocks:
+            cfgs = [table.get(ph, groups[i].tp, clock) for i in mine]
+            if any(c is None or c.capacity_rps <= 0 for c in cfgs):
+                continue
+            cap = sum(
+                groups[i].count * min(problem.u_max, problem.max_util(c)) * c.capacity_rps
+                for i, c in zip(mine, cfgs, strict=True)
+                if c is not None
+            )
+            if cap >= demand.rate_rps - 1e-9:
+                for i, c in zip(mine, cfgs, strict=True):
+                    assert c is not None
+                    load = demand.rate_rps * c.capacity_rps / cap * min(problem.u_max, problem.max_util(c))
+                    groups[i] = groups[i].model_copy(
+                        update={
+                            "clock": clock,
+                            "capacity_rps": round(c.capacity_rps, 6),
+                            "load_rps": load,
+                            "power_w": c.power_at(load),
+                        }
+                    )
+                break
+    return placement.model_copy(update={"instances": tuple(groups)})

@@ -36,6 +36,9 @@ class ClockControl:
         self.now_s = 0.0
         """Time of the decision being applied (the actuator API carries no time, as a real one does not)."""
         self._by_gpu: dict[int, Instance] = {}
+        self._parked: dict[int, int] = {}
+        """Instance id -> the clock to restore before its next batch, for instances a static controller with
+        ``idle_lowest`` parked at the lowest clock while they have no work."""
         self.actuator = SimClockActuator(supported_clocks_mhz, self._on_switch, self._on_query)
 
     def resolve(self, setting: int | str) -> int:
@@ -74,10 +77,14 @@ class ClockControl:
             answer = ctrl.decide(self.snapshots.state(inst, t))
             if answer is not None:
                 want = snap_clock(answer, self.supported)
+        if inst.id in self._parked:  # idle at the lowest clock: the new clock applies from its next batch
+            self._parked[inst.id] = want
+            return
         self._request(inst, want, t)
 
     def detach(self, inst: Instance) -> None:
         """A stopped instance gives its GPUs back."""
+        self._parked.pop(inst.id, None)
         for g in inst.gpus:
             self._by_gpu.pop(g, None)
 
@@ -89,6 +96,10 @@ class ClockControl:
             led.account_idle(t)
         if inst.dynamic:
             self.decide(inst, t)
+        elif self._parked:
+            back = self._parked.pop(inst.id, None)
+            if back is not None:
+                self._request(inst, back, t)
 
     def idle(self, inst: Instance, t: float) -> None:
         """``inst`` ran out of work at ``t``: a dynamic controller may choose the clock it waits at (an idle GPU's
@@ -97,6 +108,22 @@ class ClockControl:
         happen while its last batch is being finished): its GPUs may already belong to a new instance."""
         if inst.dynamic and inst.status != InstanceStatus.STOPPED:
             self.prepare(inst, t)
+        else:
+            self.park(inst, t)
+
+    def park(self, inst: Instance, t: float) -> None:
+        """``inst`` has no work at ``t``: under a static controller with ``idle_lowest`` it waits at the lowest
+        clock (an idle GPU's power grows with its locked clock) and gets its clock back before its next batch
+        (which pays the rest of the switch, as a dynamic controller's idle clock does)."""
+        if inst.dynamic or not inst.controller.idle_lowest or inst.status == InstanceStatus.STOPPED:
+            return
+        led = inst.ledger
+        target = led.pending_clock_mhz if led.pending_clock_mhz is not None else led.clock_mhz
+        low = self.supported[0]
+        if inst.id in self._parked or target in (low, GOVERNOR_MHZ):
+            return
+        self._parked[inst.id] = target
+        self._request(inst, low, t)
 
     def decide(self, inst: Instance, t: float) -> None:
         """Ask a dynamic controller about the batch about to run; send a changed clock to the actuator."""

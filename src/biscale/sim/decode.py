@@ -108,6 +108,7 @@ class DecodeStage:
         b = len(running)
         if b == 0:
             inst.paused_since_s = None
+            self.clocks.park(inst, t)
             self.fleet.maybe_stop(inst, t)
             return
         self.clocks.prepare(inst, t)
@@ -175,17 +176,25 @@ class DecodeStage:
         gap_s.append(gap)
         gap_from.append(k)
         inst.tokens += b
+        own = 0
         if inst.joined:
             first_tok, max_gap = self.requests.first_token_s, self.requests.max_tbt_s
             resume_from = inst.resume_from_s
+            own_gaps, own_tokens = inst.token_gap_s, inst.token_gap_tokens
             for r in inst.joined:
                 if resume_from and r in resume_from:
-                    gap = t - resume_from.pop(r)
-                    if gap > max_gap[r]:
-                        max_gap[r] = gap
+                    g = t - resume_from.pop(r)
+                    if g > max_gap[r]:
+                        max_gap[r] = g
                 else:
-                    max_gap[r] = t - first_tok[r]
+                    g = max_gap[r] = t - first_tok[r]
+                own_gaps.append(g)
+                own_tokens.append(1)
+            own = len(inst.joined)
             inst.joined = []
+        if b > own:
+            inst.token_gap_s.append(gap)
+            inst.token_gap_tokens.append(b - own)
         ctx_sum = inst.context_sum
         inst.context_sq_sum += 2 * ctx_sum + b
         inst.context_sum = ctx_sum + b

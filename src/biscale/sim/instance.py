@@ -208,6 +208,8 @@ class DecodeInstance(Instance):
         "recomputed_tokens",
         "resume_from_s",
         "running",
+        "token_gap_s",
+        "token_gap_tokens",
     )
 
     def __init__(
@@ -221,6 +223,11 @@ class DecodeInstance(Instance):
         ledger: EnergyLedger,
     ) -> None:
         super().__init__(instance_id, spec, gpus, node, start_s, kv_capacity_tokens, ledger)
+        self.token_gap_s: list[float] = []
+        self.token_gap_tokens: list[int] = []
+        """The ITL distribution of this instance's tokens: gap ``token_gap_s[j]`` (s) was seen by
+        ``token_gap_tokens[j]`` tokens (one entry per iteration for the batch, one per request whose first decode
+        token closed a gap of its own), so the summary's ITL percentiles cost one append per iteration."""
         self.ready: deque[int] = deque()
         """Request ids whose KV arrived, waiting to join the batch, FCFS."""
         self.incoming = 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from biscale.control.controllers import ClockController
@@ -127,12 +128,18 @@ def collect(sim: Simulator) -> SimResult:
     segments = None
     if sim.segments is not None:
         segments = pd.DataFrame(sim.segments, columns=list(SEGMENT_COLUMNS))
+    decode = [i for i in sim.instances if isinstance(i, DecodeInstance)]
+    token_gaps = (
+        np.fromiter((g for i in decode for g in i.token_gap_s), dtype=np.float64),
+        np.fromiter((n for i in decode for n in i.token_gap_tokens), dtype=np.int64),
+    )
     summary = summarize(
         requests,
         instances,
         cfg.slo,
         sim.end_time_s,
         unassigned_energy_j=sim.fleet.unassigned_energy_j,
+        token_gaps=token_gaps,
     )
     summary["events"] = sim.events_processed
     meta = {
