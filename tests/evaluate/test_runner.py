@@ -72,6 +72,23 @@ def test_run_figures_are_consistent(tiny_eval: tuple[Path, dict]) -> None:
     assert set(st["notes"]["static_clocks_mhz"]) == {"prefill", "decode"}
 
 
+def test_no_run_within_its_slos_beats_the_certified_bound(tiny_eval: tuple[Path, dict]) -> None:
+    """Every (scenario, load) has its bound; a run that met its SLOs reports at least the bound's J/token."""
+    _, results = tiny_eval
+    bounds = {(b["scenario"], b["load_label"]): b for b in results["bounds"]}
+    labels = {(r["scenario"], r["load_label"]) for r in results["runs"]}
+    assert set(bounds) == labels
+    for b in bounds.values():
+        assert b["method"] and b["cluster_j_per_token"] > 0
+    main = [r for r in results["runs"] if r["sweep"] is None]
+    assert main and all("gap_to_bound_pct" in r for r in main)
+    for r in main:
+        bound = bounds[(r["scenario"], r["load_label"])]["cluster_j_per_token"]
+        assert r["gap_to_bound_pct"] == pytest.approx(100.0 * (r["cluster_j_per_token"] / bound - 1.0))
+        if r["slo_met"]:
+            assert r["cluster_j_per_token"] >= bound, (r["system"], r["load_label"])
+
+
 def test_sweep_points_run_and_the_main_point_is_not_repeated(tiny_eval: tuple[Path, dict]) -> None:
     _, results = tiny_eval
     sweep = [r for r in results["runs"] if r["sweep"]]
