@@ -151,13 +151,13 @@ def test_draining_prefill_instance_never_stops_with_a_chunk_unfinished(prefill_c
     ctrl = {"prefill": LowestClock() if prefill_ctrl == "dynamic" else MaxClock(), "decode": MaxClock()}
     res = simulate(trace, a, TOY, ctrl, planner=ScheduledPlanner([(0, a), (0.04, b)]), config=cfg)
     rq = res.requests
-    assert list(rq["status"]) == ["completed", "completed"]
-    assert list(rq["decode_instance"]) == [1, 1]  # the draining decode instance took both
+    _owned_segments_end_by_stop(res)
     inst = res.instances.set_index("instance_id")
     p0 = inst.loc[0]
     # 200 + 200 tokens in chunks of 64: 7 iterations, the last one (16 tokens) ends the prefill instance's work
     assert p0["iterations"] == 7 and p0["stop_s"] >= rq["prefill_end_s"].max()
-    _owned_segments_end_by_stop(res)
+    assert list(rq["status"]) == ["completed", "completed"]
+    assert list(rq["decode_instance"]) == [1, 1]  # the draining decode instance took both
     # the new TP3 decode instance starts only when both old instances have stopped, and runs at the top clock
     new_dec = inst[(inst["phase"] == "decode") & (inst["tp"] == 3)].iloc[0]
     assert new_dec["start_s"] >= max(p0["stop_s"], inst.loc[1, "stop_s"])

@@ -159,8 +159,8 @@ class DecodeStage:
         inst.context_sum, inst.context_sq_sum = ctx_sum, ctx_sq
 
     def end_iteration(self, inst: DecodeInstance, t: float) -> None:
-        """An iteration of ``inst`` ended at ``t``: one token per running request; finished requests leave."""
-        inst.busy = False
+        """An iteration of ``inst`` ended at ``t``: one token per running request; finished requests leave. The
+        instance stays busy until the next iteration is decided (a draining instance never stops in between)."""
         led = inst.ledger
         running = inst.running
         b = len(running)
@@ -229,6 +229,7 @@ class DecodeStage:
             or t > self.horizon_s
             or inst.preempted
         ):
+            inst.busy = False
             self.start_iteration(inst, t)
             return
         cross = inst.kv_cross
@@ -237,6 +238,7 @@ class DecodeStage:
             if need:
                 used = inst.kv_blocks_used + need
                 if used > inst.kv_blocks_total:  # out of blocks: the general path preempts
+                    inst.busy = False
                     self.start_iteration(inst, t)
                     return
                 inst.kv_blocks_used = used
@@ -247,7 +249,6 @@ class DecodeStage:
         end = led.price_iteration(
             t, self.decode_cost, _shape(DecodeShape, (len(running), inst.context_sum, float(inst.context_sq_sum)))
         )
-        inst.busy = True
         heapq.heappush(self._heap, (end, self._next_seq(), _DECODE_END, inst))
 
     # ------------------------------------------------------------------ preemption and recomputation

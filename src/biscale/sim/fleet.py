@@ -38,7 +38,8 @@ from biscale.sim.kv import KvPolicy
 from biscale.sim.ledger import EnergyLedger, Segment
 
 _STARTING, _READY, _DRAINING, _STOPPED = (int(s) for s in InstanceStatus)
-_READY_EVENT = int(Event.READY)
+_READY_EVENT, _CAPACITY_EVENT = int(Event.READY), int(Event.CAPACITY)
+_PHASES = ("prefill", "decode")
 #: Segments of unassigned GPUs carry this instance id.
 UNASSIGNED_ID = -1
 
@@ -116,7 +117,10 @@ class Fleet:
         """Energy of GPUs in no instance, committed up to ``_unassigned_since_s``, J."""
         self._unassigned_since_s = 0.0
         self.on_capacity: Callable[[float], None] = lambda t: None
-        """Called when instances become ready (the engine routes the global queues then)."""
+        """Called when instances become ready (the engine routes the global queues then); never from inside a
+        stop (see :meth:`_create_planned`)."""
+        self.capacity_pending = False
+        """A deferred capacity event is scheduled (:attr:`Event.CAPACITY`)."""
 
     # ------------------------------------------------------------------ queries
     def specs(self, placement: Placement) -> list[InstanceSpec]:
@@ -241,6 +245,8 @@ class Fleet:
             inst.status = _READY
             self._refresh_ready()
             self._retire_done(t)
+            if inst.phase == "decode":
+                self._stop_idle_decode(t)
             self.on_capacity(t)
 
     # ------------------------------------------------------------------ placement changes
@@ -277,12 +283,12 @@ class Fleet:
                 inst.weight = _weight(specs[j])
                 self.clocks.retarget(inst, specs[j], t)
         new_specs = [s for j, s in enumerate(specs) if not taken[j]]
-        plan = self._pack(new_specs, kept + surplus)  # make before break: on GPUs free now
+        plan = self._pack(new_specs, kept + surplus, [])  # make before break: on GPUs free now
         if plan is None:
-            plan = self._pack(new_specs, kept, avoid=surplus)
+            plan = self._pack(new_specs, kept, surplus)
         if plan is None:  # kept instances fragment the cluster: reconfigure everything
             surplus.extend(kept)
-            plan = self._pack(specs, [], avoid=surplus)
+            plan = self._pack(specs, [], surplus)
             assert plan is not None  # check() packed it on an empty cluster
         needed = {g for _, gpus in plan for g in gpus}
         drain = sorted((i for i in surplus if needed.intersection(i.gpus)), key=lambda i: i.id)
@@ -299,21 +305,34 @@ class Fleet:
         self.on_capacity(t)
 
     def _pack(
-        self, specs: list[InstanceSpec], held: list[Instance], avoid: list[Instance] | None = None
+        self, specs: list[InstanceSpec], held: list[Instance], surplus: list[Instance]
     ) -> list[tuple[InstanceSpec, tuple[int, ...]]] | None:
-        """GPUs for ``specs`` given that ``held`` instances keep theirs (largest TP first, best fit; GPUs of
-        ``avoid`` instances last inside a node), or None."""
-        pool = GpuPool(self.nodes, self.gpus_per_node)
-        for inst in held:
-            pool.take(inst.gpus)
-        shun = frozenset(g for i in avoid or () for g in i.gpus)
-        out: list[tuple[InstanceSpec, tuple[int, ...]]] = []
-        for spec in sorted(specs, key=lambda s: -s.tp):
-            gpus = pool.allocate(spec.tp, shun)
-            if gpus is None:
-                return None
-            out.append((spec, gpus))
-        return out
+        """GPUs for ``specs`` given that ``held`` instances keep theirs and ``surplus`` ones give theirs up, or None.
+
+        A new instance waits until every GPU it gets is free, so GPUs are taken cheapest first: free ones, then
+        those of surplus prefill instances (they stop once their queue is prefilled and its KV has left), then those
+        of surplus decode instances (they stop only when their running requests have finished). The smallest new
+        instance of each phase is packed first, so each phase gets a foothold on the soonest-free GPUs (a shrink
+        keeps both phases serving instead of one waiting for a whole decode drain); the rest largest first (best
+        fit). If that order does not pack, plain largest first."""
+        rank = {g: 1 if i.phase == "prefill" else 2 for i in surplus for g in i.gpus}
+        by_size = sorted(range(len(specs)), key=lambda j: -specs[j].tp)
+        phases = ([j for j in by_size if specs[j].phase == ph] for ph in _PHASES)
+        first = sorted((js[-1] for js in phases if js), key=lambda j: specs[j].tp)  # each phase's smallest
+        foothold_first = first + [j for j in by_size if j not in first]
+        for order in (foothold_first, by_size):
+            pool = GpuPool(self.nodes, self.gpus_per_node)
+            for inst in held:
+                pool.take(inst.gpus)
+            got: dict[int, tuple[int, ...]] = {}
+            for j in order:
+                gpus = pool.allocate(specs[j].tp, rank)
+                if gpus is None:
+                    break
+                got[j] = gpus
+            else:
+                return [(specs[j], got[j]) for j in by_size]  # created largest first whatever the packing order
+        return None
 
     def _create_planned(self, t: float) -> None:
         """Create every planned instance whose GPUs are all free now."""
@@ -328,7 +347,10 @@ class Fleet:
         self.planned = still
         if created and self.startup_s <= 0:
             self._retire_done(t)
-            self.on_capacity(t)
+            self._stop_idle_decode(t)
+            if not self.capacity_pending:  # routed after the event being handled (a stop may sit in a queue loop)
+                self.capacity_pending = True
+                self.events.push(t, _CAPACITY_EVENT, None)
 
     def _retire_done(self, t: float) -> None:
         """Drain the retiring instances whose phase's new instances are all created and ready."""
@@ -346,8 +368,12 @@ class Fleet:
             self.maybe_stop(inst, t)
 
     def maybe_stop(self, inst: Instance, t: float) -> None:
-        """Stop a draining instance that is idle and has nothing left; its GPUs go to planned instances."""
+        """Stop a draining instance that is idle and has nothing left; its GPUs go to planned instances. A
+        draining decode instance also waits while it may have to take the KV a draining prefill instance still
+        holds (:meth:`backs_draining_prefill`)."""
         if inst.status != _DRAINING or inst.busy or inst.has_work():
+            return
+        if inst.phase == "decode" and self.backs_draining_prefill(inst):
             return
         inst.ledger.account_idle(t)
         inst.status = _STOPPED
@@ -357,6 +383,23 @@ class Fleet:
         self.clocks.detach(inst)
         if self.planned:
             self._create_planned(t)
+        if inst.phase == "prefill":
+            self._stop_idle_decode(t)
+
+    def backs_draining_prefill(self, inst: Instance) -> bool:
+        """Draining decode instance ``inst`` is the fallback for the KV of a draining prefill instance: one is
+        draining and no ready decode instance holds as much KV (:mod:`biscale.sim.transfer` sends such KV to
+        draining decode instances only when no ready one can hold it)."""
+        return any(p.status == _DRAINING for p in self.prefill_instances) and not any(
+            d.kv_capacity_tokens >= inst.kv_capacity_tokens for d in self.ready_decode_list
+        )
+
+    def _stop_idle_decode(self, t: float) -> None:
+        """A prefill instance stopped or a decode instance became ready: stop the draining decode instances that
+        no longer back a draining prefill instance."""
+        for dec in self.decode_instances:
+            if dec.status == _DRAINING:
+                self.maybe_stop(dec, t)
 
     def finish(self, end_s: float) -> None:
         """At the end of a run: commit every live instance's idle energy and the unassigned GPUs' energy."""

@@ -154,13 +154,28 @@ class KvTransfers:
             self._reject(r, t, reason)
         self.place_waiting(t)
 
+    def _targets(self, r: int) -> list[DecodeInstance]:
+        """Decode instances whose KV capacity holds ``r``: the ready ones; if there is none and ``r``'s prefill
+        instance is draining, the draining ones (a new decode instance may be waiting for that prefill instance's
+        GPUs, which it frees only once this KV has left: the old decode instances take it, and stop only after
+        every draining prefill instance has; :meth:`Fleet.maybe_stop`)."""
+        rq = self.requests
+        fleet = self.fleet
+        total = rq.input_tokens[r] + rq.output_tokens[r]
+        ready = [i for i in fleet.ready_decode_list if i.kv_capacity_tokens >= total]
+        src_id = rq.prefill_instance[r]
+        if ready or src_id < 0 or fleet.instances[src_id].status != _DRAINING:
+            return ready
+        return [i for i in fleet.decode_instances if i.status == _DRAINING and i.kv_capacity_tokens >= total]
+
     def _admissible_later(self, r: int) -> bool:
-        total = self.requests.input_tokens[r] + self.requests.output_tokens[r]
-        return any(i.kv_capacity_tokens >= total for i in self.fleet.ready_decode_list)
+        return bool(self._targets(r))
 
     def _stranded(self, r: int, t: float) -> bool:
-        """Reject ``r`` if no ready decode instance can hold it while the instance that would (not created yet)
-        waits for the GPUs of ``r``'s draining prefill instance, which cannot stop while it holds ``r``'s KV."""
+        """Reject ``r`` if no live decode instance can hold it while the instance that would (not created yet)
+        waits for the GPUs of ``r``'s draining prefill instance, which cannot stop while it holds ``r``'s KV (only
+        after placement changes in quick succession: a request always fits a decode instance of the placement it
+        was admitted to, and those drain only after the draining prefill instances)."""
         rq = self.requests
         src_id = rq.prefill_instance[r]
         if src_id < 0 or not self.fleet.must_make_room(self.fleet.instances[src_id]):
@@ -169,7 +184,7 @@ class KvTransfers:
         self._reject(
             r,
             t,
-            f"{total} KV tokens fit no ready decode instance and its draining prefill instance must stop to make "
+            f"{total} KV tokens fit no live decode instance and its draining prefill instance must stop to make "
             f"room for the new placement (placement changed at {self.fleet.changed_s:g} s)",
         )
         return True
@@ -190,8 +205,7 @@ class KvTransfers:
 
     def _place(self, r: int, t: float) -> bool:
         rq = self.requests
-        total = rq.input_tokens[r] + rq.output_tokens[r]
-        candidates = [i for i in self.fleet.ready_decode_list if not i.preempted and i.kv_capacity_tokens >= total]
+        candidates = [i for i in self._targets(r) if not i.preempted]
         if not candidates:
             return False
         kv = self.kv
