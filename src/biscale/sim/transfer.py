@@ -38,7 +38,7 @@ from biscale.sim.events import Event, EventQueue
 from biscale.sim.fleet import Fleet
 from biscale.sim.instance import DecodeInstance, Instance, InstanceStatus, PrefillInstance
 from biscale.sim.kv import KvPolicy, PrefillKv
-from biscale.sim.requests import RequestState, RequestTable
+from biscale.sim.requests import STATE_LABELS, RequestState, RequestTable
 from biscale.sim.router import DecodeRouter
 
 _WAITING_DECODE_MEMORY = int(RequestState.WAITING_DECODE_MEMORY)
@@ -263,6 +263,8 @@ class KvTransfers:
     def arrive(self, r: int, t: float) -> None:
         """The KV of ``r`` arrived: its first token is delivered and it waits to join the decode batch."""
         rq = self.requests
+        if rq.state[r] != _TRANSFERRING:
+            raise RuntimeError(f"KV of request {r} arrived while it was {STATE_LABELS[rq.state[r]]}")
         self._leave_prefill(r, t)
         rq.kv_transfer_end_s[r] = t
         rq.first_token_s[r] = t
