@@ -31,9 +31,7 @@ class Event(IntEnum):
     [PrefillInstance]."""
     KICK_DECODE = 5
     """The same for a decode instance [DecodeInstance]."""
-    RECOMPUTE_END = 6
-    """A decode instance finished recomputing preempted requests [DecodeInstance]."""
-    CAPACITY = 7
+    CAPACITY = 6
     """Instances were created while other work was being handled: route the global queues [None] (a deferred
     call, so that no loop over a queue is ever re-entered by the stop that created them)."""
 

@@ -205,7 +205,7 @@ class KvTransfers:
 
     def _place(self, r: int, t: float) -> bool:
         rq = self.requests
-        candidates = [i for i in self._targets(r) if not i.preempted]
+        candidates = [i for i in self._targets(r) if not i.preempted and not i.resuming]
         if not candidates:
             return False
         kv = self.kv
