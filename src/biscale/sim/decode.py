@@ -5,16 +5,17 @@ At each iteration boundary, requests whose KV arrived join the batch (FCFS) up t
 ``O`` output tokens runs ``O - 1`` iterations (its first token came from prefill) and leaves right after its last,
 freeing its KV. While the batch is not empty iterations run back to back.
 
-Before each iteration the KV policy (:mod:`biscale.sim.kv`) allocates what the iteration needs. When it cannot
-(paged KV ran out), the most recently admitted running request is **preempted** (vLLM's recompute preemption): its
-KV is freed and it waits on this instance, ahead of the others, to be **recomputed**. A recomputation is an
-iteration of its own on the decode instance, priced by the cost model as a *prefill* iteration over the request's
-prompt plus the tokens it had generated (all but the last, which the next decode iteration feeds); it runs when
-the memory for that KV plus the admission watermark is free (or when nothing else holds memory), taking the
-preempted requests in order up to the prefill token budget; the running batch pauses during it (vLLM schedules a
-step of prefills alone). Its energy is shared among the recomputed requests by tokens (it counts as their decode
-energy); the resumed requests then rejoin the batch. While requests wait to be recomputed the decode router sends
-the instance no new transfers.
+Before each step the KV policy (:mod:`biscale.sim.kv`) allocates what the step needs. When it cannot (paged KV ran
+out), the most recently scheduled request is **preempted** (vLLM's recompute preemption): its KV is freed and it
+waits on this instance, ahead of the others, to be **recomputed** as vLLM 0.33's v1 scheduler does it
+(``vllm/v1/core/sched/scheduler.py``: ``_preempt_request`` resets ``num_computed_tokens`` to 0; ``schedule`` runs
+the running requests first, then the waiting ones in the token budget left, never in a step that preempted): a
+later step runs the running requests' decodes together with chunks of the preempted requests' prompt plus
+generated tokens (a prefill, chunked to the budget the decodes leave), and a request whose whole context is
+computed samples its next token in that step and rejoins the batch. Such a mixed step is priced as the cost model's
+prefill of the chunks plus decode of the batch; its energy is shared between the two parts in proportion to their
+energies (the recomputation's share, by tokens, is its requests' decode energy). While requests wait to be
+recomputed the decode router sends the instance no new transfers.
 
 Per iteration the work is O(1) plus O(requests joining or leaving): batch statistics are updated incrementally
 (``sq += 2 * sum + B; sum += B``), a request's finishing iteration is known when it joins, its energy share is a

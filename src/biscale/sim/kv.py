@@ -6,7 +6,7 @@ policy (``capacity_tokens``); a request can go to an instance whose capacity cov
 how many free KV tokens the decode router must see to admit a request now (``admission_tokens``, plus the policy's
 own ``admits`` check), what admission reserves (``reserve``, at transfer start: the KV lands there), what each
 iteration needs (``join``, ``grow``), what a finished request frees (``release``), what a preempted one frees
-(``evict``) and when it can be recomputed (``resume_fits``, ``reserve_resume``).
+(``evict``), when it can be recomputed and what that holds (``resume_fits``, ``reserve_resume``, ``release_resume``).
 
 * :class:`PagedKv` (the default, ``SimConfig.decode_kv_policy = "paged"``) does what vLLM's block manager does: KV
   lives in blocks of ``kv_block_tokens`` tokens (vLLM's default block size, 16); the transfer reserves the prompt's

@@ -7,10 +7,11 @@ requests waiting to be recomputed; the policy reserves memory there and the tran
 can take now waits in the global queue, FCFS: the head blocks the requests behind it only when some ready decode
 instance could admit it once memory frees; a head that fits no *ready* instance (only one still starting) is
 skipped, so it never stalls the others. A request that fits no decode instance of the placement at all (after a
-placement change shrank decode) is rejected with the reason recorded, and so is one that fits no ready instance
-while the instance that would hold it waits for the GPUs of its own draining prefill instance (which cannot stop
-while it holds the request's KV). The prompt's KV stays on its prefill instance
-until the transfer has ended (:class:`~biscale.sim.kv.PrefillKv`).
+placement change shrank decode) is rejected with the reason recorded. The KV of a *draining* prefill instance goes
+to a draining decode instance when no ready one can hold it: the new decode instance may be waiting for that
+prefill instance's GPUs, which it frees only once the KV has left (:meth:`Fleet.backs_draining_prefill` keeps such
+a decode instance alive); only a request that no live decode instance can hold is then rejected. The prompt's KV
+stays on its prefill instance until the transfer has ended (:class:`~biscale.sim.kv.PrefillKv`).
 
 **Links** (``SimConfig.kv_link_sharing``). A transfer moves ``bytes = kv_bytes_per_token x prompt tokens`` over
 ``k = min(tp_prefill, tp_decode)`` GPU pairs (each GPU ships its own KV shard) and takes ``latency + bytes / (k x
