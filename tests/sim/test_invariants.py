@@ -264,7 +264,9 @@ def shrinks_decode_under_a_waiting_request(run: tuple[Trace, list[tuple[float, P
 
 
 def test_the_schedule_strategy_generates_the_decode_shrink_case() -> None:
-    found = find(realism_runs(), shrinks_decode_under_a_waiting_request, settings=settings(max_examples=2_000))
+    # pinned (derandomised): whether a search finds the case must not depend on the run
+    pinned = settings(max_examples=2_000, derandomize=True)
+    found = find(realism_runs(), shrinks_decode_under_a_waiting_request, settings=pinned)
     assert shrinks_decode_under_a_waiting_request(found)
 
 

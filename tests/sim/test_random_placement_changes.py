@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from biscale.control import (
@@ -82,6 +82,17 @@ class Run:
         return BaselineClock()
 
 
+def _place(free: list[int], tp: int, leave: int = 0) -> list[int] | None:
+    """Free GPUs per node after packing a TP group best fit, or None if it does not fit (or leaves no node with
+    ``leave`` free GPUs, room for a decode instance)."""
+    nodes = [n for n in range(len(free)) if free[n] >= tp]
+    if not nodes:
+        return None
+    node = min(nodes, key=lambda n: free[n])
+    after = [f - tp if n == node else f for n, f in enumerate(free)]
+    return after if max(after) >= leave else None
+
+
 def _placement_spec(draw: st.DrawFn, nodes: int, gpn: int, tps: list[int], clocks: list[object]) -> str:
     """1-2 instances per phase that fit the cluster (each TP drawn among those that still fit), as a spec."""
     free = [gpn] * nodes
@@ -89,16 +100,20 @@ def _placement_spec(draw: st.DrawFn, nodes: int, gpn: int, tps: list[int], clock
     for phase in ("prefill", "prefill", "decode", "decode"):
         if groups and groups[-1].startswith(phase) and draw(st.booleans()):
             continue  # a phase's second instance is optional
-        fits = [tp for tp in tps if any(f >= tp for f in free)]
+        fits = [tp for tp in tps if _place(free, tp, leave=min(tps) if phase == "prefill" else 0) is not None]
         if not fits:
             break
         tp = draw(st.sampled_from(fits))
-        node = min((n for n in range(nodes) if free[n] >= tp), key=lambda n: free[n])  # best fit, as packed
-        free[node] -= tp
+        free = _place(free, tp) or free
         clock = draw(st.sampled_from(clocks))
         groups.append(f"{phase}:1xTP{tp}" + ("" if clock is None else f"@{clock}"))
     assume(any(g.startswith("decode") for g in groups))
     return ",".join(groups)
+
+
+def _largest(cm: CostModel, spec: str, phase: str) -> int:
+    """KV capacity of the largest ``phase`` instance of placement ``spec``, tokens."""
+    return max(cm.kv_capacity_tokens(s.tp) for s in parse_placement(spec).expand() if s.phase == phase)
 
 
 @st.composite
@@ -115,12 +130,20 @@ def random_runs(draw: st.DrawFn) -> Run:
         tps, clocks = [2, 4] + ([8] if gpn == 8 else []), [None, None, 1410, "default"]
         max_in, max_out = 16_000, 300  # prompts beyond a TP2 instance's KV (12,939 tokens) occur
     window = draw(st.floats(0.05, 1.5))
-    k = draw(st.integers(1, 5))
+    k = draw(st.sampled_from([1, 2, 2, 3, 3, 4, 5]))
     schedule = tuple((i * window, _placement_spec(draw, nodes, gpn, tps, clocks)) for i in range(k))
     n = draw(st.integers(1, 30))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     span = draw(st.floats(0.0, 3.0))
     arrival = np.sort(np.concatenate([[0.0], rng.uniform(0.0, span, n - 1)]))
+    inp = rng.integers(1, max_in, n)
+    out = rng.integers(1, max_out, n)
+    if draw(st.booleans()):  # half the runs: every request fits every placement (no change may reject one)
+        cm = HW if model == "h100" else ToyCostModel(kv_tokens_per_gpu=kv)
+        caps = [_largest(cm, spec, ph) for _, spec in schedule for ph in ("prefill", "decode")]
+        limit = min(caps) - 16  # (whole KV blocks)
+        inp = np.minimum(inp, limit - 1)
+        out = np.minimum(out, limit - inp)
     controllers = tuple(
         draw(st.sampled_from(["max", "governor", "baseline", f"random:{draw(st.integers(0, 99))}"])) for _ in "pd"
     )
@@ -149,8 +172,8 @@ def random_runs(draw: st.DrawFn) -> Run:
         model,
         kv,
         tuple(float(a) for a in arrival),
-        tuple(int(x) for x in rng.integers(1, max_in, n)),
-        tuple(int(x) for x in rng.integers(1, max_out, n)),
+        tuple(int(x) for x in inp),
+        tuple(int(x) for x in out),
         schedule,
         (controllers[0], controllers[1]),
         cfg,
@@ -162,8 +185,26 @@ def run_checked(run: Run) -> None:
     trace = Trace(np.array(run.arrival_s), np.array(run.input_tokens), np.array(run.output_tokens))
     schedule: list[tuple[float, Placement]] = [(t, parse_placement(spec)) for t, spec in run.schedule]
     ctrl = {"prefill": run.controller(run.controllers[0]), "decode": run.controller(run.controllers[1])}
-    res = simulate(trace, schedule[0][1], run.cost_model(), ctrl, planner=ScheduledPlanner(schedule), config=run.config)
+    cm = run.cost_model()
+    res = simulate(trace, schedule[0][1], cm, ctrl, planner=ScheduledPlanner(schedule), config=run.config)
     assert res.summary["requests_total"] == len(run.arrival_s)
+    fits = fits_every_placement(run, cm)
+    event(f"{run.model} model, {len(run.schedule) - 1} placement changes, every request fits every placement: {fits}")
+    if fits:  # a placement change never rejects a request that fits
+        assert res.summary["requests_rejected"] == 0, res.requests.loc[res.requests["status"] == "rejected"]
+
+
+def fits_every_placement(run: Run, cm: CostModel) -> bool:
+    """Every request fits a prefill and (unless it needs one token) a decode instance of every placement."""
+    unit = run.config.kv_block_tokens if run.config.decode_kv_policy == "paged" else 1
+    inp, out = np.array(run.input_tokens), np.array(run.output_tokens)
+    for _, spec in run.schedule:
+        specs = list(parse_placement(spec).expand())
+        pre = max(cm.kv_capacity_tokens(s.tp) for s in specs if s.phase == "prefill")
+        dec = max(cm.kv_capacity_tokens(s.tp) // unit * unit for s in specs if s.phase == "decode")
+        if (inp > pre).any() or ((out > 1) & (inp + out > dec)).any():
+            return False
+    return True
 
 
 @pytest.mark.randomized
