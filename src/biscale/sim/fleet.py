@@ -7,15 +7,19 @@ A placement change (docs/simulator.md, "Placement changes"):
    work first; then **retarget in place** live instances that match a still-unmatched spec by (phase, TP) only:
    they keep serving, their baseline clock moves through the actuator (with the switch latency) and their router
    weight changes.
-2. The rest of the live instances are **surplus**, the rest of the specs **new**. New instances are packed
-   (largest TP first, best fit) on the GPUs that are free now if they fit there (**make before break**), else on
-   the GPUs the kept instances leave, taking free GPUs before those of surplus instances; when the kept instances
-   fragment the nodes so that the new ones cannot be packed, every instance is surplus and the whole placement is
-   packed afresh (a full reconfiguration). A new instance is created as soon as its GPUs are free.
+2. The rest of the live instances are **surplus**, the rest of the specs **new**. New instances are packed on the
+   GPUs that are free now if they fit there (**make before break**), else on the GPUs the kept instances leave,
+   the soonest-free first (free, then surplus prefill, then surplus decode instances' GPUs; each phase's smallest
+   new instance first: :meth:`Fleet._pack`); when the kept instances fragment the nodes so that the new ones
+   cannot be packed, every instance is surplus and the whole placement is packed afresh (a full
+   reconfiguration). A new instance is created as soon as its GPUs are free.
 3. A surplus instance whose GPUs a new instance needs **drains** at once (no new work; it finishes its queue, its
    running batch, its incoming transfers and the transfers of the prompts it prefilled, then stops and frees its
-   GPUs). One whose GPUs are not needed **retires**: it keeps serving until every new instance of its phase is
-   ready, then drains; so when free GPUs allow it, a phase never runs out of ready instances during a change.
+   GPUs; a draining decode instance also takes the KV of draining prefill instances that no ready one can hold,
+   and stops only when it no longer has to). One whose GPUs are not needed **retires**: it keeps serving until
+   every new instance of its phase is ready, then drains; so when free GPUs allow it, a phase never runs out of
+   ready instances during a change. An instance never stops while it is finishing an iteration (it is busy until
+   its bookkeeping is done), and instances created by a stop are routed work by a deferred event.
 
 GPUs in no instance (never assigned, or freed and not yet reused) draw ``unassigned_gpu_power_w`` each; their
 energy is accounted here exactly (``unassigned_energy_j``).
