@@ -411,7 +411,7 @@ class DecodeStage:
             rq.state[r] = _WAITING_DECODE
             resumes.append(r)
         inst.ready.extendleft(reversed(resumes))
-        if resumes and self.transfers.waiting:
+        if self.transfers.waiting:  # memory may have been freed, or the instance may take transfers again
             self.transfers.place_waiting(t)
 
     def settle(self) -> None:
