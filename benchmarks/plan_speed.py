@@ -23,15 +23,7 @@ from biscale.plan.capacity import CapacitySettings, ProbeContext, build_capacity
 from biscale.plan.solve import Cluster, Demand, plan_outcome
 from biscale.predict import default_predictor
 from biscale.workload import load_lengths, load_trace, slice_window, with_lengths
-
-
-def _best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from timing import best_wall_s  # benchmarks/timing.py (scripts run with their folder on sys.path)
 
 
 def _cpu_s() -> float:
@@ -52,15 +44,15 @@ def main() -> None:
         t0, c0, load0 = time.perf_counter(), _cpu_s(), os.getloadavg()[0]
         table = build_capacity_table(pred, workload, Slo(), settings, workers=args.workers, cache_dir=cache)
         build_s, build_cpu_s = time.perf_counter() - t0, _cpu_s() - c0
-    solve16 = _best(lambda: plan_outcome(table, Cluster(2, 8), Demand.of(table, 25.0)), args.repeats)
+    solve16 = best_wall_s(lambda: plan_outcome(table, Cluster(2, 8), Demand.of(table, 25.0)), args.repeats)
     out4096 = plan_outcome(table, Cluster(512, 8), Demand.of(table, 3000.0))
-    solve4096 = _best(lambda: plan_outcome(table, Cluster(512, 8), Demand.of(table, 3000.0)), args.repeats)
+    solve4096 = best_wall_s(lambda: plan_outcome(table, Cluster(512, 8), Demand.of(table, 3000.0)), args.repeats)
     # the per-shape cache on one probe (decode TP4 at 1185 MHz, 20 req/s, 300 s slice)
     base = slice_window(workload, 0.0, settings.probe_duration_s)
     exact = ProbeContext.build(pred, base, Slo(), CapacitySettings(decode_context_step_tokens=0))
     cached = ProbeContext.build(pred, base, Slo(), settings)
-    probe_exact = _best(lambda: probe(exact, "decode", 4, 1185, 20.0), 1)
-    probe_cached = _best(lambda: probe(cached, "decode", 4, 1185, 20.0), 1)
+    probe_exact = best_wall_s(lambda: probe(exact, "decode", 4, 1185, 20.0), 1)
+    probe_cached = best_wall_s(lambda: probe(cached, "decode", 4, 1185, 20.0), 1)
     result = {
         "table_build_s": round(build_s, 2),
         "table_cpu_s": round(build_cpu_s, 1),

@@ -1,7 +1,7 @@
 """Simulator speed: the bundled 1-hour Azure conv trace at 20 req/s with ShareGPT v3 lengths on 2 x 8 H100
 (prefill 2 x TP2 + decode 3 x TP4, top clock). Last stdout line: one JSON object.
 
-Required by issue 3: ``speedup`` (simulated seconds per wall second) >= 200 on one core; aim >= 1000.
+Bar: ``speedup`` (simulated seconds per wall second) >= 200 on one core; aim >= 1000.
 The machine is shared and noisy: ``--repeat N`` runs the simulation N times in one process and reports the best
 (fastest) wall time, which is the least disturbed one, plus every run's wall and CPU (process) time; CPU time does
 not count the time other processes held the core, so it is the steadier figure for comparing two versions.

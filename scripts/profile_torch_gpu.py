@@ -7,6 +7,11 @@ Usage (on a machine with an NVIDIA GPU, ``pip install 'biscale[torch]'``)::
 Writes ``profile.csv`` + ``profile.meta.json`` (from ``biscale profile --backend torch``) and ``conditions.json``
 (GPU name, driver, clocks, power limit and temperature before and after, read through NVML; nothing is changed).
 Never changes clocks or power settings: it does not pass ``--sweep-clocks``.
+
+It asks for 24 shapes per phase and TP, not ``biscale profile``'s 64 (biscale.predict.profilers.DEFAULT_SHAPES):
+each shape is timed over a window of at least ``--min-window-s`` (NVML's energy counter updates only every
+10-100 ms), so 24 shapes x 4 TP degrees x 2 phases take minutes on a lent GPU where 64 would take three times as
+long; the prefill token and decode batch ranges are the CLI's.
 """
 
 from __future__ import annotations

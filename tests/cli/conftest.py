@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from biscale.filecheck import TABLE_COLUMNS
 from biscale.gpu.fake_nvml import default_state, write_state
 from biscale.predict.predictor import ARTIFACT_JSON, ARTIFACT_NPZ, bundled_artifact_dir
 
@@ -97,6 +99,25 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         'name = "x"\n[workload]\narrivals = "gamma"\nlengths = "native"\nduration_s = 60\n',
     )
     put("profile_cols.csv", "gpu,model\nh100-sxm,llama-3.3-70b\n")
+    # Scenarios bad in ways found only minutes into the runs before issue 21 (each refused when it loads).
+    put("scenario_name_dotdot.toml", 'name = "../../x"\n')
+    put("scenario_name_empty.toml", 'name = ""\n')
+    put("scenario_empty_rates.toml", 'name = "x"\nrates_rps = []\n')
+    put("scenario_sweep_word.toml", 'name = "x"\n[sweep]\nswitch_latency_ms = ["fast", 2]\n')
+    put("scenario_sweep_negative.toml", 'name = "x"\n[sweep]\nswitch_latency_ms = [-5, 2]\n')
+    put("scenario_sweep_loads.toml", 'name = "x"\n[sweep]\nloads = [0.5]\nswitch_latency_ms = [5, 2]\n')
+    put("scenario_sweep_path.toml", 'name = "x"\n[sweep]\n"planner.forecaster" = ["../x"]\n')
+    put("scenario_sweep_huge.toml", f'name = "x"\n[sweep]\nswitch_latency_ms = {list(range(300))}\n')
+    put("scenario_forecaster.toml", 'name = "x"\n[planner]\nforecaster = "oracle"\n')
+    put("scenario_predictors.toml", 'name = "x"\npredictors = "/nonexistent/predictor"\n')
+    put("scenario_rates_huge.toml", 'name = "x"\nrates_rps = [1e6]\n')
+    put("scenario_capacity_huge.toml", 'name = "x"\n[capacity]\ncapacity_rps = 1e6\n')
+    put("scenario_gpus_huge.toml", 'name = "x"\ngpus = 1000000\n')
+    put("scenario_loads_percent.toml", 'name = "x"\nloads = [67, 85]\n')
+    put(
+        "planner_options_static.toml",
+        'trace = "azure-conv"\nplacement = "prefill:TP2,decode:TP4"\n[planner_options]\nalpha = 0.1\n',
+    )
 
     # A small real profile of another model than the bundled predictor's (predict-check must refuse the pair).
     profile_8b = d / "profile_8b.csv"
@@ -146,6 +167,32 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         files[name] = d / name
         files[name].mkdir()
         (files[name] / "results.json").write_text(content)
+    for name, content in (  # results.json of the wrong shape (issue 21: tracebacks before)
+        ("results_runs_object", '{"format": "biscale-results", "version": 1, "runs": {"a": 1}}'),
+        ("results_version_text", '{"format": "biscale-results", "version": "1", "runs": []}'),
+        ("results_scenarios_object", '{"format": "biscale-results", "version": 1, "runs": [], "scenarios": {}}'),
+    ):
+        files[name] = d / name
+        files[name].mkdir()
+        (files[name] / "results.json").write_text(content)
+    # Run directories (no results.json) whose files are tampered with, each in one way.
+    requests = pd.DataFrame({c: [1.0] for c in TABLE_COLUMNS["requests.parquet"]}).assign(status=["completed"])
+    for name, summary, table, config in (
+        ("run_no_status", "{}", requests.drop(columns=["status"]), None),
+        ("run_ttft_text", "{}", requests.assign(ttft_s=["fast"]), None),
+        ("run_meta_list", '{"meta": [1]}', requests, None),
+        ("run_window_text", "{}", requests, '{"sim": {"window_s": "long"}}'),
+    ):
+        files[name] = d / name
+        files[name].mkdir()
+        (files[name] / "summary.json").write_text(summary)
+        table.to_parquet(files[name] / "requests.parquet")
+        if config is not None:
+            (files[name] / "config.json").write_text(config)
+    # A profile of the bundled predictor's GPU and model at a TP degree it has no model for (TP 1).
+    prof = pd.read_csv(profile_8b).assign(model="llama-3.3-70b")
+    files["profile_70b_tp1"] = d / "profile_70b_tp1.csv"
+    prof.to_csv(files["profile_70b_tp1"], index=False)
     files["art_bundled"] = bundled_artifact_dir("h100-sxm", "llama-3.3-70b")
     files["adir_csv"] = d / "adir.csv"  # a directory whose name looks like a profile
     files["adir_csv"].mkdir()
@@ -156,5 +203,9 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ("nvml_nolib", {**default_state(2), "library_present": False}),
     ):
         files[name] = write_state(d / f"{name}.json", state)
+    full = json.dumps(default_state(2))
+    put("nvml_truncated.json", full[: len(full) // 2])
+    put("nvml_shape.json", json.dumps({**default_state(1), "gpus": [{"index": 0}]}))
+    files["nvml_nodir"] = d / "no-such-dir" / "nvml.json"
     files["dir"] = d
     return {k: str(v) for k, v in files.items()}

@@ -34,11 +34,16 @@ class Case:
     says: tuple[str, ...]
     """Fragments the error line must contain: the field, file or value, and what is allowed."""
     nvml: str | None = None
-    """Fake NVML state for ``gpu`` commands: ``gpus`` (2 H100s, root), ``user`` (not root), ``nolib`` (no NVML)."""
+    """Fake NVML state for ``gpu`` commands: ``gpus`` (2 H100s, root), ``user`` (not root), ``nolib`` (no NVML),
+    ``truncated`` / ``shape`` (a damaged state file), ``nodir`` (a state path in a missing directory)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables set for the case (``{name}`` placeholders allowed)."""
 
 
-def case(id: str, args: str | tuple[str, ...], *says: str, nvml: str | None = None) -> Case:
-    return Case(id, tuple(args.split()) if isinstance(args, str) else args, says, nvml)
+def case(
+    id: str, args: str | tuple[str, ...], *says: str, nvml: str | None = None, env: dict[str, str] | None = None
+) -> Case:
+    return Case(id, tuple(args.split()) if isinstance(args, str) else args, says, nvml, tuple((env or {}).items()))
 
 
 CASES = [
@@ -610,10 +615,328 @@ CASES = [
     case("gpu-watch-zero-interval", "gpu watch --interval-s 0", "field '--interval-s'", "> 0", nvml="gpus"),
     case("gpu-watch-zero-count", "gpu watch --count 0", "field '--count'", ">= 1", nvml="gpus"),
     case("gpu-export-bad-port", "gpu export --port 70000", "field '--port'", "70000 is not a TCP port", nvml="gpus"),
+    # ================================================================ round 2 (issue 21)
+    # ----------------------------------------------------------------------- sizes typed where they enter
+    case(
+        "plan-gpus-trillions",
+        "plan --rate 5 --gpus 8000000000000",
+        "field 'gpus'",
+        "a cluster of 8,000,000,000,000 GPUs",
+        "limit of 131,072",
+    ),
+    case("plan-gpus-20-digits", "plan --rate 5 --gpus 99999999999999999999", "field 'gpus'", "1e+20 GPUs", "131,072"),
+    case(
+        "plan-gpus-per-node-huge",
+        "plan --rate 5 --gpus 16 --gpus-per-node 10000000",
+        "field 'gpus-per-node'",
+        "10,000,000 GPUs",
+    ),
+    case("plan-workers-huge", "plan --rate 5 --workers 100000", "field 'workers'", "100,000 worker processes", "1,024"),
+    case("plan-zero-workers", "plan --rate 5 --workers 0", "field 'workers'", ">= 1, got 0"),
+    case("evaluate-gpus-million", "evaluate --gpus 1000000 --out {dir}/ev", "field 'gpus'", "131072", "1000000"),
+    case(
+        "evaluate-loads-as-percent",
+        "evaluate --loads 67,85 --out {dir}/ev",
+        "field 'loads'",
+        "fractions of the searched capacity, at most 4",
+        "write 0.67",
+    ),
+    case("evaluate-workers-huge", "evaluate --workers 5000 --out {dir}/ev", "field '--workers'", "5,000 worker"),
+    case(
+        "evaluate-scenario-gpus-million",
+        "evaluate --config {scenario_gpus_huge} --out {dir}/ev",
+        "{scenario_gpus_huge}",
+        "field 'gpus'",
+        "131072",
+    ),
+    case(
+        "evaluate-scenario-loads-as-percent",
+        "evaluate --config {scenario_loads_percent} --out {dir}/ev",
+        "{scenario_loads_percent}",
+        "field 'loads'",
+        "write 0.67",
+    ),
+    case(
+        "evaluate-scenario-rates-exhaust-memory",
+        "evaluate --config {scenario_rates_huge} --out {dir}/ev",
+        "field 'rates_rps'",
+        "about 3,501,721,937 requests",
+        "limit of 5,000,000",
+    ),
+    case(
+        "evaluate-scenario-capacity-exhausts-memory",
+        "evaluate --config {scenario_capacity_huge} --out {dir}/ev",
+        "field 'loads'",
+        "a run at 850000 req/s",
+        "limit of 5,000,000",
+    ),
+    case(
+        "evaluate-scenario-too-many-sweep-points",
+        "evaluate --config {scenario_sweep_huge} --out {dir}/ev",
+        "300 sweep points",
+        "limit of 256",
+    ),
+    case(
+        "loadgen-concurrency-huge",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --max-concurrency 10000000 --out {dir}/lg",
+        "field 'max-concurrency'",
+        "10,000,000 connections",
+    ),
+    case(
+        "loadgen-zero-concurrency",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --max-concurrency 0 --out {dir}/lg",
+        "field 'max-concurrency'",
+        ">= 1",
+    ),
+    case(
+        "emulate-tp-huge",
+        "emulate-engine --port 0 --decode-tp 99999999",
+        "field 'decode-tp'",
+        "TP 99999999",
+        "[2, 4, 8]",
+    ),
+    case(
+        "gpu-watch-json-count-huge",
+        "gpu watch --json --count 1000000000000",
+        "field '--count'",
+        "1,000,000,000,000 samples kept for --json",
+        nvml="gpus",
+    ),
+    # ----------------------------------------------------------------------- scenarios checked when they load
+    case(
+        "evaluate-scenario-name-escapes-out",
+        "evaluate --config {scenario_name_dotdot} --out {dir}/ev",
+        "{scenario_name_dotdot}",
+        "name '../../x'",
+        "letters, digits",
+    ),
+    case(
+        "evaluate-scenario-name-empty",
+        "evaluate --config {scenario_name_empty} --out {dir}/ev",
+        "name ''",
+        "names the runs' directory",
+    ),
+    case(
+        "evaluate-scenario-empty-rates",
+        "evaluate --config {scenario_empty_rates} --out {dir}/ev",
+        "{scenario_empty_rates}",
+        "rates_rps is empty",
+    ),
+    case(
+        "evaluate-scenario-sweep-not-a-number",
+        "evaluate --config {scenario_sweep_word} --out {dir}/ev",
+        "{scenario_sweep_word}",
+        "sweep.switch_latency_ms",
+        "valid number",
+    ),
+    case(
+        "evaluate-scenario-sweep-negative",
+        "evaluate --config {scenario_sweep_negative} --out {dir}/ev",
+        "sweep.switch_latency_ms",
+        "greater than or equal to 0",
+    ),
+    case(
+        "evaluate-scenario-sweep-loads",
+        "evaluate --config {scenario_sweep_loads} --out {dir}/ev",
+        "sweep.loads ['50pct'] are not among the scenario's loads ['67pct', '85pct']",
+    ),
+    case(
+        "evaluate-scenario-sweep-value-is-a-path",
+        "evaluate --config {scenario_sweep_path} --out {dir}/ev",
+        "sweep.planner.forecaster: value '../x' names a run directory",
+    ),
+    case(
+        "evaluate-scenario-unknown-forecaster",
+        "evaluate --config {scenario_forecaster} --out {dir}/ev",
+        "{scenario_forecaster}",
+        "planner.forecaster: unknown forecaster 'oracle'",
+        "ewma, peak, previous, quantile",
+    ),
+    case(
+        "evaluate-scenario-missing-predictors",
+        "evaluate --config {scenario_predictors} --out {dir}/ev",
+        "predictors: /nonexistent/predictor",
+        "not a predictor artifact",
+    ),
+    case(
+        "evaluate-sweep-option-negative",
+        "evaluate --sweep switch_latency_ms=-5,10 --out {dir}/ev",
+        "--sweep: sweep.switch_latency_ms",
+        "'switch_latency_ms': -5",
+        "greater than or equal to 0",
+    ),
+    case(
+        "evaluate-sweep-option-unknown-forecaster",
+        "evaluate --sweep forecaster=previous,oracle --out {dir}/ev",
+        "unknown forecaster 'oracle'",
+    ),
+    case(
+        "evaluate-sweep-option-huge-cluster",
+        "evaluate --sweep gpus=16,1000000 --out {dir}/ev",
+        "field 'gpus'",
+        "131072",
+    ),
+    # ----------------------------------------------------------------------- output paths and caches
+    case("plan-empty-out", ("plan", "--rate", "5", "--out", ""), "--out is empty", "unset shell variable"),
+    case("plan-empty-out-equals", ("plan", "--rate", "5", "--out="), "--out is empty"),
+    case("evaluate-empty-out", ("evaluate", "--out", ""), "--out is empty"),
+    case("simulate-empty-config", ("simulate", "--config", ""), "--config is empty"),
+    case("report-empty-out", ("report", "{results_bad_run}", "--out", ""), "--out is empty"),
+    case(
+        "loadgen-empty-out",
+        ("loadgen", "--endpoint", "http://127.0.0.1:9", "--trace", "azure-conv", "--out", ""),
+        "--out is empty",
+    ),
+    case(
+        "plan-cache-env-unwritable",
+        "plan --rate 5",
+        f"{NOWHERE}/cache",
+        "the capacity cache: cannot write in /proc",
+        "BISCALE_CACHE_DIR",
+        "--no-cache",
+        env={"BISCALE_CACHE_DIR": f"{NOWHERE}/cache"},
+    ),
+    case(
+        "evaluate-cache-env-unwritable",
+        "evaluate --out {dir}/ev",
+        "the capacity cache",
+        "BISCALE_CACHE_DIR",
+        env={"BISCALE_CACHE_DIR": f"{NOWHERE}/cache"},
+    ),
+    case(
+        "plan-cache-option-unwritable",
+        f"plan --rate 5 --cache-dir {NOWHERE}/cache",
+        "--cache-dir: cannot write in /proc",
+        "BISCALE_CACHE_DIR",
+    ),
+    # ----------------------------------------------------------------------- loadgen before the replay
+    case(
+        "loadgen-unreachable-endpoint",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --duration 5 --out {dir}/lg",
+        "field 'endpoint'",
+        "cannot list models at http://127.0.0.1:9/v1/models: unreachable",
+    ),
+    case(
+        "loadgen-energy-unreachable",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --duration 5 --energy http://127.0.0.1:9 "
+        "--out {dir}/lg",
+        "field 'energy'",
+        "Prometheus at http://127.0.0.1:9",
+    ),
+    case(
+        "loadgen-unknown-api",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --api grpc --out {dir}/lg",
+        "field 'api'",
+        "unknown api 'grpc' (expected completions or chat)",
+    ),
+    # ----------------------------------------------------------------------- readers of written files
+    case("report-runs-an-object", "report {results_runs_object}", "results.json", "field 'runs'", "valid list"),
+    case("report-version-text", "report {results_version_text}", "field 'version'", "whole number, got '1'"),
+    case(
+        "report-scenarios-an-object",
+        "report {results_scenarios_object}",
+        "field 'scenarios'",
+        "expected a list, got dict",
+    ),
+    case(
+        "report-run-table-without-status",
+        "report {run_no_status}",
+        "{run_no_status}/requests.parquet",
+        "missing column 'status'",
+    ),
+    case(
+        "report-run-table-text-numbers",
+        "report {run_ttft_text}",
+        "requests.parquet",
+        "field 'ttft_s'",
+        "expected numbers",
+    ),
+    case("report-summary-meta-list", "report {run_meta_list}", "summary.json", "field 'meta'", "a JSON object"),
+    case("report-config-window-text", "report {run_window_text}", "config.json", "field 'sim.window_s'", "'long'"),
+    case(
+        "gpu-status-truncated-state",
+        "gpu status",
+        "{nvml_truncated}",
+        "fake NVML state (BISCALE_FAKE_NVML): not valid JSON",
+        nvml="truncated",
+    ),
+    case("gpu-status-state-shape", "gpu status", "field 'gpus.0'", "missing", "uuid", nvml="shape"),
+    case("gpu-status-state-no-dir", "gpu status", "{nvml_nodir}", "directory does not exist", nvml="nodir"),
+    # ----------------------------------------------------------------------- hosts, ports, TPs
+    case(
+        "plan-emit-empty-host",
+        ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "a,,b"),
+        "field 'hosts'",
+        "host 2 of 'a,,b' is empty",
+    ),
+    case(
+        "plan-emit-duplicate-hosts",
+        ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "a,a"),
+        "field 'hosts'",
+        "host 'a' is given twice",
+    ),
+    case(
+        "plan-emit-surplus-hosts",
+        ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "a,b,c"),
+        "3 host(s) given for 2 nodes",
+    ),
+    case(
+        "plan-emit-whitespace-hosts",
+        ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "node0 node1"),
+        "host 'node0 node1' contains whitespace",
+    ),
+    case(
+        "plan-emit-bad-ipv4",
+        ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "999.1.1.1,b"),
+        "field 'hosts'",
+        "not an IPv4 address: '999.1.1.1'",
+    ),
+    case("plan-hosts-without-emit", "plan --rate 5 --hosts a,b", "field 'hosts'", "give it with --emit"),
+    case("emulate-bad-ipv4-host", "emulate-engine --host 999.1.1.1 --port 8000", "field 'host'", "'999.1.1.1'"),
+    case("emulate-bad-host-name", ("emulate-engine", "--host", "a b", "--port", "8000"), "field 'host'", "'a b'"),
+    case(
+        "emulate-tp-not-in-model", "emulate-engine --port 0 --prefill-tp 3", "field 'prefill-tp'", "TP 3", "[2, 4, 8]"
+    ),
+    case(
+        "emulate-empty-model-name",
+        ("emulate-engine", "--port", "0", "--served-model-name", " "),
+        "field 'served-model-name'",
+        "not a model id: ' '",
+    ),
+    case("emulate-negative-duration", "emulate-engine --port 0 --duration-s -1", "field 'duration-s'", ">= 0"),
+    # ----------------------------------------------------------------------- one spelling per flag, planners, profiles
+    case("simulate-slo-new-spelling-zero", (*RUN, "--slo-ttft-ms", "0"), "field 'sim.slo.ttft_s'", "greater than 0"),
+    case(
+        "simulate-slo-both-spellings",
+        (*RUN, "--slo-ttft-ms", "500", "--ttft-slo-ms", "600"),
+        "--ttft-slo-ms is the old spelling of --slo-ttft-ms",
+    ),
+    case("evaluate-zero-slo", "evaluate --slo-ttft-ms 0 --out {dir}/ev", "field 'sim.slo.ttft_s'", "greater than 0"),
+    case(
+        "loadgen-zero-slo",
+        "loadgen --endpoint http://127.0.0.1:9 --trace azure-conv --slo-ttft-ms 0 --out {dir}/lg",
+        "field 'slo-ttft-ms'",
+        "> 0",
+    ),
+    case("emulate-zero-slo", "emulate-engine --port 0 --slo-ttft-ms 0", "field 'slo-ttft-ms'", "> 0"),
+    case(
+        "simulate-static-planner-options",
+        "simulate --config {planner_options_static}",
+        "field 'planner_options'",
+        "planner 'static' takes no options, got ['alpha']",
+    ),
+    case(
+        "predict-check-no-common-tp",
+        "predict-check {art_bundled} {profile_70b_tp1}",
+        "{profile_70b_tp1}",
+        "field 'tp'",
+        "the profile measures TP [1]",
+        "biscale profile --tp",
+    ),
 ]
 
 # Simulate cases above are written as the run's options; the command name goes first.
-CASES = [c if c.args[0] != "--trace" else Case(c.id, ("simulate", *c.args), c.says, c.nvml) for c in CASES]
+CASES = [c if c.args[0] != "--trace" else Case(c.id, ("simulate", *c.args), c.says, c.nvml, c.env) for c in CASES]
 
 
 def _fill(text: str, files: dict[str, str]) -> str:
@@ -643,16 +966,26 @@ def assert_one_line_error(code: int, out: str, err: str, says: list[str]) -> Non
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_exit_2(c: Case, run_cli, bad_files: dict[str, str], use_nvml) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_one_line_exit_2(  # type: ignore[no-untyped-def]
+    c: Case, run_cli, bad_files: dict[str, str], use_nvml, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     use_nvml(c.nvml)
+    for key, value in c.env:
+        monkeypatch.setenv(key, _fill(value, bad_files))
+    monkeypatch.chdir(tmp_path)  # a refused command writes nothing, in the current directory either
     res = run_cli(*(_fill(a, bad_files) for a in c.args))
     assert_one_line_error(res.code, res.out, res.err, [_fill(s, bad_files) for s in c.says])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 #: Cases also run through a real interpreter (``python -m biscale.cli.main``, as the console script runs ``main``):
 #: an exception escaping ``main`` would print a traceback there.
 SUBPROCESS_CASES = [
     "trace-stats-rate-exhausts-memory",
+    "plan-gpus-20-digits",
+    "evaluate-loads-as-percent",
+    "loadgen-unreachable-endpoint",
+    "gpu-status-truncated-state",
     "simulate-placement-binary-file",
     "predict-empty-lengths",
     "predict-bad-npz",
@@ -667,6 +1000,7 @@ def test_bad_input_in_a_real_process(case_id: str, bad_files: dict[str, str]) ->
     env = {k: v for k, v in os.environ.items() if k not in (FAKE_ENV, "CUDA_VISIBLE_DEVICES")}
     if c.nvml is not None:
         env[FAKE_ENV] = bad_files[f"nvml_{c.nvml}"]
+    env.update({key: _fill(value, bad_files) for key, value in c.env})
     args = [_fill(a, bad_files) for a in c.args]
     proc = subprocess.run(
         [sys.executable, "-m", "biscale.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
@@ -705,3 +1039,5 @@ def test_no_output_path_left_behind(bad_files: dict[str, str]) -> None:
     """The output checks create nothing: refused outputs leave no directory or file behind."""
     d = Path(bad_files["dir"])
     assert not (d / "art").exists() and not (d / "p.csv").exists()
+    assert not (d / "ev").exists() and not (d / "lg").exists()  # evaluate / loadgen outputs of refused runs
+    assert not (d / "x").exists()  # runs of a scenario named ../../x under --out {dir}/ev

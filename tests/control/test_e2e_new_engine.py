@@ -1,9 +1,8 @@
-"""End to end for the controllers that need the engine of the architecture issue (issue 8): the prefill MPC (it
-must see the batch it clocks: ``InstanceState.batch_*``) and the oracle (request ids, decode times).
+"""End to end for the controllers that need to see the batch they clock: the prefill MPC (``InstanceState.batch_*``,
+filled after the prefill batch is formed and before it is priced) and the oracle (request ids, decode times).
 
-Truth: the hardware model; belief: the bundled predictor. Each test skips, with the reason, on an engine that does
-not fill those fields yet (today's engine builds the prefill snapshot after taking the batch off the queue and
-before recording it, so the MPC would plan without the very batch it clocks).
+Truth: the hardware model; belief: the bundled predictor. The first test checks that the engine fills those
+fields, without which the others would compare controllers planning blind.
 """
 
 from __future__ import annotations
@@ -32,27 +31,17 @@ class _Spy(ClockController):
         return None
 
 
-def _what_the_engine_shows() -> tuple[bool, bool]:
-    """(the prefill batch about to run, the decode batch's request ids and decode times)."""
+def test_the_engine_shows_controllers_the_batch_they_clock() -> None:
+    """The prefill snapshot carries the batch about to run; the decode one the running request ids and times."""
     pre, dec = _Spy(), _Spy()
     trace = Trace([0.0, 0.0], [300, 200], [4, 4])
     hw = get_hardware("h100-sxm", "llama-3.3-70b")
     simulate(trace, PLACEMENT, hw, {"prefill": pre, "decode": dec}, config=CONFIG)
-    batch_seen = any(s.batch_new_tokens.size for s in pre.seen)
-    ids_seen = any(s.running_request_ids.size == s.batch_size > 0 for s in dec.seen)
-    times_seen = any(s.running_decode_time_s.size == s.batch_size > 0 for s in dec.seen)
-    return batch_seen, ids_seen and times_seen
-
-
-SHOWS_BATCH, SHOWS_IDS = _what_the_engine_shows()
-needs_batch = pytest.mark.skipif(
-    not SHOWS_BATCH,
-    reason="needs the engine of issue 8: decide() after the prefill batch is formed, InstanceState.batch_* filled",
-)
-needs_ids = pytest.mark.skipif(
-    not (SHOWS_BATCH and SHOWS_IDS),
-    reason="the oracle needs the engine to fill InstanceState.batch_*, running_request_ids and running_decode_time_s",
-)
+    assert pre.seen[0].batch_new_tokens.tolist() == [300, 200]
+    assert pre.seen[0].batch_prompt_tokens.tolist() == [300, 200]
+    assert max(s.batch_size for s in dec.seen) == 2
+    for s in dec.seen:
+        assert s.running_request_ids.size == s.running_decode_time_s.size == s.batch_size > 0
 
 
 def trace_at(rate_rps: float) -> Trace:
@@ -92,7 +81,6 @@ def prefill_busy_j(s: dict) -> float:
     return s["prefill_busy_energy_per_prompt_token_j"] * s["prompt_tokens"]
 
 
-@needs_batch
 def test_controllers_meet_the_slos_the_top_clock_meets_with_less_energy(online):
     top, mpc = online["top"], online["mpc"]
     assert top["slo_met"] and mpc["slo_met"]
@@ -103,13 +91,11 @@ def test_controllers_meet_the_slos_the_top_clock_meets_with_less_energy(online):
     assert mpc["energy_total_j"] < 0.8 * top["energy_total_j"]
 
 
-@needs_batch
 def test_the_exact_mpc_is_not_worse_than_the_greedy(online):
     assert online["greedy"]["slo_met"]
     assert prefill_busy_j(online["mpc"]) <= (1 + NOISE / 2) * prefill_busy_j(online["greedy"])
 
 
-@needs_ids
 def test_the_oracle_meets_the_slos_and_is_not_beaten_beyond_noise(scenario, online, hw):
     tr, run = scenario
     oracle = run(

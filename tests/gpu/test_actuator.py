@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 
 import pynvml
 import pytest
@@ -60,20 +60,28 @@ def test_repeating_the_current_clock_is_a_no_op(fake: FakeNvml) -> None:
 
 
 def test_group_switch_runs_in_parallel(fake: FakeNvml) -> None:
-    # Each NVML call of the fake takes a file-free lock only briefly; make set slow to see overlap.
+    """All four set calls are in flight at once: each waits at a barrier for the other three (one after the other,
+    the first would wait alone and the barrier break), and the most calls seen inside NVML together is 4."""
     orig = fake.nvmlDeviceSetGpuLockedClocks
+    barrier = threading.Barrier(4, timeout=10)
+    inside = [0, 0]  # now, most
+    count = threading.Lock()
 
-    def slow_set(h: object, lo: int, hi: int) -> None:
-        time.sleep(0.2)
+    def meeting_set(h: object, lo: int, hi: int) -> None:
+        with count:
+            inside[0] += 1
+            inside[1] = max(inside)
+        barrier.wait()  # BrokenBarrierError (the set fails) unless all four calls run together
+        with count:
+            inside[0] -= 1
         orig(h, lo, hi)  # type: ignore[arg-type]
 
-    fake.nvmlDeviceSetGpuLockedClocks = slow_set  # type: ignore[method-assign]
+    fake.nvmlDeviceSetGpuLockedClocks = meeting_set  # type: ignore[method-assign]
     fake.update(lambda st: st["gpus"].extend(default_state(4)["gpus"][2:]))
-    with NvmlActuator(fake) as act:
-        t0 = time.monotonic()
+    with NvmlActuator(fake, retries=0) as act:
         act.set_clock([0, 1, 2, 3], 990)
-        elapsed = time.monotonic() - t0
-    assert elapsed < 0.6, f"4 GPUs x 0.2 s took {elapsed:.2f} s: not parallel"
+        assert not barrier.broken and inside[1] == 4
+        assert act.current_clock_mhz([0, 1, 2, 3]) == dict.fromkeys(range(4), 990)
 
 
 def test_unsupported_clock_is_refused_with_the_nearest_supported_ones(fake: FakeNvml) -> None:

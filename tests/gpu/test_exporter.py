@@ -89,3 +89,37 @@ def test_read_errors_are_counted_not_fatal(fake: FakeNvml) -> None:
     with pytest.raises(RuntimeError, match="already attached"):
         metrics.attach_nvml(meter)
     meter.close()
+
+
+def test_the_exporter_answers_only_metrics_and_only_with_the_token_when_one_is_set() -> None:
+    import urllib.error
+
+    metrics = ControlPlaneMetrics()
+    metrics.record_decision("d", "decode", 990)
+    port = metrics.serve(port=0, token="s3cret-token-0123456789")
+
+    def get(path: str, auth: str | None = None) -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if auth is not None:
+            req.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    try:
+        assert get("/metrics")[0] == 401
+        assert get("/metrics", "Bearer wrong")[0] == 401
+        status, body = get("/metrics?x=1", "Bearer s3cret-token-0123456789")
+        assert status == 200 and "biscale_controller_decisions_total" in body
+        for path in ("/", "/debug", "/metrics/../x", "/metricsx"):
+            assert get(path, "Bearer s3cret-token-0123456789")[0] == 404
+    finally:
+        metrics.shutdown()
+    open_port = ControlPlaneMetrics()
+    port = open_port.serve(port=0)
+    try:
+        assert get("/metrics")[0] == 200 and get("/")[0] == 404
+    finally:
+        open_port.shutdown()

@@ -17,14 +17,15 @@ def test_calibrate_table_report_files_and_plots(run_cli, tmp_path: Path) -> None
     assert res.code == 0, res.err
     assert "all tolerances met" in res.out
     assert "in-sample" in res.out and "out-of-sample" in res.out
-    for name in cal.CHECKS:
+    names = [c.name for c in cal.CHECKS]
+    for name in names:
         png = out / f"{name}.png"
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "calibration.csv")
-    assert list(table["name"]) == list(cal.CHECKS)
+    assert list(table["name"]) == names
     assert set(table.columns) >= {"role", "error_pct", "lodo_error_pct", "tolerance_pct", "passed", "points"}
     saved = json.loads((out / "calibration.json").read_text())
-    assert [c["name"] for c in saved["checks"]] == list(cal.CHECKS)
+    assert [c["name"] for c in saved["checks"]] == names
     assert saved["checks"][0]["error_pct"] == pytest.approx(table["error_pct"][0])
 
 
@@ -35,16 +36,16 @@ def test_calibrate_json(run_cli, tmp_path: Path) -> None:  # type: ignore[no-unt
     assert len(lines) == 1
     obj = json.loads(lines[0])
     assert obj["all_passed"] is True and obj["gpu"] is None and obj["model"] is None
-    assert [c["name"] for c in obj["checks"]] == list(cal.TOLERANCE_PCT)
+    assert [c["name"] for c in obj["checks"]] == list(cal.CHECK_BY_NAME)
     assert str(tmp_path / "c" / "calibration.csv") in obj["files"]
     for c in obj["checks"]:
         assert c["passed"] is (c["error_pct"] <= c["tolerance_pct"])
-        assert c["tolerance_pct"] == cal.TOLERANCE_PCT[c["name"]]
-        assert c["role"] in ("in-sample", "out-of-sample") and c["metric"] == "MAPE"
-        if c["role"] == "out-of-sample":
+        assert c["tolerance_pct"] == cal.CHECK_BY_NAME[c["name"]].tolerance_pct
+        assert c["role"] in ("in-sample", "out-of-sample", "held-out") and c["metric"] == "MAPE"
+        if c["role"] != "in-sample":
             assert c["lodo_error_pct"] is None
     roles = {c["name"]: c["role"] for c in obj["checks"]}
-    assert roles["mlenergy_70b_decode"] == "out-of-sample" and roles["prefill_power"] == "in-sample"
+    assert roles["mlenergy_70b_decode"] == "held-out" and roles["prefill_power"] == "in-sample"
 
 
 def test_calibrate_a_pair_against_its_own_data(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

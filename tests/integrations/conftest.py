@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml, default_state, write_state
+
 SOURCES = {
     "vllm": ("BISCALE_VLLM_SRC", "/tmp/vllm", "vllm 0.33.0"),
     "sglang": ("BISCALE_SGLANG_SRC", "/tmp/sglang", "sglang 0.5.23"),
@@ -65,3 +67,21 @@ def engine_source() -> Callable[[str], SourceTree]:
         return SourceTree(root)
 
     return get
+
+
+@pytest.fixture
+def nvml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A four-GPU fake NVML state file; the engine sees GPUs 2 and 3 (CUDA_VISIBLE_DEVICES=2,3), no guard."""
+    path = write_state(tmp_path / "nvml.json", default_state(4))
+    monkeypatch.setenv(FAKE_ENV, str(path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    monkeypatch.setenv("BISCALE_GUARD", "false")
+    for k in ("BISCALE_CONFIG", "BISCALE_GPUS", "BISCALE_CONTROLLER", "BISCALE_METRICS_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    return path
+
+
+@pytest.fixture
+def fake() -> FakeNvml:
+    """An in-memory fake with two H100-like GPUs (root)."""
+    return FakeNvml(state=default_state(2))

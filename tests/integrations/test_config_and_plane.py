@@ -113,6 +113,9 @@ FAST = ("--clocks", "1980", "--tps", "8", "--probe-s", "60", "--workers", "1")
 
 def test_plan_emit_prints_a_script_for_the_plan(run_cli: Callable[..., Any], tmp_path: Path) -> None:
     base = ("plan", "--rate", "10", "--gpus", "16", "--cache-dir", str(tmp_path), *FAST)
+    refused = run_cli(*base, "--emit", "vllm")  # two nodes: the operator must say where the servers listen
+    assert refused.code == 2 and "a plan over 2 nodes needs --bind-addr" in refused.err
+    base = (*base, "--bind-addr", "0.0.0.0")
     res = run_cli(*base, "--emit", "vllm", "--hosts", "10.0.0.1,10.0.0.2", "--serve-model", "my/model")
     assert res.code == 0, res.err
     script = res.out

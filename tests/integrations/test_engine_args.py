@@ -56,7 +56,7 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
 def test_every_emitted_command_parses_with_the_engines_argument_names(engine: str) -> None:
-    plan = build_plan(PLACEMENT, engine, gpus_per_node=8, nodes=3, hosts=["a", "b", "c"])
+    plan = build_plan(PLACEMENT, engine, gpus_per_node=8, nodes=3, bind_addr="0.0.0.0", hosts=["a", "b", "c"])
     assert len(plan.instances) == 4
     for inst in plan.instances:
         _, ns = parse(inst.argv)
@@ -84,7 +84,7 @@ def test_every_emitted_command_parses_with_the_engines_argument_names(engine: st
 
 
 def test_gpus_and_ports_never_overlap_on_a_node_and_groups_stay_on_one_node() -> None:
-    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2)
+    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     seen: dict[int, set[int]] = {}
     for inst in plan.instances:
         used = seen.setdefault(inst.node, set())
@@ -111,7 +111,7 @@ def test_planned_nodes_are_kept_and_a_placement_that_does_not_fit_is_refused() -
             ]
         }
     )
-    plan = build_plan(p, "vllm", gpus_per_node=8, nodes=2)
+    plan = build_plan(p, "vllm", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     assert [(i.name, i.node, i.gpus) for i in plan.instances] == [
         ("prefill-0", 1, (0, 1, 2, 3)),
         ("prefill-1", 1, (4, 5, 6, 7)),
@@ -122,9 +122,9 @@ def test_planned_nodes_are_kept_and_a_placement_that_does_not_fit_is_refused() -
 
 
 def test_baseline_clocks_go_to_the_hook_and_to_sglang_s_clock_lock() -> None:
-    v = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2, top_clock_mhz=1980)
+    v = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0", top_clock_mhz=1980)
     assert [i.hook_config.get("baseline_clock_mhz") for i in v.instances if i.hook_config] == [1200, 1200, 1980, None]
-    s = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2, top_clock_mhz=1980)
+    s = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0", top_clock_mhz=1980)
     locks = [[c for c in i.sidecars if c[:3] == ["biscale", "gpu", "lock"]] for i in s.instances]
     assert [lk[0][lk[0].index("--clock") + 1] if lk else None for lk in locks] == ["1200", "1200", "1980", None]
     assert all(any(c[:3] == ["biscale", "gpu", "export"] for c in i.sidecars) for i in s.instances)
@@ -136,7 +136,7 @@ def test_the_sidecar_commands_use_biscale_s_own_options() -> None:
     from biscale.cli.main import app
 
     gpu = typer.main.get_command(app).commands["gpu"]  # type: ignore[attr-defined]
-    s = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2)
+    s = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     for inst in s.instances:
         for side in inst.sidecars:
             sub = gpu.commands[side[2]]
@@ -147,7 +147,7 @@ def test_the_sidecar_commands_use_biscale_s_own_options() -> None:
 def test_the_script_runs_one_node_per_argument_and_writes_the_configs(tmp_path: Path) -> None:
     import subprocess
 
-    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2)
+    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     script = render_script(plan)
     # run it with the engines replaced by a stub that records its command line
     stub = tmp_path / "bin"
@@ -236,7 +236,7 @@ def load_router_args(text: str, name: str) -> types.ModuleType:
 def test_vllm_router_accepts_the_router_command(engine_source: Callable[[str], Any]) -> None:
     src = engine_source("vllm-router")
     mod = load_router_args(src.read("vllm_router/router_args.py"), "vllm_router.router_args")
-    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2)
+    plan = build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     parser = argparse.ArgumentParser(exit_on_error=False)
     mod.RouterArgs.add_cli_args(parser)
     ns = parser.parse_args(plan.router[1:])
@@ -256,7 +256,7 @@ def test_sglang_router_accepts_the_router_command(
     monkeypatch.setitem(sys.modules, "sglang_router.sglang_router_rs", rust)
     mod = load_router_args(src.read("sglang_router/router_args.py"), "sglang_router.router_args")
     assert "def parse_router_args" in src.read("sglang_router/launch_router.py")
-    plan = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2)
+    plan = build_plan(PLACEMENT, "sglang", gpus_per_node=8, nodes=2, bind_addr="0.0.0.0")
     parser = argparse.ArgumentParser(exit_on_error=False)
     mod.RouterArgs.add_cli_args(parser)
     ns = parser.parse_args(plan.router[3:])
@@ -272,3 +272,14 @@ def test_every_name_the_vllm_adapter_reads_exists_in_the_pinned_vllm(engine_sour
     src = engine_source("vllm")
     missing = [(rel, name) for rel, names in VLLM_READS.items() for name in names if name not in src.read(rel)]
     assert missing == []
+
+
+def test_a_plan_exposes_nothing_beyond_the_node_unless_asked() -> None:
+    from biscale.errors import InputError
+
+    one_node = Placement.model_validate({"instances": [{"phase": "prefill", "tp": 2}, {"phase": "decode", "tp": 2}]})
+    for engine in ("vllm", "sglang"):
+        script = render_script(build_plan(one_node, engine, gpus_per_node=8, nodes=1))
+        assert "0.0.0.0" not in script and script.count("127.0.0.1") >= 3
+    with pytest.raises(InputError, match="a plan over 2 nodes needs --bind-addr"):
+        build_plan(PLACEMENT, "vllm", gpus_per_node=8, nodes=2)

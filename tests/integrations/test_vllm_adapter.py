@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pynvml
 import pytest
 
 from biscale.control.controllers import ClockController
 from biscale.control.state import GOVERNOR_MHZ, InstanceState, Slo
-from biscale.gpu.fake_nvml import FAKE_ENV, default_state, read_state, write_state
+from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml, default_state, read_state, write_state
 from biscale.integrations import vllm as adapter
 from biscale.integrations.hook import live_state
 
@@ -163,6 +164,10 @@ class Scheduler:
 class AsyncScheduler(Scheduler):
     __slots__ = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scheduler_config = SchedulerConfig(async_scheduling=True)
+
 
 class Spy(ClockController):
     """Records every snapshot; answers a fixed clock (or raises)."""
@@ -182,17 +187,6 @@ class Spy(ClockController):
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture
-def nvml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = write_state(tmp_path / "nvml.json", default_state(4))
-    monkeypatch.setenv(FAKE_ENV, str(path))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    monkeypatch.setenv("BISCALE_GUARD", "false")
-    for k in ("BISCALE_CONFIG", "BISCALE_GPUS", "BISCALE_CONTROLLER", "BISCALE_METRICS_PORT"):
-        monkeypatch.delenv(k, raising=False)
-    return path
-
-
 def make(role: str, monkeypatch: pytest.MonkeyPatch, base: type = Scheduler, **kw: Any) -> Any:
     monkeypatch.setenv("BISCALE_ROLE", role)
     cls = adapter.make_scheduler_class(base)
@@ -390,28 +384,67 @@ def test_async_scheduling_decides_step_k_plus_1_while_step_k_runs(
     sched.shutdown()
 
 
-def test_a_scheduler_of_the_wrong_kind_for_the_async_setting_is_reported(
-    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("base", "resolved", "want"),
+    [(Scheduler, True, "BiScaleScheduler"), (AsyncScheduler, False, "BiScaleSyncScheduler")],
+)
+def test_a_scheduler_of_the_wrong_kind_for_the_async_setting_is_refused_with_the_class_to_use(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, base: type, resolved: bool, want: str
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="biscale.integrations")
+    from biscale.errors import InputError
 
-    class AsyncOn(Scheduler):
+    class Resolved(base):  # type: ignore[valid-type, misc]
         __slots__ = ()
 
         def __init__(self) -> None:
             super().__init__()
-            self.scheduler_config = SchedulerConfig(async_scheduling=True)
+            self.scheduler_config = SchedulerConfig(async_scheduling=resolved)
 
-    sched = make("prefill", monkeypatch, base=AsyncOn)
-    assert any("use BiScaleScheduler" in r.getMessage() for r in caplog.records)
-    sched.shutdown()
+    on = "on" if resolved else "off"
+    with pytest.raises(InputError, match=f"async scheduling {on}.*biscale.integrations.vllm.{want}"):
+        make("prefill", monkeypatch, base=Resolved)
 
 
-def test_default_gpus_are_the_first_tp_x_pp_visible_devices_and_none_with_data_parallel() -> None:
-    assert adapter.default_gpu_selection(ParallelConfig(tensor_parallel_size=4, pipeline_parallel_size=2)) == (
+def test_each_data_parallel_rank_clocks_its_own_gpus_as_vllm_s_workers_pick_them() -> None:
+    # no get_local_gpu_index (an older config): ranks side by side on one node
+    assert adapter.rank_gpu_selection(ParallelConfig(tensor_parallel_size=4, pipeline_parallel_size=2)) == (
         "cuda:0,cuda:1,cuda:2,cuda:3,cuda:4,cuda:5,cuda:6,cuda:7"
     )
-    assert adapter.default_gpu_selection(ParallelConfig(data_parallel_size=2)) is None
+    pc = ParallelConfig(tensor_parallel_size=2, data_parallel_size=2)
+    pc.data_parallel_rank_local = 1  # type: ignore[attr-defined]
+    assert adapter.rank_gpu_selection(pc) == "cuda:2,cuda:3"
+
+    @dataclass
+    class WithMapping(ParallelConfig):
+        local_world_size: int = 2
+        data_parallel_rank_local: int = 1
+        assigned_physical_gpu_ids: list[int] | None = None
+
+        def get_local_gpu_index(self, local_rank: int) -> int:  # vLLM 0.33's rule on one node
+            return local_rank + self.data_parallel_rank_local * self.tensor_parallel_size
+
+    assert adapter.rank_gpu_selection(WithMapping()) == "cuda:2,cuda:3"
+    assert adapter.rank_gpu_selection(WithMapping(assigned_physical_gpu_ids=[7, 6, 5, 4])) == "5,4"  # NVML indices
+    # TP 8 x PP 2 over two nodes: this node's share only (no 'cuda:8')
+    spans = WithMapping(
+        tensor_parallel_size=8, pipeline_parallel_size=2, nnodes=2, local_world_size=8, data_parallel_rank_local=0
+    )
+    assert adapter.rank_gpu_selection(spans) == ",".join(f"cuda:{i}" for i in range(8))
+
+
+def test_data_parallel_ranks_get_their_own_instance_name_and_metrics_port() -> None:
+    from biscale.errors import InputError
+    from biscale.integrations.config import HookConfig
+
+    pc = ParallelConfig(data_parallel_size=2)
+    pc.data_parallel_rank = 3  # type: ignore[attr-defined]
+    pc.data_parallel_rank_local = 1  # type: ignore[attr-defined]
+    got = adapter.per_rank_config(HookConfig(role="decode", instance="d", metrics_port=9400), pc)
+    assert (got.instance, got.metrics_port) == ("d-dp3", 9401)
+    one = HookConfig(role="decode", instance="d", metrics_port=9400)
+    assert adapter.per_rank_config(one, ParallelConfig()) is one
+    with pytest.raises(InputError, match="every one of the 2 data-parallel ranks"):
+        adapter.per_rank_config(HookConfig(role="decode", gpus="0,1"), pc)
 
 
 def test_version_check() -> None:
@@ -463,3 +496,98 @@ def test_with_a_guard_process_the_clocks_are_restored_and_the_guard_released(
     guard = hook.guard
     sched.shutdown()
     assert guard.proc.poll() == 0 and locked(nvml_file) == [None] * 4
+
+
+# ------------------------------------------------------------------------------------------------ faults
+NVML_CALLS = (
+    "nvmlInit",
+    "nvmlShutdown",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetSupportedMemoryClocks",
+    "nvmlDeviceGetSupportedGraphicsClocks",
+    "nvmlDeviceResetGpuLockedClocks",
+    "nvmlDeviceSetGpuLockedClocks",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetPowerUsage",
+)
+
+
+def drive(sched: Any) -> list[int]:
+    totals = []
+    sched.add_request(Request("r", 300, 3, time.time(), RequestStatus.WAITING))
+    while sched.requests:
+        out = sched.schedule()
+        totals.append(out.total_num_scheduled_tokens)
+        sched.update_from_output(out, None)
+    return totals
+
+
+def test_the_fault_list_is_every_nvml_call_the_hook_makes(nvml_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BISCALE_METRICS_PORT", "0")
+    sched = make("prefill", monkeypatch)
+    sched._biscale.controller = Spy(990)
+    drive(sched)
+    assert sched._biscale.actuator.flush(5.0)
+    sched._biscale.metrics.render()
+    sched.shutdown()
+    made = {c["fn"] for c in FakeNvml(nvml_file).calls()}
+    assert made == set(NVML_CALLS)
+
+
+@pytest.mark.parametrize("fn", NVML_CALLS)
+def test_serving_goes_on_at_default_clocks_whatever_nvml_call_fails_for_good(
+    fn: str, nvml_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codes = {
+        "nvmlDeviceResetGpuLockedClocks": pynvml.NVML_ERROR_NOT_SUPPORTED,
+        "nvmlDeviceGetSupportedGraphicsClocks": pynvml.NVML_ERROR_UNKNOWN,
+    }
+    monkeypatch.setenv("BISCALE_METRICS_PORT", "0")
+    FakeNvml(nvml_file).add_fault(fn, codes.get(fn, pynvml.NVML_ERROR_UNKNOWN))
+    sched = make("prefill", monkeypatch)
+    assert sched._biscale is not None
+    sched._biscale.controller = Spy(990)
+    assert drive(sched) == [300, 1, 1]  # vLLM's batches, untouched
+    if sched._biscale.actuator is not None:
+        assert sched._biscale.actuator.flush(5.0)
+    if sched._biscale.metrics is not None:
+        sched._biscale.metrics.render()
+    sched.shutdown()
+    assert locked(nvml_file) == [None] * 4
+
+
+def test_a_metrics_port_in_use_is_said_once_and_serving_goes_on(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    caplog.set_level(logging.ERROR, logger="biscale.integrations")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setenv("BISCALE_METRICS_PORT", str(busy.getsockname()[1]))
+        sched = make("decode", monkeypatch)
+    assert sched._biscale.metrics is None and sched._biscale.actuator is not None
+    assert sum("metrics not served" in r.getMessage() for r in caplog.records) == 1
+    assert drive(sched) == [300, 1, 1]
+    sched.shutdown()
+
+
+def test_any_other_start_up_failure_leaves_the_engine_serving_at_default_clocks(
+    nvml_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from biscale.integrations import vllm as adapter
+
+    def broken(self: Any, config: Any, pc: Any) -> Any:
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(adapter.BiScaleSchedulerMixin, "_biscale_open", broken)
+    caplog.set_level(logging.ERROR, logger="biscale.integrations")
+    sched = make("decode", monkeypatch)
+    assert sched._biscale is None
+    assert sum("serves at default clocks" in r.getMessage() for r in caplog.records) == 1
+    assert drive(sched) == [300, 1, 1]

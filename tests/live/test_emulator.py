@@ -153,3 +153,113 @@ def test_metrics_carry_every_name_of_the_control_plane_exporter(emulator: Callab
     }  # fmt: skip
     assert want <= metric_names(text)
     assert 'biscale_gpu_phase_info{engine_instance="decode-0",gpu="4",phase="decode"} 1.0' in text
+
+
+def _raw(port: int, request: bytes) -> tuple[int, str, str]:
+    """(status, content type, body) of one raw HTTP/1.1 exchange (aiohttp's own errors included)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    ctype = next((h.split(":", 1)[1].strip() for h in lines if h.lower().startswith("content-type:")), "")
+    return int(lines[0].split()[1]), ctype, body.decode(errors="replace")
+
+
+def _post(port: int, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": "a b", "stream": True, "stream_options": "yes"}, "'stream_options' must be an object"),
+        ({"prompt": "a b", "stream": True, "stream_options": {"include_usage": "y"}}, "include_usage"),
+        ({"prompt": "a b", "stream": "yes"}, "'stream' must be true or false"),
+        ({"prompt": "a b", "max_tokens": True}, "'max_tokens' must be an integer >= 1"),
+        ({"prompt": "a b", "max_tokens": 2.5}, "'max_tokens' must be an integer >= 1"),
+        ({"prompt": "a b", "n": 2}, "'n' must be 1"),
+    ],
+)
+def test_bad_options_are_refused_before_any_stream_starts(
+    emulator: Callable[..., Any], body: dict[str, Any], message: str
+) -> None:
+    import json
+
+    emu = emulator(role="decode", decode_tp=2, speed=20.0)
+    status, ctype, text = _raw(emu.port, _post(emu.port, "/v1/completions", json.dumps(body).encode()))
+    assert status == 400 and ctype.startswith("application/json")
+    err = json.loads(text)["error"]
+    assert message in err["message"] and err["type"] == "invalid_request_error" and err["code"] == 400
+
+
+def test_every_error_status_is_in_openai_s_json_format(
+    emulator: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from biscale.live import emulator as module
+
+    monkeypatch.setattr(module, "MAX_BODY_BYTES", 1000)
+    emu = emulator(role="decode", decode_tp=2, speed=20.0)
+    cases = {
+        404: b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        405: b"GET /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        413: _post(emu.port, "/v1/completions", json.dumps({"prompt": "a " * 2000}).encode()),
+        400: _post(emu.port, "/v1/completions", b"{not json"),
+    }
+    for status, request in cases.items():
+        got, ctype, text = _raw(emu.port, request)
+        assert (got, ctype.split(";")[0]) == (status, "application/json"), (status, text)
+        err = json.loads(text)["error"]
+        assert err["code"] == status and err["message"] and err["type"]
+
+
+def _gauge(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def _eventually(pred: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_abandoned_request_leaves_the_engine_and_the_gauges_say_so(
+    emulator: Callable[..., Any], stream: bool
+) -> None:
+    import json
+    import socket
+
+    emu = emulator(role="decode", decode_tp=2, speed=1.0)
+    body = json.dumps({"prompt": "a b c", "max_tokens": 5000, "stream": stream}).encode()
+    s = socket.create_connection(("127.0.0.1", emu.port), timeout=30)
+    s.sendall(_post(emu.port, "/v1/completions", body))
+    assert _eventually(lambda: _gauge(emu.port, "biscale_engine_requests_running") == 1)
+    s.close()  # the client hangs up
+    assert _eventually(lambda: _gauge(emu.port, "biscale_engine_requests_running") == 0)
+    assert _gauge(emu.port, "biscale_engine_requests_waiting") == 0
+
+
+def test_a_tp_the_predictors_were_not_profiled_at_is_refused_at_start() -> None:
+    from biscale.errors import InputError
+
+    with pytest.raises(
+        InputError, match=r"field 'prefill-tp'.*no prefill model for TP 1 \(profiled TP degrees: 2, 4, 8"
+    ):
+        _engine(role="both", prefill_tp=1)

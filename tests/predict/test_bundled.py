@@ -55,4 +55,8 @@ def test_documented_pipeline_reproduces_bundled_artifact(run_cli, tmp_path) -> N
         np.testing.assert_allclose(b.latency_s, a.latency_s, rtol=rtol)
         np.testing.assert_allclose(b.power_w, a.power_w, rtol=rtol)
         if same_bytes:
-            np.testing.assert_array_equal(f.knots, m.knots)
+            # Knots are picked among log-spaced candidates (np.geomspace: exp/log from the platform's libm, which
+            # differs by an ULP between x86 CPUs: 1.8e-15 seen). 1e-9 is six orders above that and far below the
+            # candidates' spacing (48 over the hinge feature's range: a factor 1.09-1.16 in this artifact), so a
+            # different pick still fails.
+            np.testing.assert_allclose(f.knots, m.knots, rtol=1e-9)

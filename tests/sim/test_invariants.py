@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import assume, example, find, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from biscale.control import (
     ScheduledPlanner,
     parse_placement,
 )
+from biscale.costmodel import CostModel
 from biscale.errors import InputError
 from biscale.hardware import get_hardware
 from biscale.sim import SimConfig, simulate
@@ -329,12 +331,32 @@ def test_properties_under_random_placement_schedules(
     assert (stopped["stop_s"] >= stopped["start_s"]).all()
 
 
-def test_fast_path_matches_general_path() -> None:
-    """The static-clock decode fast path and the general iteration path give identical results."""
+class DynamicMaxClock(MaxClock):
+    """:class:`MaxClock` declared dynamic: asked before every iteration, it answers the clock already in force, so no
+    switch happens, but every decode iteration goes through ``DecodeStage.start_iteration`` (the general path):
+    the hot path runs only for static controllers."""
+
+    is_static = False
+
+
+@pytest.mark.parametrize(
+    ("cost_model", "kv_policy"),
+    [(HW, "paged"), (HW, "full"), (ToyCostModel(kv_tokens_per_gpu=3000), "paged")],
+    ids=["h100-paged", "h100-full", "toy-paged-preempting"],
+)
+def test_fast_path_matches_general_path(cost_model: CostModel, kv_policy: str) -> None:
+    """The static-clock decode hot path and the general iteration path give identical results: the same run with
+    a static controller (hot path) and a dynamic one answering the same clock (general path only)."""
     tr = small_trace(5, 200, 10.0, max_out=200)
     plc = parse_placement("prefill:1xTP2,decode:2xTP2")
-    fast = simulate(tr, plc, HW, MaxClock(), config=SimConfig(nodes=1, gpus_per_node=8))
-    general = simulate(tr, plc, HW, MaxClock(), config=SimConfig(nodes=1, gpus_per_node=8, record_segments=True))
+    cfg = SimConfig(nodes=1, gpus_per_node=8, decode_kv_policy=kv_policy, record_segments=True)
+    fast = simulate(tr, plc, cost_model, MaxClock(), config=cfg)
+    general = simulate(tr, plc, cost_model, DynamicMaxClock(), config=cfg)
+    assert general.summary["clock_switches"] == 0
+    if cost_model is not HW:
+        assert general.summary["preemptions"] > 0  # the hot path's out-of-blocks exit is exercised
     pd.testing.assert_frame_equal(fast.requests, general.requests)
     pd.testing.assert_frame_equal(fast.timeline, general.timeline)
+    pd.testing.assert_frame_equal(fast.instances, general.instances)
+    pd.testing.assert_frame_equal(fast.segments, general.segments)
     assert fast.summary == general.summary

@@ -1,9 +1,12 @@
-"""Helpers shared by every CLI command: JSON output, tables, progress bars (TTY only), input errors."""
+"""Helpers shared by every CLI command: JSON output, tables, progress bars (TTY only), input errors, the defaults
+options share (taken from the models that hold them)."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -23,6 +26,24 @@ from biscale.jsonio import to_json_text
 console = Console()
 err_console = Console(stderr=True)
 
+#: Help of the ``--slo-*`` options: they default to the :class:`~biscale.control.state.Slo` model's targets (read
+#: when the command runs, so that ``biscale --help`` does not import the models).
+SLO_TTFT_HELP = "P99 TTFT target, ms (default: the Slo model's sim.slo.ttft_s; biscale config schema shows it)."
+SLO_TPOT_HELP = "P99 TPOT target, ms (default: the Slo model's sim.slo.tpot_s; biscale config schema shows it)."
+
+
+def slo_ms(ttft_ms: float | None, tpot_ms: float | None) -> tuple[float, float]:
+    """The ``--slo-ttft-ms`` / ``--slo-tpot-ms`` values, the :class:`~biscale.control.state.Slo` defaults where not
+    given."""
+    from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS
+
+    return (SLO_TTFT_MS if ttft_ms is None else ttft_ms, SLO_TPOT_MS if tpot_ms is None else tpot_ms)
+
+
+#: Width tables are laid out in when stdout is not a terminal: wide enough that no name or value is cut or wrapped
+#: (a script reading ``biscale evaluate --list | cat`` sees whole names); tables are only as wide as their cells.
+PIPE_WIDTH = 10_000
+
 
 def print_json(obj: Mapping[str, Any]) -> None:
     """Write exactly one JSON object (one line) to stdout."""
@@ -30,15 +51,24 @@ def print_json(obj: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def readable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (``os.fsdecode``'s surrogate escapes) written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def print_table(title: str, columns: list[str], rows: list[list[Any]], *, min_width: int | None = None) -> None:
-    """Render a simple table with rich; numbers are formatted compactly. ``min_width``: lay the table out at least
-    this wide even when stdout is narrower or not a terminal (cells then never wrap)."""
-    table = Table(title=title)
+    """Render a simple table with rich; numbers are formatted compactly. On a terminal, ``min_width`` lays the table
+    out at least this wide even when the terminal is narrower (cells then never wrap), and a cell too wide for the
+    terminal wraps (never cut); piped, the table has its natural width (:data:`PIPE_WIDTH`)."""
+    table = Table(title=readable(title))
     for col in columns:
-        table.add_column(col, no_wrap=min_width is not None)
+        table.add_column(col, no_wrap=min_width is not None, overflow="fold")
     for row in rows:
         table.add_row(*[_fmt(v) for v in row])
-    out = console if min_width is None or console.width >= min_width else Console(width=min_width)
+    if not console.is_terminal:
+        out = Console(width=PIPE_WIDTH)
+    else:
+        out = console if min_width is None or console.width >= min_width else Console(width=min_width)
     out.print(table)
 
 
@@ -50,7 +80,7 @@ def _fmt(v: Any) -> str:
         if f != 0 and (abs(f) >= 1e5 or abs(f) < 1e-3):
             return f"{f:.3e}"
         return f"{f:.4g}"
-    return str(v)
+    return readable(str(v))
 
 
 @contextmanager
@@ -105,6 +135,65 @@ def int_list(text: str | None, option: str, *, most: int | None = None) -> tuple
     if most is not None and max(values) > most:
         raise InputError(f"{option} values must be at most {most:,}, got {max(values):,}")
     return values
+
+
+def check_cache_dir(cache_dir: Path | None) -> Path:
+    """Refuse, before any work, a capacity cache that cannot be written: ``cache_dir`` (``--cache-dir``) or the
+    default one, naming it and ``BISCALE_CACHE_DIR`` (which moves it) or ``--no-cache``."""
+    from biscale.plan.capacity import default_cache_dir
+
+    path = cache_dir or default_cache_dir()
+    option = "--cache-dir" if cache_dir is not None else "the capacity cache"
+    try:
+        return check_output_dir(path, option)
+    except InputError as err:
+        raise InputError(
+            f"{err.reason} (set BISCALE_CACHE_DIR or --cache-dir to a writable directory, or give --no-cache)",
+            path=path,
+        ) from None
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def check_host(text: str, field: str) -> str:
+    """``text`` as a host: an IPv4/IPv6 address or a DNS name (RFC 1123 labels); an :class:`InputError` naming
+    ``field`` and the value otherwise (``999.1.1.1`` is a bad IPv4 address, not a name)."""
+    if re.fullmatch(r"[0-9.]+", text) or ":" in text:
+        try:
+            ipaddress.ip_address(text.strip("[]"))
+        except ValueError:
+            kind = "IPv6" if ":" in text else "IPv4"
+            raise InputError(f"not an {kind} address: {text!r}", field=field) from None
+        return text
+    labels = text.removesuffix(".").split(".")
+    if not text or len(text) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise InputError(
+            f"not a host name or address: {text!r} (letters, digits, '-' and '.', or an IP address)", field=field
+        )
+    return text
+
+
+def hosts_list(text: str | None, nodes: int, field: str = "hosts") -> list[str] | None:
+    """``--hosts H1,H2,...``: exactly one distinct, well-formed host per node (``None`` when not given)."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    hosts: list[str] = []
+    for i, part in enumerate(parts):
+        host = part.strip()
+        if not host:
+            raise InputError(f"host {i + 1} of {text!r} is empty (give one host per node, separated by commas)",
+                             field=field)  # fmt: skip
+        if any(c.isspace() for c in host):
+            raise InputError(f"host {host!r} contains whitespace (separate hosts with commas)", field=field)
+        check_host(host, field)
+        if host in hosts:
+            raise InputError(f"host {host!r} is given twice (one host per node)", field=field)
+        hosts.append(host)
+    if len(hosts) != nodes:
+        raise InputError(f"{len(hosts)} host(s) given for {nodes} nodes (give exactly one per node)", field=field)
+    return hosts
 
 
 def check_output_dir(path: Path, option: str) -> Path:

@@ -14,8 +14,9 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import check_output_dir, console, err_console, print_json, print_table
+from biscale.cli.common import check_cache_dir, check_output_dir, console, err_console, print_json, print_table
 from biscale.errors import InputError
+from biscale.limits import check_workers
 
 
 def register(app: typer.Typer) -> None:
@@ -71,6 +72,8 @@ def _overrides(
     loads: str | None,
     systems: str | None,
     seed: int | None,
+    slo_ttft_ms: float | None = None,
+    slo_tpot_ms: float | None = None,
 ) -> dict[str, Any]:
     from biscale.evaluate.scenario import ALL_SYSTEMS, parse_float_list
 
@@ -94,6 +97,10 @@ def _overrides(
         out["systems"] = names
     if seed is not None:
         out["seed"] = seed
+    if slo_ttft_ms is not None:
+        out["sim.slo.ttft_s"] = slo_ttft_ms / 1e3
+    if slo_tpot_ms is not None:
+        out["sim.slo.tpot_s"] = slo_tpot_ms / 1e3
     return out
 
 
@@ -184,6 +191,8 @@ def evaluate_cmd(
         None, "--loads", metavar="F,F,...", help="Loads as fractions of the searched capacity, e.g. 0.67,0.85."
     ),
     systems: str | None = typer.Option(None, "--systems", metavar="NAME,...", help="Systems to run."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help="P99 TTFT target, ms (scenario's: default)."),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help="P99 TPOT target, ms (scenario's: default)."),
     out: Path = typer.Option(Path("evaluation"), "--out", help="Output directory."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of rescaling, lengths and synthetic arrivals."),
     quick: bool = typer.Option(False, "--quick", help="Simulate a 10-minute slice (smoke tests)."),
@@ -213,7 +222,10 @@ def evaluate_cmd(
     if sweep is not None and no_sweep:
         raise InputError("--sweep and --no-sweep exclude each other", field="--sweep")
     check_output_dir(out, "--out")
-    overrides = _overrides(trace, lengths, gpus, loads, systems, seed)
+    check_workers(workers)
+    if not no_cache:
+        check_cache_dir(None)
+    overrides = _overrides(trace, lengths, gpus, loads, systems, seed, slo_ttft_ms, slo_tpot_ms)
     scenarios = []
     sources: list[str | None] = list(config) if config else [None]
     for source in sources:

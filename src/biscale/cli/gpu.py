@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -23,6 +24,8 @@ from biscale.errors import ControlSuspendedError, InputError, NoGpuError
 
 gpu_app = typer.Typer(help="Real-GPU control plane: status, clock lock/reset, live watch, Prometheus exporter.")
 
+#: Environment variable holding the exporter's bearer token (not an option: a command line is visible to every user).
+TOKEN_ENV = "BISCALE_METRICS_TOKEN"
 GPUS_HELP = "GPUs: NVML indices, UUIDs (or unique prefixes), cuda:N, or 'all'; default: CUDA_VISIBLE_DEVICES or all."
 
 
@@ -273,6 +276,10 @@ def watch(
         raise InputError(f"must be > 0 s and finite, got {interval_s}", field="--interval-s")
     if count is not None and count < 1:
         raise InputError("must be >= 1", field="--count")
+    if as_json and count is not None:  # --json keeps every sample until the end
+        from biscale.limits import MAX_WATCH_SAMPLES, check_count
+
+        check_count(count, MAX_WATCH_SAMPLES, field="--count", what="samples kept for --json")
     with _nvml_session(gpus) as (nvml, indices):
         pass
     samples: list[dict[str, Any]] = []
@@ -299,7 +306,8 @@ def watch(
             if n:
                 time.sleep(interval_s)
             rows = _watch_rows(nvml, indices, meter.poll())
-            samples.append({"t_s": time.monotonic() - t0, "gpus": rows})
+            if as_json:
+                samples.append({"t_s": time.monotonic() - t0, "gpus": rows})
             n += 1
             if live is not None:
                 live.update(table(rows), refresh=True)
@@ -322,7 +330,11 @@ def export(
     gpus: str = typer.Option(None, "--gpus", help=GPUS_HELP),
     duration_s: float = typer.Option(None, "--duration-s", help="Serve this long, s (default: until Ctrl-C)."),
 ) -> None:
-    """Serve Prometheus metrics (SM clock, power, energy per GPU) over HTTP until interrupted."""
+    """Serve Prometheus metrics (SM clock, power, energy per GPU) over HTTP until interrupted.
+
+    Only /metrics is answered; with the environment variable BISCALE_METRICS_TOKEN set, only to requests carrying
+    'Authorization: Bearer <token>'.
+    """
     from biscale.gpu.energy import EnergyMeter
     from biscale.gpu.exporter import ControlPlaneMetrics
 
@@ -335,7 +347,7 @@ def export(
     metrics = ControlPlaneMetrics()
     metrics.attach_nvml(meter)
     try:
-        bound = metrics.serve(port, addr)
+        bound = metrics.serve(port, addr, os.environ.get(TOKEN_ENV) or None)
     except OSError as err:
         meter.close()
         field = "--addr" if isinstance(err, socket.gaierror) else "--port"  # a name that does not resolve

@@ -28,8 +28,9 @@ def calibrate(
 ) -> None:
     """Compare the hardware model with the reference measurements; exit 1 if a tolerance is missed.
 
-    Every check says whether its dataset was a fit target (in-sample, with the leave-one-dataset-out error) or
-    not used in fitting (out-of-sample). Without --gpu/--model: every check.
+    Every check names its dataset and says whether it was a fit target (in-sample, with the leave-one-dataset-out
+    error), allowed data not used in fitting (out-of-sample) or published results reserved for validation
+    (held-out). Without --gpu/--model: every check.
     """
     from biscale.hardware import calibration, get_hardware, list_hardware
 
@@ -63,22 +64,31 @@ def calibrate(
     if json_out:
         print_json({**report, "files": files, "all_passed": all_passed})
     else:
-        rows = [
-            [
-                c.name,
-                c.role,
-                round(c.error_pct, 2),
-                "-" if c.lodo_error_pct is None else round(c.lodo_error_pct, 2),
-                c.tolerance_pct,
-                "yes" if c.passed else "NO",
+        titles = {
+            "in-sample": "in-sample (fit targets; LODO: the error with that dataset left out of the fit)",
+            "out-of-sample": "out-of-sample (allowed data not used in fitting)",
+            "held-out": "held-out (published results reserved for validation, never fitted)",
+        }
+        for role, title in titles.items():
+            rows = [
+                [
+                    c.name,
+                    c.dataset,
+                    round(c.error_pct, 2),
+                    "-" if c.lodo_error_pct is None else round(c.lodo_error_pct, 2),
+                    c.tolerance_pct,
+                    "yes" if c.passed else "NO",
+                ]
+                for c in checks
+                if c.role == role
             ]
-            for c in checks
-        ]
-        print_table(
-            "calibration: MAPE vs each dataset (LODO: with that dataset left out of the fit)",
-            ["check", "role", "error %", "LODO %", "tol. %", "pass"],
-            rows,
-        )
+            if rows:
+                print_table(
+                    f"calibration, {title}: {checks[0].metric} %",
+                    ["check", "dataset", "error %", "LODO %", "tol. %", "pass"],
+                    rows,
+                    min_width=150,
+                )
         console.print(f"report and plots written to {out}/ (calibration.csv, calibration.json, {len(plots)} PNG)")
         console.print("all tolerances met" if all_passed else "SOME TOLERANCES MISSED")
     if not all_passed:

@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 
-from biscale.cli.common import check_output_dir, print_json, print_table
+from biscale.cli.common import SLO_TPOT_HELP, SLO_TTFT_HELP, check_output_dir, print_json, print_table, slo_ms
 from biscale.errors import InputError
+from biscale.limits import MAX_CONCURRENCY, MAX_SIM_REQUESTS, check_count
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +59,40 @@ def _workload(
     inp = tr.input_tokens if max_input is None else np.minimum(tr.input_tokens, max_input)
     out = tr.output_tokens if max_output is None else np.minimum(tr.output_tokens, max_output)
     return Trace(tr.arrival_s, inp, out, name=tr.name, source=tr.source, meta=dict(tr.meta))
+
+
+def check_endpoint(endpoint: str, model: str | None, timeout_s: float = 10.0) -> str:
+    """Before the replay: the endpoint answers, speaks the OpenAI API (``GET /v1/models`` lists models) and serves
+    ``model`` (when given); returns the model to request. Every failure is an :class:`InputError` naming the
+    endpoint and, for an HTTP error, the status."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = endpoint.rstrip("/") + "/v1/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            raw = resp.read(1 << 20)
+    except urllib.error.HTTPError as err:
+        raise InputError(
+            f"cannot list models at {url}: HTTP {err.code} ({err.reason}); is it an OpenAI-compatible server?",
+            field="endpoint",
+        ) from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise InputError(f"cannot list models at {url}: unreachable ({reason})", field="endpoint") from None
+    try:
+        body = json.loads(raw)
+        served = [str(m["id"]) for m in body["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(
+            f"cannot list models at {url}: not an OpenAI model list (no data[].id)", field="endpoint"
+        ) from None
+    if not served:
+        raise InputError(f"cannot list models at {url}: it lists none", field="endpoint")
+    if model is not None and model not in served:
+        raise InputError(f"the server does not serve model {model!r} (it serves: {', '.join(served)})", field="model")
+    return model if model is not None else served[0]
 
 
 def _instances(energy: Any, requests: Any, duration_s: float) -> Any:
@@ -141,8 +176,8 @@ def loadgen_cmd(
     gpus: str | None = typer.Option(None, "--gpus", help="GPUs for --energy nvml (default: visible ones)."),
     prometheus_step_s: float = typer.Option(1.0, "--prometheus-step-s", help="Query resolution, s."),
     system: str = typer.Option("live", "--system", help="System name in results.json."),
-    slo_ttft_ms: float = typer.Option(600.0, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(100.0, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help=SLO_TTFT_HELP),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help=SLO_TPOT_HELP),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Replay a trace against an OpenAI-compatible streaming endpoint; record TTFT and every token time."""
@@ -152,6 +187,7 @@ def loadgen_cmd(
     from biscale.live.rundir import write_live_run
     from biscale.metrics import summarize
 
+    slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
     if not endpoint.startswith(("http://", "https://")):
         raise InputError(f"not an http(s) URL: {endpoint!r}", field="endpoint")
     for name, v in (
@@ -165,18 +201,32 @@ def loadgen_cmd(
             raise InputError(f"must be > 0, got {v}", field=name)
     if not system or "/" in system or system.startswith("."):
         raise InputError(f"not a usable name: {system!r}", field="system")
+    if api not in ("completions", "chat"):
+        raise InputError(f"unknown api {api!r} (expected completions or chat)", field="api")
+    if max_concurrency < 1:
+        raise InputError(f"must be >= 1, got {max_concurrency}", field="max-concurrency")
+    check_count(max_concurrency, MAX_CONCURRENCY, field="max-concurrency", what="connections")
     check_output_dir(out, "--out")
     wl = _workload(trace, lengths, rate, rate_scale, duration_s, max_input_tokens, max_output_tokens, seed)
-    settings = LoadSettings(endpoint, api, model, max_concurrency, timeout_s, drain_timeout_s)
+    check_count(len(wl), MAX_SIM_REQUESTS, field="rate", what="requests")
     meter: Any = None
     if energy == "nvml":
         meter = NvmlEnergy(gpus)
     elif energy != "none":
         meter = PrometheusEnergy(energy, step_s=prometheus_step_s)
+        meter.query("query", query="up")  # answers now, not only after the replay
+    model = check_endpoint(endpoint, model)
+    settings = LoadSettings(endpoint, api, model, max_concurrency, timeout_s, drain_timeout_s)
     if meter is not None:
         meter.start()
     records, wall_s = asyncio.run(replay(wl, settings))
-    run_energy = meter.stop() if meter is not None else None
+    run_energy = None
+    energy_error: InputError | None = None
+    if meter is not None:
+        try:  # a failure here must not lose the replay: the results are written first, the error said after
+            run_energy = meter.stop()
+        except InputError as err:
+            energy_error = err
     requests = request_table(records)
     instances = _instances(run_energy, requests, wall_s)
     slo = Slo(ttft_s=slo_ttft_ms / 1e3, tpot_s=slo_tpot_ms / 1e3)
@@ -231,6 +281,8 @@ def loadgen_cmd(
         meta=meta,
         config=config,
     )
+    if energy_error is not None:
+        raise InputError(f"the replay's results are in {run_dir} without energy: {energy_error}")
     counts = requests["status"].value_counts().to_dict()
     result = {
         "run_dir": str(run_dir),

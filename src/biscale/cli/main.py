@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import typer
 
+from biscale.cli.common import readable
 from biscale.errors import InputError, NoGpuError, PermissionRequiredError
 
 try:  # typer >= 0.2x vendors click; older versions depend on it
@@ -22,8 +24,20 @@ app = typer.Typer(
 )
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from biscale import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the biscale version and exit."
+    ),
+) -> None:
     """biscale: plan placement and control GPU clocks for disaggregated LLM serving."""
 
 
@@ -50,7 +64,42 @@ USER_ERRORS = (InputError, PermissionRequiredError, NoGpuError)
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """One line, with a file name that is not valid UTF-8 (surrogate escapes) shown as its bytes (``\\xff``)."""
+    return readable(" ".join(str(text).split()))
+
+
+#: Options that take a path: an empty value (often an unset shell variable, ``--out "$DIR"``) would mean the
+#: current directory; it is refused instead.
+PATH_OPTIONS = frozenset(
+    {"--out", "-o", "--output", "--cache-dir", "--config", "--predictors", "--artifact", "--placement", "--trace",
+     "--lengths"}
+)  # fmt: skip
+
+
+def _empty_path_option(argv: list[str]) -> str | None:
+    """The first path option given an empty value, or ``None``."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return None
+        name, eq, value = arg.partition("=")
+        if name not in PATH_OPTIONS:
+            continue
+        given = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        if given is not None and not given.strip():
+            return name
+    return None
+
+
+def _safe_streams() -> None:
+    """Under a locale whose encoding cannot write every character (``LC_ALL=C`` with ``PYTHONUTF8=0``: ASCII),
+    stdout replaces what it cannot encode by ``?`` and stderr writes it as ``\\xNN`` (error lines stay exact)
+    instead of raising ``UnicodeEncodeError``."""
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding != "utf8" and reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot be changed stays as it is
+                reconfigure(errors=errors)
 
 
 def _usage_message(err: UsageError) -> str:
@@ -73,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     system errors (an unwritable path a command did not check) and running out of memory.
     """
     message: str | None = None
+    _safe_streams()
+    args = sys.argv[1:] if argv is None else argv
     try:
+        empty = _empty_path_option(args)
+        if empty is not None:
+            raise InputError(f"{empty} is empty: give a path (an unset shell variable?), or leave the option out")
         result = app(args=argv, prog_name="biscale", standalone_mode=False)
         code = result if isinstance(result, int) else 0  # typer.Exit(n) comes back as n
     except SystemExit as exc:

@@ -11,16 +11,21 @@ from typing import Any
 import typer
 
 from biscale.cli.common import (
-    check_output_dir,
+    SLO_TPOT_HELP,
+    SLO_TTFT_HELP,
+    check_cache_dir,
     check_output_file,
+    hosts_list,
     int_list,
     print_json,
     print_table,
     progress_bar,
+    slo_ms,
     to_json_text,
     write_error,
 )
 from biscale.errors import InputError
+from biscale.limits import check_workers
 
 #: The paper's workload when no trace is given: the Azure conversation arrival pattern with ShareGPT lengths.
 DEFAULT_TRACE = "azure-conv"
@@ -31,6 +36,13 @@ def register(app: typer.Typer) -> None:
     """Add ``plan`` and ``forecast`` to the root app."""
     app.command("plan")(plan_cmd)
     app.command("forecast")(forecast_cmd)
+
+
+def planning_window_s(given: float | None) -> float:
+    """``--window-s``, or the simulator's planning window (``SimConfig.window_s``, one source) when not given."""
+    from biscale.sim.config import SimConfig
+
+    return float(SimConfig.model_fields["window_s"].default) if given is None else given
 
 
 def _workload(trace: str | None, lengths: str | None, seed: int) -> Any:
@@ -52,14 +64,16 @@ def plan_cmd(
         help="Workload (arrival pattern and lengths) the capacities are measured on; without --rate the plan is "
         "for its peak window. Default: azure-conv with sharegpt-v3 lengths.",
     ),
-    window_s: float = typer.Option(300.0, "--window-s", help="Window for the peak rate of --trace, s."),
+    window_s: float | None = typer.Option(
+        None, "--window-s", help="Window for the peak rate of --trace, s (default: the planning window, sim.window_s)."
+    ),
     lengths: str | None = typer.Option(
         None, "--lengths", metavar="NAME|PATH|native", help="Replace the workload's lengths (seeded draws)."
     ),
     gpus: int = typer.Option(16, "--gpus", help="GPUs in the cluster."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="GPUs per node (a TP group never spans nodes)."),
-    slo_ttft_ms: float = typer.Option(600.0, "--slo-ttft-ms", help="P99 TTFT target, ms."),
-    slo_tpot_ms: float = typer.Option(100.0, "--slo-tpot-ms", help="P99 TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help=SLO_TTFT_HELP),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help=SLO_TPOT_HELP),
     planner: str = typer.Option("biscale", "--planner", help="biscale (= placeonly) or distserve."),
     alpha: float = typer.Option(0.2, "--alpha", help="Headroom: capacity >= (1 + alpha) x rate per phase."),
     unassigned_power: str | None = typer.Option(
@@ -72,7 +86,9 @@ def plan_cmd(
         None, "--clocks", metavar="MHZ,...", help="Candidate baseline clocks (default: 7 from 40 % to 100 % of top)."
     ),
     tps: str | None = typer.Option(None, "--tps", metavar="N,...", help="TP degrees to consider (default: all)."),
-    probe_s: float = typer.Option(300.0, "--probe-s", help="Workload slice each capacity probe replays, s."),
+    probe_s: float | None = typer.Option(
+        None, "--probe-s", help="Workload slice each capacity probe replays, s (default: CapacitySettings')."
+    ),
     gpu: str = typer.Option("h100-sxm", "--gpu", help="GPU (selects the bundled predictor)."),
     model: str = typer.Option("llama-3.3-70b", "--model", help="LLM (selects the bundled predictor)."),
     predictors: Path | None = typer.Option(None, "--predictors", metavar="DIR", help="Predictor artifact directory."),
@@ -91,6 +107,13 @@ def plan_cmd(
         "meta-llama/Llama-3.3-70B-Instruct", "--serve-model", help="Model the engines serve (with --emit)."
     ),
     hosts: str | None = typer.Option(None, "--hosts", metavar="H,...", help="Node addresses (with --emit)."),
+    bind_addr: str = typer.Option(
+        "127.0.0.1",
+        "--bind-addr",
+        metavar="ADDR",
+        help="Address the emitted engines, exporters and router listen on (with --emit; default: this node only; "
+        "a plan over several nodes needs one the other nodes reach).",
+    ),
 ) -> None:
     """Plan the placement (instances, TP, baseline clocks, nodes) for a load; print its predicted power."""
     from biscale.control.state import Slo
@@ -105,21 +128,22 @@ def plan_cmd(
         raise InputError(f"unknown planner {planner!r} (expected biscale, placeonly or distserve)", field="planner")
     if rate is None and trace is None:
         raise InputError("give --rate R (req/s) or --trace T (plans for its peak window)", field="rate")
+    slo_ttft_ms, slo_tpot_ms = slo_ms(slo_ttft_ms, slo_tpot_ms)
+    window_s = planning_window_s(window_s)
     if rate is not None and not (math.isfinite(rate) and rate >= 0):
         raise InputError(f"rate must be a number >= 0 req/s, got {rate}", field="rate")
     for name, v in (("slo-ttft-ms", slo_ttft_ms), ("slo-tpot-ms", slo_tpot_ms), ("window-s", window_s)):
         if not (math.isfinite(v) and v > 0):
             raise InputError(f"must be > 0, got {v}", field=name)
+    default_probe_s = CapacitySettings().probe_duration_s
+    probe_s = default_probe_s if probe_s is None else probe_s
     if not (math.isfinite(probe_s) and probe_s > 0):
         raise InputError(f"must be > 0 s, got {probe_s}", field="probe-s")
-    if workers is not None and workers < 1:
-        raise InputError(f"must be >= 1, got {workers}", field="workers")
+    check_workers(workers, field="workers")
     if out is not None:
         check_output_file(out, "--out")
     if not no_cache:
-        from biscale.plan.capacity import default_cache_dir
-
-        check_output_dir(cache_dir or default_cache_dir(), "--cache-dir" if cache_dir else "the capacity cache")
+        check_cache_dir(cache_dir)
     p_un: float | None = None
     if unassigned_power is not None:
         text = unassigned_power.strip().lower()
@@ -128,12 +152,26 @@ def plan_cmd(
         except ValueError:
             raise InputError(f"expected watts or 'off', got {unassigned_power!r}", field="unassigned-power-w") from None
     cluster = Cluster.of_gpus(gpus, gpus_per_node)
+    host_names: list[str] | None = None
+    if emit is not None:  # checked before the capacity table is built (tens of seconds)
+        from biscale.integrations.emit import ENGINES
+
+        if emit.strip().lower() not in ENGINES:
+            raise InputError(f"unknown engine {emit!r} (expected vllm or sglang)", field="emit")
+        host_names = hosts_list(hosts, cluster.nodes)
+    elif hosts is not None:
+        raise InputError("--hosts names the nodes of the launch commands: give it with --emit", field="hosts")
     cap_settings = CapacitySettings(
         clocks_mhz=int_list(clocks, "--clocks"), tps=int_list(tps, "--tps"), probe_duration_s=probe_s, seed=seed
     )
     settings = PlanSettings(alpha=alpha, unassigned_gpu_power_w=p_un)
     pred = load_predictor(predictors) if predictors is not None else default_predictor(gpu, model)
     wl = _workload(trace, lengths, seed)
+    if probe_s > max(wl.duration_s, default_probe_s):  # a longer probe replays the whole workload anyway, only slower
+        raise InputError(
+            f"must be at most the workload's span ({wl.duration_s:,.0f} s of {wl.name}), got {probe_s:g} s",
+            field="probe-s",
+        )
     basis = "given"
     if rate is None:
         rate = float(window_rates(wl, window_s).max())
@@ -167,9 +205,9 @@ def plan_cmd(
             raise InputError(f"nothing to emit: {prediction.reason}", field="emit")
         deployment = build_plan(
             placement, emit.strip().lower(), gpus_per_node=cluster.gpus_per_node, nodes=cluster.nodes,
-            hosts=[h.strip() for h in hosts.split(",") if h.strip()] if hosts else None, serve_model=serve_model,
+            hosts=host_names, serve_model=serve_model,
             slo=slo, gpu=gpu, model=model, predictors=None if predictors is None else str(predictors),
-            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1],
+            top_clock_mhz=PredictorCostModel(pred).supported_clocks_mhz[-1], bind_addr=bind_addr,
         )  # fmt: skip
         sys.stdout.write(render_script(deployment))
     elif json_out or fmt == "json":
@@ -254,7 +292,9 @@ def _ranges(nodes: tuple[int, ...] | list[int]) -> str:
 
 def forecast_cmd(
     trace: str = typer.Option(..., "--trace", metavar="NAME|PATH", help="Trace whose windows are forecast."),
-    window_s: float = typer.Option(300.0, "--window-s", help="Window length, s."),
+    window_s: float | None = typer.Option(
+        None, "--window-s", help="Window length, s (default: the planning window, sim.window_s)."
+    ),
     rate: float | None = typer.Option(None, "--rate", help="Rescale the trace to this mean rate first, req/s."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the rescaling."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
@@ -263,6 +303,7 @@ def forecast_cmd(
     from biscale.plan.forecast import score_forecasters, window_rates
     from biscale.workload import load_trace, rescale_rate
 
+    window_s = planning_window_s(window_s)
     tr = load_trace(trace)
     if rate is not None:
         tr = rescale_rate(tr, rate, seed=seed)

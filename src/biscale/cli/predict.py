@@ -36,11 +36,19 @@ def profile(
     lengths: str = typer.Option(
         "sharegpt-v3", help="Length mix the batch shapes are drawn from (bundled name or CSV)."
     ),
-    shapes: int = typer.Option(
-        64, min=4, max=10_000, help="Batch shapes per phase and TP (each measured at every clock)."
+    # defaults (None here): biscale.predict.profilers.DEFAULT_*, read when the command runs
+    shapes: int | None = typer.Option(
+        None,
+        min=4,
+        max=10_000,
+        help="Batch shapes per phase and TP, each measured at every clock (default: DEFAULT_SHAPES).",
     ),
-    max_prefill_tokens: int = typer.Option(16384, min=16, max=1_048_576, help="Largest prefill batch, tokens."),
-    max_decode_batch: int = typer.Option(512, min=1, max=65_536, help="Largest decode batch, requests."),
+    max_prefill_tokens: int | None = typer.Option(
+        None, min=16, max=1_048_576, help="Largest prefill batch, tokens (default: DEFAULT_MAX_PREFILL_TOKENS)."
+    ),
+    max_decode_batch: int | None = typer.Option(
+        None, min=1, max=65_536, help="Largest decode batch, requests (default: DEFAULT_MAX_DECODE_BATCH)."
+    ),
     seed: int = typer.Option(0, min=0, help="Seed for shapes and measurement noise."),
     layers: int = typer.Option(2, min=2, help="torch: full-size layers to instantiate (scaled to full depth)."),
     device: int = typer.Option(0, min=0, help="torch: CUDA device index."),
@@ -51,9 +59,19 @@ def profile(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Measure iteration latency and power over batch shapes x clocks x TP degrees into a profile file."""
-    from biscale.predict.profilers import PROFILERS, ProfileRequest, load_length_mix
+    from biscale.predict.profilers import (
+        DEFAULT_MAX_DECODE_BATCH,
+        DEFAULT_MAX_PREFILL_TOKENS,
+        DEFAULT_SHAPES,
+        PROFILERS,
+        ProfileRequest,
+        load_length_mix,
+    )
     from biscale.predict.schema import file_sha256, write_profile
 
+    shapes = DEFAULT_SHAPES if shapes is None else shapes
+    max_prefill_tokens = DEFAULT_MAX_PREFILL_TOKENS if max_prefill_tokens is None else max_prefill_tokens
+    max_decode_batch = DEFAULT_MAX_DECODE_BATCH if max_decode_batch is None else max_decode_batch
     if output.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise InputError("--output must end in .csv or .parquet", path=output)
     check_output_file(output, "--output")
@@ -243,7 +261,7 @@ def predict_check(
     from biscale.predict.schema import read_profile
 
     pred = load_predictor(artifact)
-    df = read_profile(profile_path)
+    df = read_profile(profile_path, for_fit=False)  # one clock is enough to score (a GPU measured as found)
     measured = (str(df["gpu"].iloc[0]), str(df["model"].iloc[0]))
     if measured != (pred.gpu, pred.model):
         raise InputError(
@@ -252,7 +270,25 @@ def predict_check(
             path=profile_path,
             field="gpu" if measured[0] != pred.gpu else "model",
         )
-    out: dict[str, object] = {"artifact": str(artifact), "profile": str(profile_path), "rows_total": len(df)}
+    have = {ph: set(pred.tps(ph)) for ph in ("prefill", "decode")}
+    scored = df[[int(tp) in have[ph] for ph, tp in zip(df["phase"], df["tp"], strict=True)]]
+    if len(scored) == 0:
+        raise InputError(
+            f"the profile measures TP {sorted({int(t) for t in df['tp']})} but the predictor has prefill TP "
+            f"{sorted(have['prefill'])} / decode TP {sorted(have['decode'])}: profile at those TP degrees "
+            "(biscale profile --tp) or fit a predictor on this profile's (biscale fit)",
+            path=profile_path,
+            field="tp",
+        )
+    skipped = sorted({int(t) for t in df.loc[df.index.difference(scored.index), "tp"]})
+    out: dict[str, object] = {
+        "artifact": str(artifact),
+        "profile": str(profile_path),
+        "rows_total": len(df),
+        "rows_scored": len(scored),
+        "tps_not_in_predictor": skipped,
+    }
+    df = scored
     oor_total = 0
     for phase in ("prefill", "decode"):
         rows = df[df["phase"] == phase]
@@ -278,6 +314,8 @@ def predict_check(
         [[k.removesuffix("_mape_pct"), v] for k, v in out.items() if k.endswith("_mape_pct")],
     )
     typer.echo(f"rows outside the training ranges: {oor_total} of {len(df)}")
+    if skipped:
+        typer.echo(f"rows at TP {skipped} not scored: the predictor has no model for them")
 
 
 def predict_cmd(

@@ -13,11 +13,19 @@ from typing import Any
 import typer
 
 from biscale.cli.common import check_output_dir, print_json, print_table, progress_bar, write_error
+from biscale.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
     """Add ``simulate`` to the root app."""
     app.command("simulate")(simulate_cmd)
+
+
+def _one_of(value: float | None, old: float | None, name: str, old_name: str) -> float | None:
+    """An option given under its name or its old spelling (not both)."""
+    if value is not None and old is not None:
+        raise InputError(f"{old_name} is the old spelling of {name}: give one of them", field=name)
+    return value if value is not None else old
 
 
 def simulate_cmd(
@@ -63,8 +71,11 @@ def simulate_cmd(
         None, "--max-time", help="Horizon, s: stop starting work then; the rest is reported unfinished."
     ),
     switch_latency_ms: float | None = typer.Option(None, "--switch-latency-ms", help="Clock switch latency, ms."),
-    ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", help="TTFT target, ms."),
-    tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", help="TPOT target, ms."),
+    slo_ttft_ms: float | None = typer.Option(None, "--slo-ttft-ms", help="TTFT target, ms."),
+    slo_tpot_ms: float | None = typer.Option(None, "--slo-tpot-ms", help="TPOT target, ms."),
+    # the spellings before 0.2 (every other command spells them --slo-*): kept working, no longer shown
+    old_ttft_slo_ms: float | None = typer.Option(None, "--ttft-slo-ms", hidden=True),
+    old_tpot_slo_ms: float | None = typer.Option(None, "--tpot-slo-ms", hidden=True),
     sample_interval: float | None = typer.Option(None, "--sample-interval", help="Timeline sampling interval, s."),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed for rescaling and length sampling."),
     out: Path | None = typer.Option(
@@ -75,6 +86,8 @@ def simulate_cmd(
     """Simulate a disaggregated cluster iteration by iteration; report latency, SLOs and energy."""
     from biscale.sim.runconfig import load_simulate_config
 
+    ttft_slo_ms = _one_of(slo_ttft_ms, old_ttft_slo_ms, "--slo-ttft-ms", "--ttft-slo-ms")
+    tpot_slo_ms = _one_of(slo_tpot_ms, old_tpot_slo_ms, "--slo-tpot-ms", "--tpot-slo-ms")
     given: dict[str, Any] = {
         "trace": trace,
         "placement": placement,

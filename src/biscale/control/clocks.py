@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET
 from biscale.errors import InputError
 from biscale.predict.predictor import Predictor
 
@@ -74,7 +75,7 @@ def spread_clocks(lowest_mhz: int, supported: Sequence[int], n: int = DEFAULT_N_
     return snap_to(np.linspace(lo, top, n).round().astype(int).tolist(), [c for c in sup if c >= lo])
 
 
-def probe_features(phase: str, token_budget: int = 8192) -> np.ndarray:
+def probe_features(phase: str, token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET) -> np.ndarray:
     """Raw predictor features (K, R) of the representative batches of ``phase`` (see the module docstring)."""
     if phase == "prefill":
         tokens = np.array([t for t in PREFILL_PROBE_TOKENS if t <= max(token_budget, PREFILL_PROBE_TOKENS[0])], float)
@@ -88,7 +89,11 @@ def probe_features(phase: str, token_budget: int = 8192) -> np.ndarray:
 
 
 def energy_optimal_clock(
-    predictor: Predictor, phase: str, tp: int, supported: Sequence[int], token_budget: int = 8192
+    predictor: Predictor,
+    phase: str,
+    tp: int,
+    supported: Sequence[int],
+    token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET,
 ) -> int:
     """The lowest clock at which some representative batch of ``phase`` has its least predicted energy, MHz."""
     clocks = tuple(int(c) for c in supported)
@@ -103,7 +108,7 @@ def default_candidates(
     tp: int,
     supported: Sequence[int],
     n: int = DEFAULT_N_CLOCKS,
-    token_budget: int = 8192,
+    token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET,
 ) -> tuple[int, ...]:
     """The default candidate set, MHz: ``n`` clocks up to the top, from the predictor's energy-optimal clock
     (prefill) or the lowest supported clock (decode) (see the module docstring)."""
@@ -128,7 +133,9 @@ class CandidateClocks:
             raise InputError("candidate clocks must be positive MHz values", field="clocks")
         self._cache: dict[tuple[str, int, tuple[int, ...], int], tuple[int, ...]] = {}
 
-    def get(self, phase: str, tp: int, supported: tuple[int, ...], token_budget: int = 8192) -> tuple[int, ...]:
+    def get(
+        self, phase: str, tp: int, supported: tuple[int, ...], token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET
+    ) -> tuple[int, ...]:
         """Candidate clocks, ascending, MHz (the last is the top supported clock)."""
         key = (phase, tp, supported, token_budget)
         hit = self._cache.get(key)
@@ -137,6 +144,8 @@ class CandidateClocks:
         if self.fixed is not None:
             out = snap_to([*self.fixed, supported[-1]], supported)
         else:
-            out = default_candidates(self.predictor, phase, tp, supported, self.n, token_budget or 8192)
+            out = default_candidates(
+                self.predictor, phase, tp, supported, self.n, token_budget or DEFAULT_PREFILL_TOKEN_BUDGET
+            )
         self._cache[key] = out
         return out

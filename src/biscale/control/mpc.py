@@ -37,14 +37,12 @@ import numpy as np
 from biscale.control.bias import DEFAULT_ALPHA, LatencyBias
 from biscale.control.clocks import DEFAULT_N_CLOCKS, CandidateClocks
 from biscale.control.controllers import ClockController
-from biscale.control.state import InstanceState
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, InstanceState
 from biscale.errors import InputError
 from biscale.predict.predictor import Predictor
 
 DEFAULT_HORIZON = 8
 """Projected batches K (the paper's choice)."""
-DEFAULT_TOKEN_BUDGET = 8192
-"""Token budget assumed when the state does not carry one (the simulator's default), tokens."""
 DEFAULT_KV_GUARD_PCT = 90.0
 """KV use at which the top clock is forced (the paper's precursor uses 90 %), percent."""
 DEFAULT_MARGIN_PCT = 3.0
@@ -101,7 +99,7 @@ def project_batches(
     queue_waiting_time_s: Sequence[float] | np.ndarray,
     *,
     horizon: int = DEFAULT_HORIZON,
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET,
     max_batch_seqs: int = 0,
     kv_s_per_token: float = 0.0,
 ) -> Projection:
@@ -113,7 +111,7 @@ def project_batches(
     prompt``) continue first, then the queue (``queue_tokens`` = tokens still to prefill, prefix 0: in FCFS every
     partly prefilled prompt is in the scheduled batch). With no scheduled batch the first batch is projected too.
     """
-    budget = int(token_budget) if token_budget > 0 else DEFAULT_TOKEN_BUDGET
+    budget = int(token_budget) if token_budget > 0 else DEFAULT_PREFILL_TOKEN_BUDGET
     max_seqs = int(max_batch_seqs) if max_batch_seqs > 0 else 1 << 60
     ninf = -math.inf
     seqs: list[float] = []
@@ -456,7 +454,7 @@ class PrefillMpc(ClockController):
             if self.idle_clock == "lowest" and supported:
                 return min(supported)
             return state.baseline_clock_mhz
-        clocks = self.clocks.get("prefill", state.tp, supported, state.token_budget or DEFAULT_TOKEN_BUDGET)
+        clocks = self.clocks.get("prefill", state.tp, supported, state.token_budget or DEFAULT_PREFILL_TOKEN_BUDGET)
         if state.kv_capacity_tokens and state.kv_use_pct >= self.kv_guard_pct:
             self.stats["kv_guard"] += 1
             self.bias.expect(state, math.nan, clocks[-1])

@@ -59,7 +59,7 @@ from biscale.control.clocks import probe_features, spread_clocks
 from biscale.control.controllers import ClockController
 from biscale.control.mpc import KV_LINK_BW_BYTES_PER_S, solve_exact
 from biscale.control.slack import DEFAULT_BATCH_GUARD_PCT
-from biscale.control.state import InstanceState
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, InstanceState
 from biscale.costmodel import CostModel, DecodeShape, PrefillShape
 from biscale.errors import InputError
 from biscale.hardware import get_hardware
@@ -176,7 +176,7 @@ class OraclePrefill(_OracleBase):
         tp = state.tp
         cm = self.cost_model
         kv = self._kv_s_per_token(tp)
-        budget = state.token_budget or 8192
+        budget = state.token_budget or DEFAULT_PREFILL_TOKEN_BUDGET
         max_seqs = state.max_batch_seqs or (1 << 60)
         now = state.time_s
         items = self._work(state, kv)

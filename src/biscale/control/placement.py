@@ -1,6 +1,6 @@
 """The :class:`Placement` type: which instances a cluster runs (phase, TP degree, count, baseline clock).
 
-One schema for every producer and consumer: ``biscale plan`` (roadmap item 1) writes it, ``biscale simulate``
+One schema for every producer and consumer: ``biscale plan`` writes it, ``biscale simulate``
 and the live runtime read it. Two spellings:
 
 * the compact SPEC string ``prefill:2xTP2,decode:3xTP4@1410`` (grammar in ``docs/simulator.md``);
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from biscale.errors import InputError, validation_input_error
 from biscale.jsonio import read_json_object
+from biscale.limits import MAX_CLUSTER_GPUS
 
 Phase = Literal["prefill", "decode"]
 PHASES: tuple[str, str] = ("prefill", "decode")
@@ -40,11 +41,6 @@ def clock_setting(value: object) -> ClockSetting:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     raise ValueError(f"clock must be a whole number of MHz > 0, 'max' or 'default' (got {value!r})")
-
-
-#: Most GPUs a cluster (and so a placement) may have: more than any LLM-serving deployment; it keeps a typo such
-#: as ``--nodes 100000000`` from exhausting memory in per-GPU and per-instance state.
-MAX_CLUSTER_GPUS = 131_072
 
 
 class InstanceSpec(BaseModel):

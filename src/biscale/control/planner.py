@@ -96,13 +96,25 @@ class ScheduledPlanner(Planner):
 PLANNERS: Registry[PlannerFactory] = Registry("planner", field="planner")
 
 
+def _no_options(ctx: PlannerContext) -> None:
+    """The static and scheduled planners take no options: refuse any instead of ignoring them."""
+    if ctx.options:
+        raise InputError(
+            f"planner '{ctx.name}' takes no options, got {sorted(ctx.options)} (planner_options are for biscale, "
+            "placeonly, distserve and distserve-static)",
+            field="planner_options",
+        )
+
+
 @PLANNERS.register("static", "keep the initial placement (never asked)")
 def _static(ctx: PlannerContext) -> Planner:
+    _no_options(ctx)
     return StaticPlanner(ctx.placement)
 
 
 @PLANNERS.register("scheduled", "follow the configured schedule of placements")
 def _scheduled(ctx: PlannerContext) -> Planner:
+    _no_options(ctx)
     if not ctx.schedule:
         raise InputError("the scheduled planner needs a schedule of [from_s, placement] entries", field="schedule")
     return ScheduledPlanner(ctx.schedule)

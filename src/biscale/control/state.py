@@ -1,7 +1,8 @@
 """What controllers and planners may see: state a real engine can observe, never the cost model.
 
-The simulator fills these snapshots from its own bookkeeping; a live engine adapter (vLLM scheduler hook,
-roadmap item 4) fills the same fields from its scheduler, so one controller runs unchanged in both worlds.
+The simulator fills these snapshots from its own bookkeeping; a live engine adapter (the vLLM scheduler hook in
+:mod:`biscale.integrations`) fills the same fields from its scheduler, so one controller runs unchanged in both
+worlds.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+# ``decide`` returns GOVERNOR_MHZ to hand the clock back to the default governor (clocks unlocked).
+from biscale.actuator import GOVERNOR_MHZ as GOVERNOR_MHZ
 from biscale.control.placement import Placement
 
-#: ``decide`` returns this to hand the clock back to the GPU's default governor (clocks unlocked).
-GOVERNOR_MHZ = 0
+DEFAULT_PREFILL_TOKEN_BUDGET = 8192
+"""Most new tokens one prefill iteration processes unless configured (the simulator's, the emulator's and the
+controllers' default when a snapshot carries none), tokens."""
 
 
 def _no_tokens() -> np.ndarray:
@@ -36,6 +40,11 @@ class Slo(BaseModel):
     """Time-per-output-token target, seconds, finite (paper: 100 ms at P99)."""
     percentile: float = Field(default=99.0, gt=0, le=100)
     """Percentile at which both targets must hold, percent."""
+
+
+#: :class:`Slo`'s default targets in milliseconds, for options and settings given in ms (one source: the fields).
+SLO_TTFT_MS: float = Slo().ttft_s * 1e3
+SLO_TPOT_MS: float = Slo().tpot_s * 1e3
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,7 @@ class InstanceState:
     """Prefill: time since arrival of each batch sequence, seconds (same order)."""
     token_budget: int = 0
     """Batching rule: most new tokens one prefill iteration processes (longer prompts are chunked), tokens
-    (0 = unknown)."""
+    (0 = unknown: controllers assume :data:`DEFAULT_PREFILL_TOKEN_BUDGET`)."""
     max_batch_seqs: int = 0
     """Batching rule: most sequences in one iteration (prefill max seqs / decode max batch) (0 = unknown)."""
     baseline_clock_mhz: int | None = None

@@ -26,8 +26,10 @@ import pandas as pd
 from jinja2 import Environment, StrictUndefined
 from matplotlib.figure import Figure
 
+from biscale.control.state import Slo
 from biscale.evaluate.results import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
 from biscale.evaluate.scenario import ALL_SYSTEMS
+from biscale.sim.config import SimConfig
 
 REPORT_FILE = "report.html"
 _COLORS = {
@@ -290,7 +292,7 @@ def _cdfs(files: RunFiles, runs: Sequence[Mapping[str, Any]], slo: Mapping[str, 
         target = slo.get(key)
         if target:
             ax.axvline(target, color="k", ls="--", lw=0.8, label=f"SLO {target:g} ms")
-        ax.axhline(slo.get("percentile", 99.0) / 100.0, color="k", ls=":", lw=0.6)
+        ax.axhline(slo.get("percentile", Slo().percentile) / 100.0, color="k", ls=":", lw=0.6)
         ax.set_xscale("log")
         ax.set_xlabel(f"{name} (ms, log scale)")
         ax.set_ylabel("share of completed requests")
@@ -360,14 +362,17 @@ def _facts(info: Mapping[str, Any], cfg: Mapping[str, Any] | None) -> list[tuple
         )
         slo = (cfg.get("sim") or {}).get("slo") or {}
         if slo:
+            default = Slo()  # the model holds the defaults (one source)
             facts.append(
                 (
                     "SLOs",
-                    f"P{slo.get('percentile', 99):g} TTFT <= {1e3 * slo.get('ttft_s', 0.6):g} ms, "
-                    f"TPOT <= {1e3 * slo.get('tpot_s', 0.1):g} ms",
+                    f"P{slo.get('percentile', default.percentile):g} "
+                    f"TTFT <= {1e3 * slo.get('ttft_s', default.ttft_s):g} ms, "
+                    f"TPOT <= {1e3 * slo.get('tpot_s', default.tpot_s):g} ms",
                 )
             )
-        facts.append(("planning window", f"{(cfg.get('sim') or {}).get('window_s', 300):g} s"))
+        window_s = (cfg.get("sim") or {}).get("window_s", SimConfig.model_fields["window_s"].default)
+        facts.append(("planning window", f"{window_s:g} s"))
     cap = info.get("capacity") or {}
     if info.get("capacity_rps"):
         how = "searched on the truth" if cap.get("searched") else "given"
@@ -454,15 +459,13 @@ def _section(
     loads = _loads(runs)
     sim = (cfg or {}).get("sim") or {}
     slo_cfg = sim.get("slo") or {}
-    window_s = float(sim.get("window_s", 300.0))
-    first = runs[0] if runs else {}
+    window_s = float(sim.get("window_s", SimConfig.model_fields["window_s"].default))
+    default = Slo()  # the model holds the defaults (one source)
     slo = {
-        "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", 0.6)),
-        "tpot_ms": 1e3 * float(slo_cfg.get("tpot_s", 0.1)),
-        "percentile": float(slo_cfg.get("percentile", 99.0)),
+        "ttft_ms": 1e3 * float(slo_cfg.get("ttft_s", default.ttft_s)),
+        "tpot_ms": 1e3 * float(slo_cfg.get("tpot_s", default.tpot_s)),
+        "percentile": float(slo_cfg.get("percentile", default.percentile)),
     }
-    if not cfg and first:
-        slo = {"ttft_ms": 600.0, "tpot_ms": 100.0, "percentile": 99.0}
     sec = Section(
         name=name,
         description=str(info.get("description", "")),

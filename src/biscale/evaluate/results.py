@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from biscale.control.state import Slo
 from biscale.errors import InputError
+from biscale.filecheck import CONFIG_KEYS, SUMMARY_KEYS, check_keys, check_list_of_objects, check_table
 from biscale.jsonio import read_json_object, write_json
+from biscale.sim.config import SimConfig
 
 RESULTS_FORMAT = "biscale-results"
 RESULTS_VERSION = 1
@@ -185,7 +187,9 @@ def read_results(directory: str | Path) -> dict[str, Any]:
     data = read_json_object(path, "results file")
     if data.get("format") != RESULTS_FORMAT:
         raise InputError(f"not a {RESULTS_FORMAT} file (format {data.get('format')!r})", path=path)
-    if not isinstance(data.get("version"), int) or data["version"] > RESULTS_VERSION:
+    if not isinstance(data.get("version"), int) or isinstance(data["version"], bool):
+        raise InputError(f"expected a whole number, got {data.get('version')!r}", path=path, field="version")
+    if data["version"] > RESULTS_VERSION:
         raise InputError(
             f"results version {data.get('version')!r} is newer than this biscale reads ({RESULTS_VERSION})", path=path
         )
@@ -195,9 +199,9 @@ def read_results(directory: str | Path) -> dict[str, Any]:
         first = err.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
         raise InputError(str(first["msg"]), path=path, field=loc) from err
-    for key in ("savings", "oracle_gap", "headline"):
+    for key in ("savings", "oracle_gap", "headline", "scenarios"):
         data.setdefault(key, [])
-    data.setdefault("scenarios", [])
+        check_list_of_objects(data[key], key, path)
     return data
 
 
@@ -207,9 +211,10 @@ def read_table(run_dir: str | Path, name: str) -> pd.DataFrame | None:
     if not p.exists():
         return None
     try:
-        return pd.read_parquet(p)
+        df = pd.read_parquet(p)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read Parquet table: {err}", path=p) from err
+    return check_table(df, name, p)  # the columns the readers use, of their kinds (biscale.filecheck)
 
 
 def one_run_results(
@@ -231,6 +236,7 @@ def one_run_results(
 
     d = Path(run_dir)
     summary = read_json_object(d / "summary.json")
+    check_keys(summary, SUMMARY_KEYS, d / "summary.json")
     requests = read_table(d, "requests.parquet")
     instances = read_table(d, "instances.parquet")
     if requests is None:
@@ -240,13 +246,15 @@ def one_run_results(
             columns=["instance_id", "phase", "tp", "start_s", "stop_s", "busy_energy_j", "idle_energy_j", "energy_j"]
         )
     config = read_json_object(d / "config.json") if (d / "config.json").exists() else {}
+    check_keys(config, CONFIG_KEYS, d / "config.json")
     sim = config.get("sim") or {}
-    slo = Slo(
-        ttft_s=float(summary.get("slo_ttft_ms") or 600.0) / 1e3,
-        tpot_s=float(summary.get("slo_tpot_ms") or 100.0) / 1e3,
-        percentile=float(summary.get("slo_percentile_pct") or 99.0),
-    )
-    window_s = float(sim.get("window_s", 300.0))
+    given = {  # a summary without them: the model's defaults (one source)
+        "ttft_s": None if summary.get("slo_ttft_ms") is None else float(summary["slo_ttft_ms"]) / 1e3,
+        "tpot_s": None if summary.get("slo_tpot_ms") is None else float(summary["slo_tpot_ms"]) / 1e3,
+        "percentile": summary.get("slo_percentile_pct"),
+    }
+    slo = Slo(**{k: v for k, v in given.items() if v is not None})
+    window_s = float(sim.get("window_s", SimConfig.model_fields["window_s"].default))
     meta = summary.get("meta") or {}
     gpus = sim.get("nodes", 0) * sim.get("gpus_per_node", 0) or None
     rec = run_record(summary, requests, instances, slo, window_s, total_gpus=gpus, unassigned_power_w=None)

@@ -311,6 +311,11 @@ def run_evaluation(
         timings[f"{sc.name}_capacity_s"] = time.perf_counter() - t
         table_json = table.to_dict()
         tasks = grid(sc, cap["capacity_rps"], table_json, sweep=sweep)
+        for task, _ in tasks:  # the request cap of ``biscale simulate``, before any run starts
+            try:
+                sc.check_run_requests(task.rate_rps)
+            except InputError as err:
+                raise InputError(f"scenario {sc.name}: {err.reason}", field=err.field) from None
         all_tasks.extend(tasks)
         scenario_infos.append(
             {

@@ -10,11 +10,11 @@ capacity or absolute rates), which systems run, and the sweep.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from importlib import resources
@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biscale.errors import InputError
+from biscale.limits import MAX_CLUSTER_GPUS
 from biscale.sim.config import SimConfig
 from biscale.sim.runconfig import merge_overrides, read_config_file
 from biscale.workload.trace import Trace
@@ -34,6 +35,8 @@ _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings
 NATIVE_LENGTHS = "native"
 #: Slice simulated by ``--quick`` (smoke tests, CI), seconds.
 QUICK_DURATION_S = 600.0
+#: What a scenario's name (and a sweep's text value) may be: one directory name under ``--out``/runs.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 #: Default gap CV of the Gamma arrivals of the ``controlled`` scenario (bursty: the paper's controlled experiments
 #: use Gamma arrivals; a CV of 2 is four times the variance of Poisson arrivals).
 DEFAULT_GAMMA_CV = 2.0
@@ -189,9 +192,9 @@ class Scenario(BaseModel):
     """Absolute mean rates, req/s, instead of ``loads`` (the controlled experiments: 10 to 85 req/s)."""
     systems: tuple[str, ...] = ALL_SYSTEMS
     """Systems run side by side on identical requests."""
-    gpus: int = Field(default=16, ge=1)
+    gpus: int = Field(default=16, ge=1, le=MAX_CLUSTER_GPUS)
     """GPUs in the cluster."""
-    gpus_per_node: int = Field(default=8, ge=1)
+    gpus_per_node: int = Field(default=8, ge=1, le=MAX_CLUSTER_GPUS)
     """GPUs per node (a TP group never spans nodes)."""
     gpu: str = "h100-sxm"
     """GPU of the hardware model (the simulator's truth)."""
@@ -216,9 +219,16 @@ class Scenario(BaseModel):
     @field_validator("loads")
     @classmethod
     def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        from biscale.limits import MAX_LOAD_FRACTION
+
         for x in v:
             if not (math.isfinite(x) and x > 0):
                 raise ValueError(f"loads must be fractions of capacity > 0, got {x}")
+            if x > MAX_LOAD_FRACTION:  # a percentage typed for a fraction would start runs of millions of requests
+                hint = f" (for {x:g} % write {x / 100:g})" if x <= 100 else ""
+                raise ValueError(
+                    f"loads are fractions of the searched capacity, at most {MAX_LOAD_FRACTION:g}; got {x:g}{hint}"
+                )
         return v
 
     @field_validator("rates_rps")
@@ -269,7 +279,89 @@ class Scenario(BaseModel):
             missing = [s for s in self.sweep.systems if s not in ALL_SYSTEMS]
             if missing:
                 raise ValueError(f"sweep: unknown system(s) {', '.join(missing)}")
+        self._check_inputs()
         return self
+
+    def _check_inputs(self) -> None:
+        """Everything else a run would find wrong minutes in, checked when the scenario loads (issue 21): the name
+        is one safe directory name, the load lists are non-empty and within :mod:`biscale.limits`, the forecaster
+        and the predictor artifact exist, the trace loads, and every sweep point is itself a valid scenario."""
+        from biscale.limits import MAX_SWEEP_POINTS, check_count
+
+        if not SAFE_NAME.fullmatch(self.name) or self.name in (".", ".."):
+            raise ValueError(
+                f"name {self.name!r} names the runs' directory: use letters, digits, '.', '_' and '-' only"
+            )
+        if self.rates_rps is not None and not self.rates_rps:
+            raise ValueError("rates_rps is empty: give at least one rate, or leave it out to use loads")
+        if "forecaster" in self.planner:
+            from biscale.plan.forecast import FORECASTERS
+
+            if self.planner["forecaster"] not in FORECASTERS.names():
+                raise ValueError(
+                    f"planner.forecaster: unknown forecaster {self.planner['forecaster']!r} "
+                    f"(known: {', '.join(FORECASTERS.names())})"
+                )
+        if self.predictors is not None:
+            from biscale.predict.predictor import load_predictor
+
+            try:
+                load_predictor(self.predictors)
+            except InputError as err:
+                raise ValueError(f"predictors: {err}") from err
+        if self.workload.arrivals == "trace":
+            top = max(self.rates_rps) if self.rates_rps else None
+            if top is None and self.capacity.capacity_rps is not None:
+                top = max(self.loads) * self.capacity.capacity_rps
+            if top is not None:
+                self.check_run_requests(top)
+        elif self.rates_rps:
+            self.check_run_requests(max(self.rates_rps))
+        if self.sweep is not None:
+            labels = [label for label, *_ in self.load_points]
+            if self.sweep.loads is not None:
+                want = [load_label(v) if self.rates_rps is None else rate_label(v) for v in self.sweep.loads]
+                missing = [w for w in want if w not in labels]
+                if missing:
+                    raise ValueError(f"sweep.loads {missing} are not among the scenario's loads {labels}")
+            points = math.prod(len(v) for v in self.sweep.params.values())
+            try:
+                check_count(points, MAX_SWEEP_POINTS, field="sweep", what="sweep points")
+            except InputError as err:
+                raise ValueError(f"sweep: {err.reason}") from None
+            for name, values in self.sweep.params.items():
+                for v in values:
+                    if isinstance(v, str) and not SAFE_NAME.fullmatch(v):
+                        raise ValueError(
+                            f"sweep.{name}: value {v!r} names a run directory: use letters, digits, '.', '_' and '-'"
+                        )
+            for point in self.sweep.points():
+                try:
+                    apply_sweep_point(self, point)
+                except InputError as err:
+                    raise ValueError(f"sweep.{', '.join(point)}: {err}") from None
+
+    def run_span_s(self) -> float:
+        """Seconds of arrivals one run submits (the trace's span, or ``workload.duration_s``)."""
+        wl = self.workload
+        if wl.arrivals == "gamma" or wl.duration_s is not None:
+            assert wl.duration_s is not None
+            return wl.duration_s
+        from biscale.workload import load_trace
+
+        assert wl.trace is not None
+        try:
+            return load_trace(wl.trace).duration_s
+        except InputError as err:
+            raise ValueError(f"workload.trace: {err}") from None
+
+    def check_run_requests(self, rate_rps: float) -> None:
+        """A run of this scenario at ``rate_rps`` holds at most :data:`biscale.limits.MAX_SIM_REQUESTS` requests,
+        as ``biscale simulate``'s runs (an :class:`InputError` naming the loads)."""
+        from biscale.limits import check_requests
+
+        field = "rates_rps" if self.rates_rps is not None else "loads"
+        check_requests(rate_rps, self.run_span_s(), field=field, what=f"a run at {rate_rps:g} req/s")
 
     def _check_controller_options(self) -> None:
         """Every controller option is known and in range, checked now rather than minutes into the runs: the
@@ -364,6 +456,10 @@ def _validation_error(err: ValidationError, path: Path | None, overrides: Mappin
     msg = str(first["msg"]).removeprefix("Value error, ")
     if first["type"] == "missing":
         msg = "missing"
+    given = first.get("input")
+    scalar = isinstance(given, int | float | str) and not isinstance(given, bool) and len(repr(given)) <= 60
+    if scalar and "(got " not in msg and f"got {given}" not in msg and repr(given) not in msg:
+        msg += f" (got {given!r})"
     if not loc and overrides:  # a check across fields: the file and the options together
         msg += f" (with the command-line options {', '.join(sorted(overrides))})"
     return InputError(msg, path=None if from_override else path, field=loc or None)
@@ -474,10 +570,6 @@ def parse_float_list(text: str, field: str) -> tuple[float, ...]:
     if not values:
         raise InputError("no values given", field=field)
     return values
-
-
-def copy_dict(d: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(d))
 
 
 def systems_in_order(names: Sequence[str]) -> list[str]:

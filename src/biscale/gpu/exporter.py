@@ -3,16 +3,20 @@
 Why its own ``CollectorRegistry``: the process may host other exporters (vLLM has one); ours must not clash
 with the global registry. GPU readings (clock, power, energy) are taken from NVML at scrape time; events
 (switches, restores, controller decisions, latency predictions, SLO slack) are pushed by the actuator and the
-controllers through the ``record_*`` methods. The HTTP server binds to 127.0.0.1 unless told otherwise.
+controllers through the ``record_*`` methods. The HTTP server binds to 127.0.0.1 unless told otherwise, answers
+only ``GET /metrics`` (404 elsewhere: nothing else of the process is exposed) and, given a token, only requests
+that carry ``Authorization: Bearer <token>`` (401 otherwise); TLS belongs to a proxy in front (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -85,6 +89,12 @@ class ControlPlaneMetrics:
         self.restores = Counter(
             f"{PREFIX}_gpu_clock_restores", "Returns to the default governor, by reason", ["gpu", "reason"], registry=r
         )
+        self.suspensions = Counter(
+            f"{PREFIX}_control_suspensions",
+            "Clock control suspended and the GPUs parked at default clocks (watchdog, nvml_error, permission)",
+            ["instance", "reason"],
+            registry=r,
+        )
         self.decisions = Counter(
             f"{PREFIX}_controller_decisions", "Controller decisions, by phase", ["instance", "phase"], registry=r
         )
@@ -140,6 +150,10 @@ class ControlPlaneMetrics:
         self.decisions.labels(instance=instance, phase=phase).inc()
         self.decision_clock.labels(instance=instance).set(clock_mhz)
 
+    def record_suspension(self, instance: str, reason: str) -> None:
+        """Clock control of ``instance`` was suspended (reason: ``watchdog``, ``nvml_error``, ``permission``)."""
+        self.suspensions.labels(instance=instance, reason=reason).inc()
+
     def record_iteration(self, instance: str, predicted_s: float, observed_s: float) -> None:
         """Predicted and observed latency of one iteration, s."""
         self.latency_predicted.labels(instance=instance).set(predicted_s)
@@ -163,11 +177,17 @@ class ControlPlaneMetrics:
         """The metrics in Prometheus text format (what a scrape returns)."""
         return generate_latest(self.registry).decode()
 
-    def serve(self, port: int = 9400, addr: str = "127.0.0.1") -> int:
-        """Start the HTTP server in a daemon thread; returns the bound port (``port=0``: an ephemeral one)."""
+    def serve(self, port: int = 9400, addr: str = "127.0.0.1", token: str | None = None) -> int:
+        """Start the HTTP server in a daemon thread; returns the bound port (``port=0``: an ephemeral one).
+
+        ``token``: answer only requests with ``Authorization: Bearer <token>``.
+        """
         if self._server is not None:
             raise RuntimeError("exporter already serving")
-        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = ThreadingHTTPServer((addr, port), _handler(self, token))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="biscale-metrics", daemon=True)
+        self._thread.start()
         return int(self._server.server_port)
 
     def shutdown(self) -> None:
@@ -176,3 +196,37 @@ class ControlPlaneMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _handler(metrics: ControlPlaneMetrics, token: str | None) -> type[BaseHTTPRequestHandler]:
+    """The request handler: ``GET /metrics`` (query string ignored) only, behind the bearer token if one is set."""
+    expected = None if not token else f"Bearer {token}".encode()
+
+    class MetricsHandler(BaseHTTPRequestHandler):
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", 'Bearer realm="biscale"')
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self._reply(404, b"not found: this server answers only /metrics\n")
+                return
+            if expected is not None:
+                given = self.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    self._reply(401, b"unauthorized\n")
+                    return
+            self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+
+        do_HEAD = do_GET
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: no access log
+            return
+
+    return MetricsHandler

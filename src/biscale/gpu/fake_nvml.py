@@ -48,6 +48,8 @@ from typing import Any
 
 import pynvml
 
+from biscale.errors import InputError
+
 #: Environment variable that makes the CLI (and the guard) use this fake with the given state file.
 FAKE_ENV = "BISCALE_FAKE_NVML"
 
@@ -119,7 +121,33 @@ def read_state(path: str | Path) -> dict[str, Any]:
     """Read a state file under its lock (a consistent snapshot even while other processes write)."""
     p = Path(path)
     with _file_lock(p):
-        return dict(json.loads(p.read_text()))
+        return parse_state(p.read_text(), p)
+
+
+def parse_state(text: str, path: Path) -> dict[str, Any]:
+    """A state file's JSON, checked against the shape :func:`default_state` writes: a truncated or hand-edited file
+    is an :class:`InputError` naming the file, the field and ``BISCALE_FAKE_NVML``, not a ``KeyError`` mid-call."""
+    where = f"fake NVML state ({FAKE_ENV})"
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON: {err.msg}", path=path, line=err.lineno) from None
+    template = default_state(1)
+    if not isinstance(state, dict):
+        raise InputError(f"{where}: expected a JSON object", path=path)
+    for key, value in template.items():
+        if key not in state:
+            raise InputError(f"{where}: missing", path=path, field=key)
+        if type(state[key]) is not type(value):
+            raise InputError(f"{where}: expected {type(value).__name__}", path=path, field=key)
+    gpu_keys = set(template["gpus"][0])
+    for i, gpu in enumerate(state["gpus"]):
+        if not isinstance(gpu, dict):
+            raise InputError(f"{where}: expected an object", path=path, field=f"gpus.{i}")
+        missing = sorted(gpu_keys - set(gpu))
+        if missing:
+            raise InputError(f"{where}: missing {', '.join(missing)}", path=path, field=f"gpus.{i}")
+    return state
 
 
 @contextmanager
@@ -157,6 +185,11 @@ class FakeNvml:
             self._state = copy.deepcopy(state) if state is not None else default_state()
         else:
             self._state = {}
+            if not self.state_path.parent.is_dir():
+                raise InputError(
+                    f"the fake NVML state's directory does not exist (set {FAKE_ENV} to a file in an existing one)",
+                    path=self.state_path,
+                )
             if not self.state_path.exists():
                 write_state(self.state_path, state if state is not None else default_state())
             elif state is not None:
@@ -172,7 +205,7 @@ class FakeNvml:
                 yield self._state
             return
         with _file_lock(self.state_path):
-            state = json.loads(self.state_path.read_text())
+            state = parse_state(self.state_path.read_text(), self.state_path)
             yield state
             write_state(self.state_path, state)
 
@@ -451,9 +484,3 @@ class FakeNvml:
                 "nvmlDeviceGetCurrentClocksThrottleReasons", h, [], lambda st: self._reasons(st["gpus"][h.index])
             )
         )
-
-
-def load_fake_from_env() -> FakeNvml | None:
-    """The fake named by ``BISCALE_FAKE_NVML`` (created with two GPUs if the file does not exist), else ``None``."""
-    path = os.environ.get(FAKE_ENV)
-    return FakeNvml(path) if path else None

@@ -21,16 +21,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
-from biscale.actuator import ClockActuator
+from biscale.actuator import GOVERNOR_MHZ, ClockActuator, LiveClockActuator
 from biscale.errors import ControlSuspendedError, InputError, NoGpuError, NvmlCallError, PermissionRequiredError
 from biscale.gpu.failsafe import Watchdog
 from biscale.gpu.fake_nvml import FAKE_ENV, FakeNvml
 
 log = logging.getLogger("biscale.gpu")
-
-#: ``request_clock`` value meaning "back to the default governor" (``biscale.control.state.GOVERNOR_MHZ``; not
-#: imported from there: the control plane sits below the controllers in the import graph).
-GOVERNOR_REQUEST = 0
 
 PERMISSION_HINT = (
     "setting GPU clocks needs root or the CAP_SYS_ADMIN capability (run with sudo, or grant it to the process); "
@@ -251,7 +247,7 @@ def nearest_clocks(supported: Sequence[int], mhz: int) -> tuple[int, ...]:
     return tuple(clocks[j] for j in (i - 1, i) if 0 <= j < len(clocks))
 
 
-class NvmlActuator(ClockActuator):
+class NvmlActuator(ClockActuator, LiveClockActuator):
     """Locks SM clocks through NVML with dwell, retries, read-back, non-blocking mode and fail-safe restore.
 
     * ``set_clock`` locks every GPU of the group in parallel (``nvmlDeviceSetGpuLockedClocks(h, f, f)``);
@@ -262,7 +258,8 @@ class NvmlActuator(ClockActuator):
     * An NVML call is retried ``retries`` times; if it still fails the actuator resets every GPU it
       locked, suspends control (``suspended_reason``) and raises :class:`ControlSuspendedError`.
       ``NO_PERMISSION`` raises :class:`PermissionRequiredError` at once.
-    * ``watchdog_s``: restore and suspend when :meth:`heartbeat` is not called for that long.
+    * ``watchdog_s``: restore and suspend when :meth:`heartbeat` is not called for that long (an idle engine sends
+      none: :meth:`rearm` ends that suspension at the next heartbeat; an NVML error's after ``rearm_after_s``).
     * Only ``nvmlDeviceSetGpuLockedClocks`` / ``nvmlDeviceResetGpuLockedClocks`` change state: power limits,
       persistence and compute mode are never touched.
     """
@@ -289,6 +286,7 @@ class NvmlActuator(ClockActuator):
         watchdog_s: float | None = None,
         observer: ActuatorObserver | None = None,
         max_workers: int | None = None,
+        rearm_after_s: float = 60.0,
     ) -> None:
         if min_dwell_s < 0 or retries < 0 or retry_delay_s < 0:
             raise ValueError("min_dwell_s, retries and retry_delay_s must be >= 0")
@@ -323,6 +321,9 @@ class NvmlActuator(ClockActuator):
         self._maybe_locked: set[int] = set()
         self._last_switch: dict[int, float] = {}
         self.suspended_reason: str | None = None
+        self.suspensions = 0
+        self.rearm_after_s = float(rearm_after_s)
+        self._suspended_at = 0.0
         self.switches = 0
         self.restores: list[tuple[int, str]] = []
         # non-blocking mode
@@ -473,6 +474,7 @@ class NvmlActuator(ClockActuator):
                 if isinstance(err, PermissionRequiredError) and self._requested.get(g) is None:
                     self._maybe_locked.discard(g)  # refused: the GPU was not changed
             if perm:
+                self._mark_suspended(f"permission: {perm[0]}")
                 self.restore("permission")
                 raise perm[0]
             failed = [e for e in results.values() if e is not None]
@@ -558,13 +560,35 @@ class NvmlActuator(ClockActuator):
 
     def _suspend(self, reason: str) -> None:
         log.error("suspending clock control: %s; restoring default clocks", reason)
-        self.suspended_reason = reason
+        self._mark_suspended(reason)
         self.restore("nvml_error" if reason.startswith("nvml_error") else reason.split(":")[0])
+
+    def _mark_suspended(self, reason: str) -> None:
+        with self._lock:
+            if self.suspended_reason is None:
+                self.suspensions += 1
+                self._suspended_at = time.monotonic()
+            self.suspended_reason = reason
 
     def resume(self) -> None:
         """Allow clock control again after a suspension (the operator fixed the cause)."""
         with self._lock:
             self.suspended_reason = None
+
+    def rearm(self) -> bool:
+        """End the suspension if its cause cleared: a watchdog park at once (the caller's heartbeat is back), an NVML
+        error once ``rearm_after_s`` passed (the next failure suspends again); a refused permission never."""
+        with self._lock:
+            reason = self.suspended_reason
+            if reason is None:
+                return True
+            if not self._open or reason.startswith("permission"):
+                return False
+            if not reason.startswith("watchdog") and time.monotonic() - self._suspended_at < self.rearm_after_s:
+                return False
+            log.info("clock control re-armed (it was suspended: %s)", reason)
+            self.suspended_reason = None
+            return True
 
     @property
     def locked_gpus(self) -> list[int]:
@@ -585,7 +609,7 @@ class NvmlActuator(ClockActuator):
     def _on_watchdog(self, reason: str) -> None:
         with self._lock:
             if self._maybe_locked:
-                self.suspended_reason = f"watchdog: no heartbeat within {self._watchdog_timeout()} s"
+                self._mark_suspended(f"watchdog: no heartbeat within {self._watchdog_timeout()} s")
             self.restore(reason)
 
     def _watchdog_timeout(self) -> float | None:
@@ -599,7 +623,7 @@ class NvmlActuator(ClockActuator):
         through the same queue, so it can neither overtake nor be overtaken by a lock requested before it.
         """
         group = tuple(sorted(self._check_gpus(gpus)))
-        if sm_clock_mhz != GOVERNOR_REQUEST:
+        if sm_clock_mhz != GOVERNOR_MHZ:
             self.check_clock(group, sm_clock_mhz)
         if self.suspended_reason is not None:  # already logged when it was suspended
             self.requests_dropped += 1
@@ -629,7 +653,7 @@ class NvmlActuator(ClockActuator):
                 mhz = self._pending.pop(group)
                 self._busy = True
             try:
-                if mhz == GOVERNOR_REQUEST:
+                if mhz == GOVERNOR_MHZ:
                     self._reset(group, "governor", raise_errors=True)
                 else:
                     self.set_clock(group, mhz)

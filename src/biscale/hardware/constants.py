@@ -73,6 +73,12 @@ class FittedConstants:
     """Default governor: idle time before the clock drops to the idle state, s."""
     governor_wake_delay_s: float
     """Default governor: extra latency when work arrives after the clock dropped, s."""
+    eager_host_layer_s: float
+    """Host (CPU) time to dispatch one layer's kernels in eager PyTorch, s: an eager forward pass takes at least
+    ``layers x`` this (the lent-H100 profile). The serving engine priced by the simulator captures or compiles its
+    forward pass, so only :meth:`RooflineHardwareModel.eager_prefill_latency` uses it."""
+    eager_host_sharpness: float
+    """Exponent of the smooth maximum of GPU time and host dispatch time in eager PyTorch (dimensionless)."""
 
     sources: dict[str, str]
     """Where each constant came from (dataset of SOURCES.md, fit function, or cited fact)."""

@@ -468,6 +468,21 @@ class RooflineHardwareModel(HardwareModel):
         s = float(shape.num_seqs)
         return self._parts(k, f, float(shape.tokens_sum), s, shape.attn_pairs, s, False).time_s
 
+    def eager_prefill_latency(self, shape: PrefillShape, tp: int, sm_clock_mhz: int | None) -> float:
+        """The same prefill run by eager PyTorch (one kernel launch per operator, no CUDA graphs), s.
+
+        The host launches each layer's kernels in ``eager_host_layer_s``; when the GPU's kernels are shorter, the
+        GPU waits for it, so the pass takes the smooth maximum of the GPU time (:meth:`prefill_cost`, power cap
+        included) and ``layers x eager_host_layer_s``. Short prompts are host-bound in eager PyTorch (the lent-H100
+        profile: no 80-layer pass under ~40 ms). The serving engine the simulator prices removes the launches (CUDA
+        graphs, compiled kernels), so the simulator never calls this; calibration compares it with that profile.
+        """
+        c = self.consts
+        gpu = self.prefill_cost(shape, tp, sm_clock_mhz).latency_s
+        host = self.model.num_layers * c.eager_host_layer_s
+        q = c.eager_host_sharpness
+        return float((gpu**q + host**q) ** (1.0 / q))
+
     def decode_latency_at(self, shape: DecodeShape, tp: int, f: float) -> float:
         """Decode latency at the *effective* clock ``f`` MHz (any value, no power cap), s."""
         k = self._consts_for(tp)

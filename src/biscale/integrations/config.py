@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from biscale.control.state import Slo
+from biscale.control.state import SLO_TPOT_MS, SLO_TTFT_MS, Slo
 from biscale.errors import InputError
 
 #: Environment variable naming the configuration file (``.json`` or ``.toml``).
@@ -24,6 +24,11 @@ CONFIG_ENV = "BISCALE_CONFIG"
 ENV_PREFIX = "BISCALE_"
 
 DEFAULT_CONTROLLERS = {"prefill": "mpc", "decode": "slack"}
+
+#: The phase a P/D engine's KV-transfer role implies (vLLM ``kv_transfer_config.kv_role``). ``kv_both`` (an
+#: instance that sends and receives KV, or an offloading connector on a plain instance) implies none: the role comes
+#: from the configuration, as for an engine without a KV connector.
+KV_ROLE_PHASE = {"kv_producer": "prefill", "kv_consumer": "decode"}
 
 
 class HookConfig(BaseModel):
@@ -40,9 +45,9 @@ class HookConfig(BaseModel):
     prefill, ``slack`` for decode."""
     controller_options: dict[str, Any] = Field(default_factory=dict)
     """The controller's own settings (its constructor's keyword arguments, docs/control.md)."""
-    slo_ttft_ms: float = Field(default=600.0, gt=0)
+    slo_ttft_ms: float = Field(default=SLO_TTFT_MS, gt=0)
     """P99 TTFT target, ms."""
-    slo_tpot_ms: float = Field(default=100.0, gt=0)
+    slo_tpot_ms: float = Field(default=SLO_TPOT_MS, gt=0)
     """P99 TPOT target, ms."""
     predictors: str | None = None
     """Predictor artifact directory (``biscale fit`` output); default: the bundled one of ``gpu`` / ``model``."""
@@ -68,7 +73,10 @@ class HookConfig(BaseModel):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve the control-plane Prometheus metrics on this port (``None``: not served; 0: any free port)."""
     metrics_addr: str = "127.0.0.1"
-    """Address the metrics server binds to."""
+    """Address the metrics server binds to (loopback: this node only)."""
+    metrics_token: str | None = Field(default=None, min_length=16, repr=False)
+    """Serve the metrics only to requests with ``Authorization: Bearer <token>`` (best given as the environment
+    variable ``BISCALE_METRICS_TOKEN``, not in a file others can read); at least 16 characters."""
     recent_latencies: int = Field(default=16, ge=1)
     """Step latencies kept for the controller (``InstanceState.recent_latencies_s``)."""
 
@@ -95,10 +103,18 @@ def _env_value(field: str, text: str) -> Any:
     return text
 
 
-def load_hook_config(env: Mapping[str, str] | None = None, path: str | Path | None = None) -> HookConfig:
+def load_hook_config(
+    env: Mapping[str, str] | None = None,
+    path: str | Path | None = None,
+    *,
+    engine_role: str | None = None,
+    engine_role_source: str = "engine",
+) -> HookConfig:
     """The hook configuration: the file ``path`` (default ``$BISCALE_CONFIG``), then ``BISCALE_<FIELD>`` overrides.
 
-    A bad value is an :class:`InputError` naming the field and where it came from (file or variable).
+    ``engine_role``: the phase the engine itself says it serves (its KV-transfer role, :data:`KV_ROLE_PHASE`;
+    ``engine_role_source`` names it in messages): it fills a missing ``role``, and a configured role that
+    contradicts it is refused. A bad value is an :class:`InputError` naming the field and where it came from.
     """
     from biscale.sim.runconfig import read_config_file
 
@@ -111,6 +127,17 @@ def load_hook_config(env: Mapping[str, str] | None = None, path: str | Path | No
         if key in environ:
             data[name] = _env_value(name, environ[key])
             overridden.add(name)
+    if engine_role is not None:
+        given = data.get("role")
+        if given is None:
+            data["role"] = engine_role
+        elif given != engine_role:
+            raise InputError(
+                f"role {given!r} contradicts {engine_role_source} (a {engine_role} instance); "
+                f"set role {engine_role!r} or remove it",
+                path=None if "role" in overridden else source,
+                field=ENV_PREFIX + "ROLE" if "role" in overridden else "role",
+            )
     try:
         return HookConfig.model_validate(data)
     except ValidationError as err:

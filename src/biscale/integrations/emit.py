@@ -88,6 +88,10 @@ class DeploymentPlan:
     prometheus_yml: str
 
 
+#: Where emitted servers listen unless the operator passes another address (nothing beyond the node).
+LOOPBACK = "127.0.0.1"
+
+
 def assign_gpus(placement: Placement, nodes: int, gpus_per_node: int) -> list[tuple[int, tuple[int, ...]]]:
     """(node, GPU indices on it) for every instance of ``placement.expand()``, in that order."""
     specs = list(placement.expand())
@@ -137,13 +141,25 @@ def build_plan(
     model: str = "llama-3.3-70b",
     predictors: str | None = None,
     top_clock_mhz: int = 1980,
+    bind_addr: str = LOOPBACK,
 ) -> DeploymentPlan:
-    """Launch commands for every instance of ``placement`` on ``engine`` (see the module docstring)."""
+    """Launch commands for every instance of ``placement`` on ``engine`` (see the module docstring).
+
+    ``bind_addr``: the address every emitted server (engines, exporters, router) listens on. The default, loopback,
+    exposes nothing beyond the node; a plan over several nodes needs an address the router and Prometheus can reach
+    (the operator's choice, e.g. the cluster network's), so it is refused without one.
+    """
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (expected vllm or sglang)", field="emit")
     host_list = tuple(hosts) if hosts else tuple(f"node{n}" for n in range(nodes))
     if len(host_list) < nodes:
         raise InputError(f"{len(host_list)} host(s) given for {nodes} nodes", field="hosts")
+    if nodes > 1 and bind_addr in (LOOPBACK, "localhost", "::1"):
+        raise InputError(
+            f"a plan over {nodes} nodes needs --bind-addr: the router and Prometheus on node 0 must reach the other "
+            f"nodes' engines and exporters (by default everything binds {LOOPBACK}, this node only)",
+            field="bind-addr",
+        )
     slo = slo or Slo()
     placed = assign_gpus(placement, nodes, gpus_per_node)
     per_node: dict[int, int] = {}
@@ -172,7 +188,7 @@ def build_plan(
                 "model": model,
                 "baseline_clock_mhz": baseline,
                 "metrics_port": metrics_port,
-                "metrics_addr": "0.0.0.0",
+                "metrics_addr": bind_addr,
             }
             if predictors:
                 hook["predictors"] = predictors
@@ -184,7 +200,7 @@ def build_plan(
             role = "kv_producer" if spec.phase == "prefill" else "kv_consumer"
             argv = [
                 "vllm", "serve", serve_model,
-                "--host", "0.0.0.0",
+                "--host", bind_addr,
                 "--port", str(port),
                 "--tensor-parallel-size", str(spec.tp),
                 "--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": role}),
@@ -195,7 +211,7 @@ def build_plan(
             argv = [
                 "python", "-m", "sglang.launch_server",
                 "--model-path", serve_model,
-                "--host", "0.0.0.0",
+                "--host", bind_addr,
                 "--port", str(port),
                 "--tp-size", str(spec.tp),
                 "--disaggregation-mode", spec.phase,
@@ -205,7 +221,7 @@ def build_plan(
             if spec.phase == "prefill":
                 argv += ["--disaggregation-bootstrap-port", str(SGLANG_BOOTSTRAP_BASE_PORT + k)]
             selection = ",".join(map(str, gpus))
-            sidecars = [["biscale", "gpu", "export", "--port", str(metrics_port), "--addr", "0.0.0.0",
+            sidecars = [["biscale", "gpu", "export", "--port", str(metrics_port), "--addr", bind_addr,
                          "--gpus", selection]]  # fmt: skip
             if baseline:
                 sidecars.insert(0, ["biscale", "gpu", "lock", "--clock", str(baseline), "--gpus", selection, "--guard"])
@@ -225,7 +241,7 @@ def build_plan(
                 hook_config=hook_config,
             )
         )
-    router = _router(engine, launches)
+    router = _router(engine, launches, bind_addr)
     jobs = {
         JOB_CONTROL: [ScrapeTarget(f"{i.host}:{i.metrics_port}", i.phase, i.name) for i in launches],
         JOB_ENGINE: [ScrapeTarget(f"{i.host}:{i.port}", i.phase, i.name) for i in launches],
@@ -233,7 +249,7 @@ def build_plan(
     return DeploymentPlan(engine, placement.spec(), host_list[:nodes], tuple(launches), router, scrape_config(jobs))
 
 
-def _router(engine: str, launches: Sequence[InstanceLaunch]) -> list[str]:
+def _router(engine: str, launches: Sequence[InstanceLaunch], bind_addr: str) -> list[str]:
     prefill = [i for i in launches if i.phase == "prefill"]
     decode = [i for i in launches if i.phase == "decode"]
     if engine == "vllm":
@@ -247,7 +263,7 @@ def _router(engine: str, launches: Sequence[InstanceLaunch]) -> list[str]:
             argv += ["--prefill", i.url, str(bootstrap)]
     for i in decode:
         argv += ["--decode", i.url]
-    return [*argv, "--host", "0.0.0.0", "--port", str(ROUTER_PORT)]
+    return [*argv, "--host", bind_addr, "--port", str(ROUTER_PORT)]
 
 
 def _line(env: dict[str, str], argv: list[str], log: str) -> str:

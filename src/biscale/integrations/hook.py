@@ -7,9 +7,11 @@ same controller object decides. An engine adapter (the vLLM scheduler subclass, 
 step's measured latency. The decision goes to the non-blocking NVML actuator of the instance's TP group
 (:meth:`biscale.gpu.nvml.NvmlActuator.request_clock`), so the serving loop never waits on a clock switch.
 
-Serving never depends on the controller: an exception in the snapshot, the controller or the actuator sends the
-GPUs back to the default governor (the default clock), is logged once with its traceback (then only counted in
-``errors``), and the step runs.
+Serving never depends on the controller: an exception in the snapshot, the controller, the metrics or the actuator
+sends the GPUs back to the default governor (the default clock), is logged once with its traceback (then only counted
+in ``errors``), and the step runs. A suspension of the actuator (its watchdog parked an idle engine's GPUs, an NVML
+error, a refused permission) is counted too (``errors``, ``suspensions``, the ``biscale_control_suspensions``
+counter, one log line each) and re-armed at the next step once its cause cleared, so an idle gap never loses control.
 
 Requests are read through four attributes that vLLM's ``Request`` has (``request_id``, ``num_prompt_tokens``,
 ``num_computed_tokens``, ``arrival_time``) plus ``num_output_tokens`` for first-token times, with vLLM's meaning:
@@ -27,8 +29,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from biscale.actuator import GOVERNOR_MHZ, LiveClockActuator
 from biscale.control.controllers import ClockController, snap_clock
-from biscale.control.state import GOVERNOR_MHZ, InstanceState, Slo
+from biscale.control.state import InstanceState, Slo
+from biscale.errors import InputError
 from biscale.integrations.config import HookConfig
 
 log = logging.getLogger("biscale.integrations")
@@ -154,7 +158,7 @@ def live_state(
 class ClockHook:
     """Snapshot -> controller -> non-blocking actuator, once per engine step, for one instance (one TP group).
 
-    ``actuator``: an :class:`~biscale.gpu.nvml.NvmlActuator` (``None``: decide and export only). ``metrics``: a
+    ``actuator``: a :class:`~biscale.actuator.LiveClockActuator` (``None``: decide and export only). ``metrics``: a
     :class:`~biscale.gpu.exporter.ControlPlaneMetrics` (or ``None``). ``supported_clocks_mhz``: the group's lockable
     clocks (default: asked from the actuator). ``clock`` / ``wall``: monotonic and wall time sources (tests).
     """
@@ -166,7 +170,7 @@ class ClockHook:
         *,
         tp: int,
         instance_id: int = 0,
-        actuator: Any = None,
+        actuator: LiveClockActuator | None = None,
         gpus: Sequence[int] = (),
         metrics: Any = None,
         supported_clocks_mhz: Sequence[int] | None = None,
@@ -182,6 +186,8 @@ class ClockHook:
         self.gpus = tuple(int(g) for g in gpus)
         self.metrics = metrics
         if supported_clocks_mhz is None:
+            if actuator is None:
+                raise ValueError("supported_clocks_mhz is needed without an actuator")
             supported_clocks_mhz = actuator.supported_clocks_mhz(self.gpus)
         self.supported = tuple(sorted(int(c) for c in supported_clocks_mhz))
         if not self.supported:
@@ -198,7 +204,10 @@ class ClockHook:
         self.preemptions = 0
         self.decisions = 0
         self.errors = 0
-        """Failed steps (snapshot, controller or actuator raised); each fell back to the default governor."""
+        """Failed steps (snapshot, controller, metrics or actuator raised; each fell back to the default governor)
+        plus suspensions of the actuator."""
+        self.suspensions = 0
+        """Suspensions of the actuator seen (each parked the GPUs at default clocks until re-armed)."""
         self.last_error: str | None = None
         self.failsafe: Any = None
         """:class:`~biscale.gpu.failsafe.FailSafe` restoring the clocks at exit and on signals (``open_hook``)."""
@@ -242,21 +251,44 @@ class ClockHook:
     def before_step(self, step: LiveStep) -> int | None:
         """Decide the clock of the batch about to run and hand it to the actuator; returns the request (MHz,
         ``GOVERNOR_MHZ``, or ``None`` for no change). Never raises."""
-        if self.actuator is not None:
-            self.actuator.heartbeat()
-        self.preemptions += step.preempted
         try:
+            if self.actuator is not None:
+                self.actuator.heartbeat()
+                self._watch_actuator(self.actuator)
+            self.preemptions += step.preempted
             want = self.controller.decide(self.state(step))
             self.decisions += 1
             if want is not None:
                 want = snap_clock(int(want), self.supported)
             self._request(want)
+            if self.metrics is not None:
+                shown = self.target if self.target is not None else GOVERNOR_MHZ
+                self.metrics.record_decision(self.config.instance, self.phase, shown)
         except Exception as err:
             want = self.fall_back(err)
-        if self.metrics is not None:
-            shown = self.target if self.target is not None else GOVERNOR_MHZ
-            self.metrics.record_decision(self.config.instance, self.phase, shown)
         return want
+
+    def _watch_actuator(self, actuator: LiveClockActuator) -> None:
+        """Count the actuator's new suspensions (one log line each) and re-arm it when their cause cleared: the next
+        decision is then applied again (``target`` forgotten, since the park unlocked the GPUs)."""
+        new = actuator.suspensions - self.suspensions
+        reason = actuator.suspended_reason
+        if new > 0:
+            self.suspensions += new
+            self.errors += new
+            kind = (reason or "unknown").split(":")[0]
+            self.last_error = f"suspended: {reason}"
+            log.warning(
+                "biscale clock hook (%s %s): clock control was suspended (%s), GPUs at default clocks; %s",
+                self.phase,
+                self.config.instance,
+                reason,
+                "re-arming now" if kind == "watchdog" else "re-armed once the cause clears",
+            )
+            if self.metrics is not None:
+                self.metrics.record_suspension(self.config.instance, kind)
+        if reason is not None and actuator.rearm():
+            self.target = None
 
     def _request(self, want: int | None) -> None:
         if want is None or want == self.target:
@@ -313,17 +345,21 @@ class ClockHook:
         self.first_token_s = {k: v for k, v in self.first_token_s.items() if k in keep}
 
     def close(self, reason: str = "exit") -> None:
-        """Stop actuating, restore the default clocks, release the guard, stop the metrics server (idempotent)."""
-        if self.actuator is not None:
-            self.actuator.close(reason)
-        if self.guard is not None:
-            self.guard.release()
-            self.guard = None
-        if self.failsafe is not None:
-            self.failsafe.uninstall()
-            self.failsafe = None
-        if self.metrics is not None:
-            self.metrics.shutdown()
+        """Stop actuating, restore the default clocks, release the guard, stop the metrics server (idempotent; never
+        raises: an engine's shutdown must not fail because of biscale)."""
+        try:
+            if self.actuator is not None:
+                self.actuator.close(reason)
+            if self.guard is not None:
+                self.guard.release()
+                self.guard = None
+            if self.failsafe is not None:
+                self.failsafe.uninstall()
+                self.failsafe = None
+            if self.metrics is not None:
+                self.metrics.shutdown()
+        except Exception as err:
+            log.error("biscale clock hook (%s %s): close failed: %s", self.phase, self.config.instance, err)
 
 
 #: Controllers that take candidate clocks (``clocks_mhz``) as an option.
@@ -352,6 +388,22 @@ class PhaseInfo:
     def set(self, instance: str, phase: str, gpus: Iterable[int]) -> None:
         for g in gpus:
             self.gauge.labels(gpu=str(g), phase=phase, engine_instance=instance).set(1)
+
+
+def check_predictor_tp(config: HookConfig, predictor: Any, tp: int, *, field: str = "tp") -> None:
+    """Refuse at start an instance whose TP degree the controller's predictors were never profiled at (it would fail
+    every step and never control a clock). A fixed clock (a number as controller) needs no predictor."""
+    tps = getattr(predictor, "tps", None)
+    if config.controller_name.strip().isdigit() or not callable(tps):
+        return
+    have = tuple(tps(config.role))
+    if int(tp) not in have:
+        where = config.predictors or f"the bundled {config.gpu} / {config.model} predictors"
+        raise InputError(
+            f"{where} have no {config.role} model for TP {tp} (profiled TP degrees: "
+            f"{', '.join(map(str, have)) or 'none'}); serve at one of those or fit predictors at TP {tp} (biscale fit)",
+            field=field,
+        )
 
 
 def build_controller(config: HookConfig) -> tuple[ClockController, Any]:
@@ -387,14 +439,16 @@ def open_hook(
     """A :class:`ClockHook` with everything a real instance needs: controller, NVML actuator of its GPUs (fail-safe
     restore on exit and signals, a guard process against SIGKILL), and the Prometheus exporter when configured.
 
-    ``default_gpus``: the GPU selection when the configuration names none (the engine's TP group). When NVML is
-    missing or clocks cannot be set (no GPU, no permission), clock control is disabled with one logged error and the
-    hook still decides and exports: serving never depends on it.
+    ``default_gpus``: the GPU selection when the configuration names none (the engine's TP group). Fails open: any
+    NVML error while opening the GPUs (no GPU, no permission, an unsupported or failing call), a GPU selection that
+    this node cannot see, a metrics port in use, disables that part with one logged line and the hook still decides
+    (and exports what it can); serving never depends on it. Only the operator's own configuration is refused
+    (:class:`~biscale.errors.InputError`: a controller, predictor or ``gpus`` that does not exist).
     """
-    from biscale.errors import NoGpuError, PermissionRequiredError
     from biscale.predict.costmodel import PredictorCostModel
 
     controller, predictor = build_controller(config)
+    check_predictor_tp(config, predictor, tp)
     metrics = None
     if config.metrics_port is not None:
         from biscale.gpu.exporter import ControlPlaneMetrics
@@ -402,7 +456,9 @@ def open_hook(
         metrics = ControlPlaneMetrics()
     actuator = None
     gpus: list[int] = []
+    supported: tuple[int, ...] | None = None
     module = nvml
+    what = f"biscale clock hook ({config.role} {config.instance})"
     if config.actuate:
         from biscale.gpu.nvml import NvmlActuator, load_nvml, nvml_init, resolve_gpus
 
@@ -417,12 +473,18 @@ def open_hook(
                 module, gpus, min_dwell_s=config.min_dwell_s, watchdog_s=config.watchdog_s, observer=metrics
             )
             actuator.reset(gpus)  # start from the default governor; also proves we may set clocks
-        except (NoGpuError, PermissionRequiredError) as err:
-            log.error("biscale clock hook (%s %s): clock control disabled: %s", config.role, config.instance, err)
+            supported = actuator.supported_clocks_mhz(gpus)
+            if not supported:
+                raise RuntimeError(f"GPU(s) {gpus} have no SM clock in common")
+        except Exception as err:
+            if isinstance(err, InputError) and config.gpus:
+                raise  # the operator named GPUs that do not exist: refused at start
+            log.error("%s: clock control disabled, the engine serves at default clocks: %s", what, err)
             if actuator is not None:
-                actuator.close("permission")
-            actuator = None
-    supported = None if actuator is not None else PredictorCostModel(predictor).supported_clocks_mhz
+                actuator.close("permission" if "permission" in str(err).lower() else "start_failed")
+            actuator, gpus, supported = None, [], None
+    if actuator is None:
+        supported = PredictorCostModel(predictor).supported_clocks_mhz
     hook = ClockHook(
         config,
         controller,
@@ -434,6 +496,7 @@ def open_hook(
         supported_clocks_mhz=supported,
     )
     if actuator is not None:
+        log.info("%s: clocking GPU(s) %s (NVML indices)", what, ", ".join(map(str, gpus)))
         if install_failsafe:
             from biscale.gpu.failsafe import FailSafe
 
@@ -443,16 +506,24 @@ def open_hook(
 
             try:
                 hook.guard = Guard.start([actuator.uuids[g] for g in gpus])
-            except RuntimeError as err:
-                log.error("biscale clock hook: no guard process (%s); a SIGKILL would leave clocks locked", err)
+            except Exception as err:
+                log.error("%s: no guard process (%s); a SIGKILL would leave clocks locked", what, err)
     if metrics is not None:
-        if actuator is not None:
+        hook.metrics = _serve_metrics(metrics, config, module if actuator is not None else None, gpus, what)
+    return hook
+
+
+def _serve_metrics(metrics: Any, config: HookConfig, module: Any, gpus: list[int], what: str) -> Any:
+    """Start the instance's exporter; ``None`` (the hook runs without) when it cannot serve, said once."""
+    try:
+        if module is not None:
             from biscale.gpu.energy import EnergyMeter
 
             metrics.attach_nvml(EnergyMeter(module, gpus))
             PhaseInfo(metrics.registry).set(config.instance, config.role, gpus)
-        port = metrics.serve(config.metrics_port or 0, config.metrics_addr)
-        log.info(
-            "biscale clock hook (%s %s): metrics on %s:%d", config.role, config.instance, config.metrics_addr, port
-        )
-    return hook
+        port = metrics.serve(config.metrics_port or 0, config.metrics_addr, config.metrics_token)
+    except Exception as err:
+        log.error("%s: metrics not served (%s:%s): %s", what, config.metrics_addr, config.metrics_port, err)
+        return None
+    log.info("%s: metrics on %s:%d", what, config.metrics_addr, port)
+    return metrics

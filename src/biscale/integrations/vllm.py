@@ -30,7 +30,8 @@ import logging
 import time
 from typing import Any
 
-from biscale.integrations.config import HookConfig, load_hook_config
+from biscale.errors import InputError
+from biscale.integrations.config import KV_ROLE_PHASE, HookConfig, load_hook_config
 from biscale.integrations.hook import ClockHook, LiveStep, open_hook
 
 log = logging.getLogger("biscale.integrations")
@@ -43,6 +44,7 @@ SUPPORTED_MINOR = (0, 33)
 VLLM_READS: dict[str, tuple[str, ...]] = {
     "vllm/v1/core/sched/scheduler.py": (
         "class Scheduler(SchedulerInterface)",
+        "self.vllm_config = vllm_config",
         "def schedule(self",
         "def update_from_output(",
         "def shutdown(self)",
@@ -81,7 +83,14 @@ VLLM_READS: dict[str, tuple[str, ...]] = {
         "pipeline_parallel_size: int",
         "data_parallel_size: int",
         "nnodes: int",
+        "data_parallel_rank: int",
+        "data_parallel_rank_local: int | None",
+        "assigned_physical_gpu_ids: list[int] | None",
+        "def nnodes_within_dp(self) -> int",
+        "def local_world_size(self) -> int",
+        "def get_local_gpu_index(",
     ),
+    "vllm/config/kv_transfer.py": ("kv_role: KVRole | None",),
     "vllm/config/scheduler.py": ("async_scheduling: bool | None",),
 }
 
@@ -94,20 +103,82 @@ BASES = {
 _REMOTE_KV = "WAITING_FOR_REMOTE_KVS"
 
 
-def default_gpu_selection(parallel_config: Any) -> str | None:
-    """The engine's TP group as a ``biscale gpu`` selection: its first ``TP x PP`` visible CUDA devices.
+def rank_gpu_selection(parallel_config: Any) -> str:
+    """This engine's GPUs on this node as a ``biscale gpu`` selection, as vLLM's own workers pick them.
 
-    ``None`` (the configuration must name ``gpus``) with data parallelism, where each rank's devices depend on how
-    vLLM split them.
+    vLLM 0.33 maps a worker's local rank to a host-local logical GPU with ``ParallelConfig.get_local_gpu_index``
+    (``local_rank + data-parallel local rank x world size`` on one node) over ``local_world_size`` GPUs (the whole
+    TP x PP group, or this node's share when it spans nodes); a logical GPU is a visible CUDA device (``cuda:N``),
+    or the physical GPU (NVML index) listed at that place in ``assigned_physical_gpu_ids`` when vLLM set it (Ray,
+    ``--device-ids``). So each data-parallel rank clocks exactly its own GPUs.
     """
-    if getattr(parallel_config, "data_parallel_size", 1) > 1:
-        return None
-    world = parallel_config.tensor_parallel_size * parallel_config.pipeline_parallel_size
-    return ",".join(f"cuda:{i}" for i in range(world))
+    pc = parallel_config
+    world = int(pc.tensor_parallel_size) * int(pc.pipeline_parallel_size)
+    local = int(getattr(pc, "local_world_size", world))
+    index = getattr(pc, "get_local_gpu_index", None)
+    if callable(index):
+        logical = [int(index(i)) for i in range(local)]
+    else:  # an older ParallelConfig: one node, data-parallel ranks side by side
+        dp_local = getattr(pc, "data_parallel_rank_local", None) or 0
+        logical = [int(dp_local) * world + i for i in range(local)]
+    assigned = getattr(pc, "assigned_physical_gpu_ids", None)
+    if assigned:
+        return ",".join(str(int(assigned[i])) for i in logical)
+    return ",".join(f"cuda:{i}" for i in logical)
+
+
+def per_rank_config(config: HookConfig, parallel_config: Any) -> HookConfig:
+    """With data parallelism every rank reads the same configuration: each gets its own instance name
+    (``<instance>-dp<rank>``) and metrics port (``metrics_port + local rank``); a ``gpus`` list, which would be the
+    same for every rank, is refused (each rank clocks the GPUs vLLM gave it)."""
+    pc = parallel_config
+    if int(getattr(pc, "data_parallel_size", 1)) <= 1:
+        return config
+    if config.gpus:
+        raise InputError(
+            f"gpus={config.gpus!r} would be clocked by every one of the {pc.data_parallel_size} data-parallel ranks; "
+            "leave it unset (each rank clocks the GPUs vLLM assigned it)",
+            field="gpus",
+        )
+    rank = int(getattr(pc, "data_parallel_rank", 0))
+    local = getattr(pc, "data_parallel_rank_local", None)
+    local = rank if local is None else int(local)
+    update: dict[str, Any] = {"instance": f"{config.instance}-dp{rank}"}
+    if config.metrics_port:  # 0 (any free port) stays 0
+        update["metrics_port"] = config.metrics_port + local
+    return config.model_copy(update=update)
+
+
+def engine_role(vllm_config: Any) -> tuple[str | None, str]:
+    """(the phase vLLM's KV-transfer role implies, or None; where it came from, for messages)."""
+    kv = getattr(vllm_config, "kv_transfer_config", None)
+    kv_role = getattr(kv, "kv_role", None)
+    return KV_ROLE_PHASE.get(str(kv_role)), f"vLLM's kv_transfer_config.kv_role={kv_role!r}"
+
+
+def check_async(resolved: bool | None, cls: type) -> None:
+    """Refuse a scheduler class that does not match vLLM's resolved async-scheduling setting: the engine core's
+    loop follows the setting, and the wrong base class breaks its output handling (or its throughput)."""
+    base_async = any(c.__name__ == "AsyncScheduler" for c in cls.__mro__)
+    if resolved is None or bool(resolved) == base_async:
+        return
+    want = "BiScaleScheduler" if resolved else "BiScaleSyncScheduler"
+    raise InputError(
+        f"vLLM resolved async scheduling {'on' if resolved else 'off'} but the scheduler class {cls.__name__} is "
+        f"{'an AsyncScheduler' if base_async else 'a synchronous Scheduler'}; "
+        f"use --scheduler-cls biscale.integrations.vllm.{want}",
+        field="--scheduler-cls",
+    )
 
 
 class BiScaleSchedulerMixin:
-    """The BiScale part of the scheduler (combined with a vLLM scheduler by :func:`make_scheduler_class`)."""
+    """The BiScale part of the scheduler (combined with a vLLM scheduler by :func:`make_scheduler_class`).
+
+    Start-up refuses (one :class:`~biscale.errors.InputError` line) only what the operator must fix: a bad
+    configuration, a role that contradicts vLLM's KV-transfer role, a class that does not match vLLM's async
+    setting. Anything else that goes wrong while opening the hook is logged once and the engine serves at default
+    clocks.
+    """
 
     _biscale: ClockHook | None
 
@@ -118,24 +189,31 @@ class BiScaleSchedulerMixin:
         """Whether the last step ran a batch (the first empty step after one asks the controller where to idle)."""
         self._biscale_last_end = 0.0
         self._biscale = None
-        config = load_hook_config()  # a bad configuration stops the engine at start-up, with the reason
+        self._biscale_calls = {"schedule": 0, "update_from_output": 0}
+        """How often vLLM called each hooked method (tests check vLLM still calls them)."""
+        check_async(getattr(self.scheduler_config, "async_scheduling", None), type(self))  # type: ignore[attr-defined]
+        role, source = engine_role(getattr(self, "vllm_config", None))
         pc = self.parallel_config  # type: ignore[attr-defined]
-        if getattr(pc, "nnodes", 1) > 1:
-            log.warning("biscale: the TP group spans %d nodes; only this node's GPUs are clocked", pc.nnodes)
-        self._biscale = self._biscale_open(config, pc)
-        is_async = getattr(self.scheduler_config, "async_scheduling", None)  # type: ignore[attr-defined]
-        base_async = any(c.__name__ == "AsyncScheduler" for c in type(self).__mro__)
-        if is_async is not None and bool(is_async) != base_async:
+        config = per_rank_config(load_hook_config(engine_role=role, engine_role_source=source), pc)
+        nodes = int(getattr(pc, "nnodes_within_dp", getattr(pc, "nnodes", 1)) or 1)
+        try:
+            self._biscale = self._biscale_open(config, pc)
+        except InputError:
+            raise
+        except Exception as err:  # fail open: the engine serves at default clocks
+            log.error("biscale: the clock hook could not start (%s); the engine serves at default clocks", err)
+            return
+        if nodes > 1:
             log.warning(
-                "biscale: async scheduling is %s but the scheduler class is %s; use %s",
-                "on" if is_async else "off",
-                type(self).__name__,
-                "BiScaleScheduler" if is_async else "BiScaleSyncScheduler",
+                "biscale: the TP x PP group spans %d nodes; this node clocks its local GPUs %s (NVML indices) only; "
+                "the other nodes' GPUs stay at default clocks",
+                nodes,
+                list(self._biscale.gpus),
             )
 
     def _biscale_open(self, config: HookConfig, pc: Any) -> ClockHook:
         """The instance's hook (tests override it to inject a fake NVML)."""
-        return open_hook(config, tp=pc.tensor_parallel_size, default_gpus=default_gpu_selection(pc))
+        return open_hook(config, tp=pc.tensor_parallel_size, default_gpus=rank_gpu_selection(pc))
 
     def _biscale_step(self, out: Any) -> LiveStep:
         """What the hook needs about the batch vLLM just formed."""
@@ -163,6 +241,7 @@ class BiScaleSchedulerMixin:
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         out = super().schedule(*args, **kwargs)  # type: ignore[misc]
+        self._biscale_calls["schedule"] += 1
         hook = self._biscale
         if hook is None:
             return out
@@ -185,6 +264,7 @@ class BiScaleSchedulerMixin:
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
         result = super().update_from_output(scheduler_output, model_runner_output)  # type: ignore[misc]
+        self._biscale_calls["update_from_output"] += 1
         hook = self._biscale
         started = self._biscale_started.pop(id(scheduler_output), None)
         if hook is None or started is None:

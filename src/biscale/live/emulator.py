@@ -37,6 +37,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, SLO_TPOT_MS, SLO_TTFT_MS
 from biscale.costmodel import CostModel, DecodeShape
 from biscale.errors import InputError
 from biscale.gpu.energy import EnergyMeter
@@ -44,7 +45,7 @@ from biscale.gpu.exporter import ControlPlaneMetrics
 from biscale.gpu.fake_nvml import FakeNvml, default_state
 from biscale.gpu.nvml import NvmlActuator
 from biscale.integrations.config import HookConfig
-from biscale.integrations.hook import ClockHook, LiveStep, PhaseInfo, build_controller
+from biscale.integrations.hook import ClockHook, LiveStep, PhaseInfo, build_controller, check_predictor_tp
 from biscale.sim.prefill import prefill_shape, take_chunks
 
 log = logging.getLogger("biscale.live")
@@ -67,9 +68,9 @@ class EmulatorSettings:
     decode_tp: int = 4
     controllers: dict[str, str] = field(default_factory=lambda: {"prefill": "mpc", "decode": "slack"})
     controller_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    slo_ttft_ms: float = 600.0
-    slo_tpot_ms: float = 100.0
-    token_budget: int = 8192
+    slo_ttft_ms: float = SLO_TTFT_MS
+    slo_tpot_ms: float = SLO_TPOT_MS
+    token_budget: int = DEFAULT_PREFILL_TOKEN_BUDGET
     max_prefill_seqs: int = 1024
     max_batch: int = 256
     speed: float = 1.0
@@ -156,6 +157,7 @@ class EmulatedInstance:
         while True:
             self._drop_cancelled()
             if not self.queue and not self.running:
+                self._show_queues()
                 self.drive(self.cost.idle_power_w(self.tp, self.clock()))
                 self.wake.clear()
                 await self.wake.wait()
@@ -173,8 +175,11 @@ class EmulatedInstance:
             self.iterations += 1
             self.metrics.iterations.labels(instance=self.name).inc()
             finish()
-            self.metrics.requests_running.labels(instance=self.name).set(len(self.running))
-            self.metrics.requests_waiting.labels(instance=self.name).set(len(self.queue))
+            self._show_queues()
+
+    def _show_queues(self) -> None:
+        self.metrics.requests_running.labels(instance=self.name).set(len(self.running))
+        self.metrics.requests_waiting.labels(instance=self.name).set(len(self.queue))
 
     def _drop_cancelled(self) -> None:
         if any(r.cancelled for r in self.queue):
@@ -313,7 +318,8 @@ class EmulatedEngine:
                 guard=False,
                 watchdog_s=None,
             )
-            controller, _ = build_controller(config)
+            controller, predictor = build_controller(config)
+            check_predictor_tp(config, predictor, tps[phase], field=f"{phase}-tp")
             actuator = NvmlActuator(self.fake, gpus, observer=self.metrics)
             hook = ClockHook(
                 config, controller, tp=tps[phase], instance_id=i, actuator=actuator, gpus=gpus, metrics=self.metrics
@@ -351,9 +357,50 @@ class EmulatedEngine:
 
 
 # ------------------------------------------------------------------------------------------ the HTTP API
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+}
+
+
 def _error(status: int, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": status}}
+    """An error in OpenAI's JSON format (``{"error": {"message", "type", "param", "code"}}``)."""
+    kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
     return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error status aiohttp raises itself (404 unknown path, 405 wrong method, 413 body too large, ...) in
+    OpenAI's JSON format too, never text/plain."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return _error(err.status, err.reason or "error")
+
+
+def _check_options(body: dict[str, Any]) -> str | None:
+    """What is wrong with the request's options (None: nothing); checked before any byte of a stream is sent."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        v = body.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            return f"'{key}' must be an integer >= 1"
+    if not isinstance(body.get("stream", False), bool):
+        return "'stream' must be true or false"
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        return "'stream_options' must be an object"
+    if isinstance(opts, dict) and not isinstance(opts.get("include_usage", False), bool):
+        return "'stream_options.include_usage' must be true or false"
+    n = body.get("n", 1)
+    if n is not None and (isinstance(n, bool) or n != 1):
+        return "'n' must be 1 (the emulated engine returns one choice)"
+    return None
 
 
 def _prompt_tokens(body: dict[str, Any], chat: bool) -> int:
@@ -405,10 +452,11 @@ def make_app(engine: EmulatedEngine) -> web.Application:
             return _error(400, "request body must be a JSON object")
         if body.get("model") not in (None, model):
             return _error(404, f"model {body.get('model')!r} does not exist (this engine serves {model!r})")
+        problem = _check_options(body)
+        if problem is not None:
+            return _error(400, problem)
         max_tokens = body.get("max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens")
         max_tokens = 16 if max_tokens is None else max_tokens
-        if not isinstance(max_tokens, int) or max_tokens < 1:
-            return _error(400, "'max_tokens' must be an integer >= 1")
         try:
             req = engine.submit(_prompt_tokens(body, chat), max_tokens)
         except InputError as err:
@@ -420,10 +468,16 @@ def make_app(engine: EmulatedEngine) -> web.Application:
             "completion_tokens": req.max_tokens,
             "total_tokens": req.num_prompt_tokens + req.max_tokens,
         }
+
+        def gone() -> bool:  # the client hung up: nobody will read the answer
+            return request.transport is None or request.transport.is_closing()
+
         if not body.get("stream"):
             n = 0
-            async for _last in _tokens(req):
+            async for _last in _tokens(req, gone):
                 n += 1
+            if req.cancelled:
+                return web.Response(status=499)  # nobody reads it
             text = " tok" * n
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
             choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None}
@@ -444,7 +498,7 @@ def make_app(engine: EmulatedEngine) -> web.Application:
                 await resp.write(
                     chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
                 )
-            async for last in _tokens(req):
+            async for last in _tokens(req, gone):
                 reason = "length" if last else None
                 if chat:
                     c = {"index": 0, "delta": {"content": " tok"}, "finish_reason": reason}
@@ -471,7 +525,7 @@ def make_app(engine: EmulatedEngine) -> web.Application:
     async def chat_api(request: web.Request) -> web.StreamResponse:
         return await completions(request, True)
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app.router.add_get("/v1/models", models)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
@@ -482,9 +536,19 @@ def make_app(engine: EmulatedEngine) -> web.Application:
     return app
 
 
-async def _tokens(req: EmuRequest) -> AsyncIterator[bool]:
+async def _tokens(req: EmuRequest, gone: Any, poll_s: float = 0.1) -> AsyncIterator[bool]:
+    """The request's tokens as they come (True on the last); stops, cancelling the request, when ``gone()`` says the
+    client hung up (checked at every token and every ``poll_s`` while waiting: an abandoned request leaves)."""
     while True:
-        last = await req.events.get()
+        try:
+            last = await asyncio.wait_for(req.events.get(), poll_s)
+        except TimeoutError:
+            last = None
+        if gone():
+            req.cancelled = True
+            return
+        if last is None:
+            continue
         yield last
         if last:
             return

@@ -125,6 +125,9 @@ async def _one(
                         done = True
                         break
                     chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        _fail(rec, f"bad stream chunk: not a JSON object: {data[:80]!r}")
+                        return
                     if chunk.get("error"):
                         _fail(rec, f"stream error: {chunk['error']}")
                         return
@@ -142,6 +145,9 @@ async def _one(
         return
     except json.JSONDecodeError as err:
         _fail(rec, f"bad stream chunk: {err.msg}")
+        return
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # a chunk of the wrong shape fails this request
+        _fail(rec, f"bad stream chunk: {type(err).__name__}: {err}")
         return
     if done:
         rec.status = "completed"

@@ -176,9 +176,6 @@ class CapacityTable:
                 return c
         return None
 
-    def phase_configs(self, phase: str) -> list[ConfigCapacity]:
-        return [c for c in self.configs if c.phase == phase]
-
     @property
     def mean_input_tokens(self) -> float:
         return float(self.workload["mean_input_tokens"])
@@ -347,7 +344,6 @@ class ProbeContext:
     top_clock: int
     mean_in: float
     mean_out: float
-    sims: int = 0
 
     @classmethod
     def build(cls, predictor: Predictor, base: Trace, slo: Slo, settings: CapacitySettings) -> ProbeContext:
@@ -415,7 +411,6 @@ def _run_probe(ctx: ProbeContext, phase: str, tp: int, clock: int, rate_rps: flo
     cfg = st.sim_config(
         nodes=1, gpus_per_node=tp, slo=ctx.slo, sample_interval_s=st.probe_duration_s, isolate_phase=phase
     )
-    ctx.sims += 1
     return simulate(rescale_rate(ctx.base, rate_rps, seed=st.seed), plc, ctx.cm, config=cfg)
 
 

@@ -16,12 +16,9 @@ from typing import ClassVar
 import numpy as np
 
 from biscale.errors import InputError
+from biscale.limits import MAX_WINDOWS
 from biscale.registry import Registry
 from biscale.workload.trace import Trace
-
-#: Most windows :func:`window_rates` cuts a trace into (a guard against exhausting memory with a tiny window:
-#: 1e-9 s windows of a 1 h trace would be 3.5e12 of them).
-MAX_WINDOWS = 1_000_000
 
 
 class Forecaster(ABC):

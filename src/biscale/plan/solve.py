@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from biscale.control.placement import InstanceSpec, PhasePrediction, Placement, PlanPrediction
 from biscale.errors import InputError
+from biscale.limits import check_gpus
 from biscale.plan.capacity import PHASES, CapacityTable, ConfigCapacity
 from biscale.plan.milp import Problem, Solution, assign_nodes, solve_energy, solve_max_capacity, solve_min_nodes
 
@@ -85,6 +86,8 @@ class Cluster:
         """``gpus`` GPUs in nodes of ``gpus_per_node`` (a single smaller node when ``gpus < gpus_per_node``)."""
         if gpus < 1 or gpus_per_node < 1:
             raise InputError(f"--gpus and --gpus-per-node must be >= 1 (got {gpus}, {gpus_per_node})", field="gpus")
+        check_gpus(gpus)
+        check_gpus(gpus_per_node, field="gpus-per-node")
         if gpus < gpus_per_node:
             return cls(1, gpus)
         if gpus % gpus_per_node:

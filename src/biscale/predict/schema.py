@@ -31,8 +31,6 @@ PREFILL_COLUMNS = ("input_len_sum", "input_len_mean", "input_len_std", "input_le
 DECODE_COLUMNS = ("context_len_sum", "context_len_mean", "context_len_std", "context_len_max")
 #: At least one of these: mean power per GPU over the iteration (W), or energy per GPU per iteration (J).
 POWER_COLUMNS = ("power_w", "energy_j")
-#: Optional columns (filled in when absent).
-OPTIONAL_COLUMNS = ("source", "timestamp", "attn_pairs")
 
 #: All columns in the order profilers write them.
 ALL_COLUMNS = (
@@ -55,25 +53,6 @@ ALL_COLUMNS = (
 
 #: Fewest rows per (phase, TP, clock) that ``biscale fit`` accepts (the per-clock regression has 8 terms).
 MIN_ROWS_PER_CLOCK = 12
-
-UNITS = {
-    "tp": "GPUs",
-    "sm_clock_mhz": "MHz",
-    "batch_size": "requests",
-    "input_len_sum": "tokens",
-    "input_len_mean": "tokens",
-    "input_len_std": "tokens",
-    "input_len_max": "tokens",
-    "attn_pairs": "query-key pairs",
-    "context_len_sum": "tokens",
-    "context_len_mean": "tokens",
-    "context_len_std": "tokens",
-    "context_len_max": "tokens",
-    "latency_s": "s (mean per iteration)",
-    "power_w": "W (mean per GPU)",
-    "energy_j": "J (per GPU per iteration)",
-    "repeats": "iterations averaged",
-}
 
 
 class GovernorMeta(BaseModel):
@@ -154,8 +133,9 @@ def read_meta(profile_path: str | Path) -> ProfileMeta | None:
         raise InputError(f"bad profile sidecar: {first[0] if first else exc}", path=mp) from exc
 
 
-def read_profile(path: str | Path) -> pd.DataFrame:
-    """Read and validate a profile; returns a clean frame (``power_w`` and ``attn_pairs`` always filled)."""
+def read_profile(path: str | Path, *, for_fit: bool = True) -> pd.DataFrame:
+    """Read and validate a profile; returns a clean frame (``power_w`` and ``attn_pairs`` always filled).
+    ``for_fit=False`` (scoring a fitted predictor) drops the coverage a fit needs (two clocks per phase and TP)."""
     p = Path(path)
     if not p.exists():
         raise InputError("profile not found", path=p)
@@ -171,7 +151,7 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
         raise InputError(f"cannot read profile: {' '.join(str(exc).split())}", path=p) from exc
-    return validate_profile(df, path=p, csv=suffix == ".csv")
+    return validate_profile(df, path=p, csv=suffix == ".csv", for_fit=for_fit)
 
 
 def _row_ref(path: Path | None, idx: int, csv: bool) -> dict[str, Any]:
@@ -181,7 +161,9 @@ def _row_ref(path: Path | None, idx: int, csv: bool) -> dict[str, Any]:
     return {"path": path, "line": idx + 1} if path is None else {"path": f"{path} row {idx + 1}"}
 
 
-def validate_profile(df: pd.DataFrame, *, path: Path | None = None, csv: bool = True) -> pd.DataFrame:
+def validate_profile(
+    df: pd.DataFrame, *, path: Path | None = None, csv: bool = True, for_fit: bool = True
+) -> pd.DataFrame:
     """Check columns, types and values; raise :class:`InputError` naming the first problem found."""
     if len(df) == 0:
         raise InputError("profile has no rows", path=path)
@@ -270,7 +252,7 @@ def validate_profile(df: pd.DataFrame, *, path: Path | None = None, csv: bool = 
             df[col] = ""
 
     # Enough coverage to fit clock dependence per phase and TP.
-    for key, grp in df.groupby(["phase", "tp"], sort=True):
+    for key, grp in df.groupby(["phase", "tp"], sort=True) if for_fit else ():
         ph, tp = (str(v) for v in cast(tuple, key))
         clocks = np.unique(grp["sm_clock_mhz"].to_numpy())
         if clocks.size < 2:

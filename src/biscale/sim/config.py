@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from biscale.control.placement import MAX_CLUSTER_GPUS, ClockSetting, clock_setting
-from biscale.control.state import Slo
+from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, Slo
 from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
@@ -59,7 +59,7 @@ class SimConfig(BaseModel):
     """GPUs per node (a TP group never spans nodes)."""
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     """KV-transfer links."""
-    prefill_token_budget: int = Field(default=8192, ge=1)
+    prefill_token_budget: int = Field(default=DEFAULT_PREFILL_TOKEN_BUDGET, ge=1)
     """Most new tokens one prefill iteration processes, tokens; longer prompts are chunked."""
     prefill_max_seqs: int = Field(default=1024, ge=1)
     """Most sequences (prompts or chunks) in one prefill batch."""

@@ -24,6 +24,7 @@ from biscale.control.planner import PLANNERS, Planner, PlannerContext
 from biscale.costmodel import CostModel
 from biscale.errors import InputError, validation_input_error
 from biscale.jsonio import loads_json, read_text
+from biscale.limits import MAX_SIM_REQUESTS, MAX_TIMELINE_ROWS
 from biscale.sim.config import SimConfig
 from biscale.sim.costmodels import COST_MODELS
 from biscale.sim.results import SimResult, simulate
@@ -31,12 +32,6 @@ from biscale.workload.trace import Trace
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-#: Most requests one simulated run may hold. Measured peak memory: ~1 KB per request (the engine's tables, the
-#: result frames and the Parquet writer; 103k requests added 100 MB): ~5 GB at the limit.
-MAX_SIM_REQUESTS = 5_000_000
-#: Most per-instance timeline rows one run may record. Measured peak memory: ~0.5 KB per row (2.1 M rows added
-#: 0.97 GB): ~2.5 GB at the limit.
-MAX_TIMELINE_ROWS = 5_000_000
 
 #: A placement: a SPEC string (``prefill:2xTP2,decode:3xTP4``), the path of a placement JSON file, or the object.
 PlacementSource = str | Placement

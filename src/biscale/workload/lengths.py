@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from biscale.workload.trace import Trace
-
 
 @dataclass(frozen=True)
 class LengthTable:
@@ -42,17 +40,6 @@ class LengthTable:
 
     def __len__(self) -> int:
         return int(self.input_tokens.size)
-
-    @classmethod
-    def from_trace(cls, trace: Trace) -> LengthTable:
-        """The length pairs of a trace (its arrival times dropped)."""
-        return cls(
-            trace.input_tokens.copy(),
-            trace.output_tokens.copy(),
-            name=trace.name,
-            source=trace.source,
-            meta=dict(trace.meta),
-        )
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` rows drawn uniformly with replacement: (input_tokens, output_tokens)."""

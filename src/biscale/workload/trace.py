@@ -52,10 +52,6 @@ class Trace:
         return int(self.arrival_s.size)
 
     @property
-    def num_requests(self) -> int:
-        return len(self)
-
-    @property
     def duration_s(self) -> float:
         """Time from first to last arrival, seconds."""
         return float(self.arrival_s[-1]) if len(self) else 0.0

@@ -18,6 +18,15 @@ import pandas as pd
 from biscale.predict.schema import ProfileMeta
 from biscale.registry import Registry
 
+#: Every backend's defaults (one source; ``biscale profile``'s options and the backends' configurations read them).
+#: Prefill batches up to 16,384 tokens and decode batches up to 512 requests are twice the simulator's defaults
+#: (``SimConfig.prefill_token_budget`` 8,192, ``decode_max_batch`` 256), so predictors fitted on a profile cover
+#: every shape a run schedules with room for larger budgets. A real GPU profile takes >= ``min_window_s`` per shape
+#: and clock, so scripts/profile_torch_gpu.py asks for fewer shapes (its docstring says why).
+DEFAULT_SHAPES = 64
+DEFAULT_MAX_PREFILL_TOKENS = 16_384
+DEFAULT_MAX_DECODE_BATCH = 512
+
 
 @dataclass(frozen=True)
 class ProfileRequest:
@@ -37,11 +46,11 @@ class ProfileRequest:
     """TP degrees (None: the backend's default)."""
     clocks_mhz: tuple[int, ...] | None = None
     """SM clocks, MHz (None: the backend's default)."""
-    shapes: int = 64
+    shapes: int = DEFAULT_SHAPES
     """Batch shapes per phase and TP (each measured at every clock)."""
-    max_prefill_tokens: int = 16384
+    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
     """Largest prefill batch, tokens."""
-    max_decode_batch: int = 512
+    max_decode_batch: int = DEFAULT_MAX_DECODE_BATCH
     """Largest decode batch, requests."""
     seed: int = 0
     """Seed for shapes and measurement noise."""

@@ -26,7 +26,13 @@ import pandas as pd
 from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.errors import InputError
 from biscale.hardware.base import HardwareModel
-from biscale.predict.profilers import ProfilerBackend, ProfileRequest
+from biscale.predict.profilers import (
+    DEFAULT_MAX_DECODE_BATCH,
+    DEFAULT_MAX_PREFILL_TOKENS,
+    DEFAULT_SHAPES,
+    ProfilerBackend,
+    ProfileRequest,
+)
 from biscale.predict.schema import GovernorMeta, ProfileMeta
 
 #: Power-counter readings averaged per row at least.
@@ -44,11 +50,11 @@ class SimProfileConfig:
 
     tps: tuple[int, ...]
     clocks_mhz: tuple[int, ...]
-    shapes_per_tp: int = 64
+    shapes_per_tp: int = DEFAULT_SHAPES
     """Batch shapes per (phase, TP); each is measured at every clock."""
-    max_prefill_tokens: int = 16384
+    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
     """Largest prefill batch, tokens (capped by the KV capacity of the TP degree)."""
-    max_decode_batch: int = 512
+    max_decode_batch: int = DEFAULT_MAX_DECODE_BATCH
     """Largest decode batch, requests (capped so the contexts fit in the KV cache)."""
     latency_jitter: float = 0.02
     """Sigma of the lognormal per-iteration latency jitter (0.02 = about 2 %)."""

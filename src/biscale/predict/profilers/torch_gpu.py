@@ -32,7 +32,13 @@ import numpy as np
 import pandas as pd
 
 from biscale.errors import InputError, NoGpuError
-from biscale.predict.profilers import ProfilerBackend, ProfileRequest
+from biscale.predict.profilers import (
+    DEFAULT_MAX_DECODE_BATCH,
+    DEFAULT_MAX_PREFILL_TOKENS,
+    DEFAULT_SHAPES,
+    ProfilerBackend,
+    ProfileRequest,
+)
 from biscale.predict.schema import ProfileMeta
 
 #: The layer shape of the models this profiler knows (public model cards).
@@ -64,9 +70,9 @@ class TorchProfileConfig:
     tps: tuple[int, ...]
     layers: int = 2
     """Full-size layers instantiated (>= 2); results are scaled to the model's depth."""
-    shapes_per_tp: int = 24
-    max_prefill_tokens: int = 8192
-    max_decode_batch: int = 256
+    shapes_per_tp: int = DEFAULT_SHAPES
+    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
+    max_decode_batch: int = DEFAULT_MAX_DECODE_BATCH
     min_window_s: float = 1.0
     """Measurement window per shape, seconds (NVML's energy counter updates only every 10-100 ms)."""
     warmup: int = 3

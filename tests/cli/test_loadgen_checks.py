@@ -1,0 +1,106 @@
+"""``biscale loadgen`` checks its endpoint before the replay (a server that is not an OpenAI one, a model it does not
+serve, an HTTP error named by its status), and a malformed stream chunk fails that request, never the run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from aiohttp import web
+
+
+def _app(models_status: int = 200) -> web.Application:
+    """A tiny OpenAI server; the prompt length picks the answer: 1 ok, 2 a chunk that is a JSON list, 3 a chunk whose
+    ``choices`` is a string, 4 a chunk whose ``usage`` is a number."""
+
+    async def models(_: web.Request) -> web.Response:
+        if models_status != 200:
+            return web.json_response({"error": {"message": "boom"}}, status=models_status)
+        return web.json_response({"data": [{"id": "m"}]})
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        kind = len(body["prompt"])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"index": 0, "text": "x"}]}\n\n')
+        bad = {2: b"data: [1, 2]\n\n", 3: b'data: {"choices": "xyz"}\n\n', 4: b'data: {"usage": 7}\n\n'}
+        if kind in bad:
+            await resp.write(bad[kind])
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", completions)
+    return app
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[web.Application], str]]:
+    """Start an app on a loopback port in a background thread; returns its URL."""
+    loops: list[tuple[asyncio.AbstractEventLoop, web.AppRunner]] = []
+
+    def _start(app: web.Application) -> str:
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        loops.append((loop, runner))
+        return f"http://127.0.0.1:{port}"
+
+    yield _start
+    for loop, runner in loops:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def _trace(tmp_path: Path, prompts: list[int]) -> Path:
+    p = tmp_path / "t.csv"
+    rows = "".join(f"{0.01 * i},{n},2\n" for i, n in enumerate(prompts))
+    p.write_text("arrival_s,input_tokens,output_tokens\n" + rows)
+    return p
+
+
+def test_malformed_chunks_fail_their_request_not_the_run(run_cli: Any, serve: Any, tmp_path: Path) -> None:
+    url = serve(_app())
+    out = tmp_path / "lg"
+    r = run_cli("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1, 2, 3, 4]), "--out", out, "--json")
+    assert r.code == 0, r.err
+    assert "Task exception" not in r.err and "Traceback" not in r.err
+    result = json.loads(r.out)
+    assert result["requests_total"] == 4
+    assert result["requests_completed"] == 1 and result["requests_failed"] == 3
+    req = pd.read_parquet(Path(result["run_dir"]) / "requests.parquet").sort_values("request_id")
+    errors = list(req["error"])
+    assert errors[0] == ""
+    assert errors[1].startswith("bad stream chunk: not a JSON object")
+    assert all(e.startswith("bad stream chunk: ") for e in errors[2:]), errors
+
+
+def test_http_error_on_the_model_list_is_named_by_status(run_cli: Any, serve: Any, tmp_path: Path) -> None:
+    url = serve(_app(models_status=500))
+    r = run_cli("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1]), "--out", tmp_path / "lg")
+    assert r.code == 2
+    assert "field 'endpoint'" in r.err and "HTTP 500" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "lg").exists()
+
+
+def test_a_model_the_server_does_not_serve_is_refused_before_the_replay(
+    run_cli: Any, serve: Any, tmp_path: Path
+) -> None:
+    url = serve(_app())
+    args = ("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1]), "--model", "llama", "--out", tmp_path / "x")
+    r = run_cli(*args)
+    assert r.code == 2
+    assert "field 'model'" in r.err and "'llama'" in r.err and "it serves: m" in r.err
+    assert not (tmp_path / "x").exists()
