@@ -231,8 +231,34 @@ LAST_TOKEN_BY_RECOMPUTE = Run(
 )  # fmt: skip
 
 
+#: Found by the randomized profile on the H100 model (seed 5477038249773518748, after 2,074 clean runs): changes
+#: every 0.25 s with a 0.5 s start-up; at the last one the prompt prefilled by the draining TP8 prefill instance fits
+#: no ready or draining decode instance, only the TP8 decode instance still starting (and retiring): it was
+#: rejected as stranded although that instance takes it once ready.
+WAITS_FOR_A_STARTING_DECODE = Run(
+    "h100",
+    0,
+    (0.0,),
+    (7571,),
+    (154,),
+    (
+        (0.0, "prefill:1xTP8,decode:1xTP2"),
+        (0.25, "prefill:1xTP2,decode:1xTP2"),
+        (0.5, "prefill:1xTP8,decode:1xTP8"),
+        (0.75, "prefill:1xTP2,decode:1xTP2"),
+    ),
+    ("max", "max"),
+    SimConfig(
+        nodes=2, gpus_per_node=8, prefill_token_budget=512, prefill_max_seqs=1, decode_max_batch=1,
+        switch_latency_s=0.0, startup_s=0.5, window_s=0.25, sample_interval_s=0.1, record_segments=True,
+        kv_block_tokens=1, kv_watermark_frac=0.0, frontend_overhead_s=0.0,
+    ),
+)  # fmt: skip
+
+
 @pytest.mark.randomized
 @example(run=LAST_TOKEN_BY_RECOMPUTE)
+@example(run=WAITS_FOR_A_STARTING_DECODE)
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much], deadline=None)
 @given(run=random_runs())
 def test_random_placement_changes_keep_every_invariant(run: Run) -> None:

@@ -252,6 +252,8 @@ class Fleet:
             if inst.phase == "decode":
                 self._stop_idle_decode(t)
             self.on_capacity(t)
+        elif inst.status == _DRAINING and inst.phase == "decode":  # may now take a draining prefill's KV
+            self.on_capacity(t)
 
     # ------------------------------------------------------------------ placement changes
     def apply(self, placement: Placement, t: float) -> None:

@@ -47,7 +47,7 @@ _TRANSFERRING = int(RequestState.TRANSFERRING)
 _WAITING_DECODE = int(RequestState.WAITING_DECODE)
 _DONE = int(RequestState.DONE)
 _KV_DONE = int(Event.KV_DONE)
-_DRAINING = int(InstanceStatus.DRAINING)
+_DRAINING, _STOPPED = int(InstanceStatus.DRAINING), int(InstanceStatus.STOPPED)
 _NVLINK, _NIC = 0, 1
 
 
@@ -155,11 +155,12 @@ class KvTransfers:
             self._reject(r, t, reason)
         self.place_waiting(t)
 
-    def _targets(self, r: int) -> list[DecodeInstance]:
+    def _targets(self, r: int, t: float | None = None) -> list[DecodeInstance]:
         """Decode instances whose KV capacity holds ``r``: the ready ones; if there is none and ``r``'s prefill
         instance is draining, the draining ones (a new decode instance may be waiting for that prefill instance's
         GPUs, which it frees only once this KV has left: the old decode instances take it, and stop only after
-        every draining prefill instance has; :meth:`Fleet.maybe_stop`)."""
+        every draining prefill instance has; :meth:`Fleet.maybe_stop`), those whose start-up has ended by ``t``
+        (None: any, for the question whether one can take it later)."""
         rq = self.requests
         fleet = self.fleet
         total = rq.input_tokens[r] + rq.output_tokens[r]
@@ -167,7 +168,11 @@ class KvTransfers:
         src_id = rq.prefill_instance[r]
         if ready or src_id < 0 or fleet.instances[src_id].status != _DRAINING:
             return ready
-        return [i for i in fleet.decode_instances if i.status == _DRAINING and i.kv_capacity_tokens >= total]
+        return [
+            i
+            for i in fleet.decode_instances
+            if i.status == _DRAINING and i.kv_capacity_tokens >= total and (t is None or i.ready_s <= t)
+        ]
 
     def _admissible_later(self, r: int) -> bool:
         return bool(self._targets(r))
@@ -182,6 +187,8 @@ class KvTransfers:
         if src_id < 0 or not self.fleet.must_make_room(self.fleet.instances[src_id]):
             return False
         total = rq.input_tokens[r] + rq.output_tokens[r]
+        if any(i.status != _STOPPED and i.kv_capacity_tokens >= total for i in self.fleet.decode_instances):
+            return False  # a live one can take it once it is ready (a starting one) or has room
         self._reject(
             r,
             t,
@@ -206,7 +213,7 @@ class KvTransfers:
 
     def _place(self, r: int, t: float) -> bool:
         rq = self.requests
-        candidates = [i for i in self._targets(r) if not i.preempted and not i.resuming]
+        candidates = [i for i in self._targets(r, t) if not i.preempted and not i.resuming]
         if not candidates:
             return False
         kv = self.kv
