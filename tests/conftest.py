@@ -3,19 +3,61 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-# CI machines are slow and noisy: no per-example deadline; a fixed derandomised profile keeps runs reproducible.
-settings.register_profile(
-    "biscale", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], max_examples=60
-)
-settings.load_profile("biscale")
+# Hypothesis profiles, chosen by $BISCALE_HYPOTHESIS_PROFILE (or --hypothesis-profile). CI machines are slow and
+# noisy: no per-example deadline. Property tests draw fresh examples on every run (their @example cases are pinned);
+# the session's seed is in the report header and a failure prints its shrunk example with a @reproduce_failure
+# blob, so any failure can be replayed with --hypothesis-seed=SEED.
+#   biscale     the ordinary suite (default): 60 fresh examples per property test
+#   pinned      the same examples on every run (derandomised), for bisecting or comparing runs locally
+#   randomized  the randomized checkers (tests marked ``randomized``): thousands of fresh examples per test
+_COMMON: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+    "database": None,
+    "print_blob": True,
+}
+settings.register_profile("biscale", max_examples=60, **_COMMON)
+settings.register_profile("pinned", max_examples=60, derandomize=True, **_COMMON)
+settings.register_profile("randomized", max_examples=5_000, **_COMMON)
+settings.load_profile(os.environ.get("BISCALE_HYPOTHESIS_PROFILE", "biscale"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``randomized`` marker; fix one random seed for the session (unless derandomised or given
+    with --hypothesis-seed) so that the report header can name it."""
+    config.addinivalue_line("markers", "randomized: a randomized checker (run with the 'randomized' profile in CI)")
+    if config.getoption("hypothesis_seed", None) is None and not settings.default.derandomize:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**63))
+
+
+def _seed_line(config: pytest.Config) -> str:
+    seed = config.getoption("hypothesis_seed", None)
+    profile = settings.get_current_profile_name()
+    if seed is None:
+        return f"hypothesis profile {profile!r}, derandomised"
+    return f"hypothesis profile {profile!r}, seed {seed} (replay a failure with --hypothesis-seed={seed})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _seed_line(config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the seed again after a failure (``-q`` hides the header)."""
+    if exitstatus != 0:
+        terminalreporter.write_line(_seed_line(config))
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The reference data the bundled copies came from: ``$BISCALE_SHARED_DATA`` or ``../shared/data`` beside the

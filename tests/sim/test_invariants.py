@@ -23,9 +23,9 @@ from biscale.control import (
 from biscale.costmodel import CostModel
 from biscale.errors import InputError
 from biscale.hardware import get_hardware
-from biscale.sim import SimConfig, SimResult, simulate
+from biscale.sim import SimConfig, simulate
 from biscale.sim.cluster import check_fits
-from biscale.sim.engine import unassigned_gpu_power
+from biscale.sim.invariants import check_invariants
 from biscale.sim.toy import ToyCostModel
 from biscale.workload import Trace
 
@@ -51,127 +51,6 @@ class RandomClocks(ClockController):
         if u < 0.05:
             return GOVERNOR_MHZ
         return int(self.rng.choice(state.supported_clocks_mhz))
-
-
-UNFINISHED_STATES = {
-    "waiting_prefill",
-    "prefilling",
-    "waiting_decode_memory",
-    "transferring",
-    "waiting_decode",
-    "decoding",
-    "preempted",
-}
-
-
-def check_invariants(res: SimResult, cfg: SimConfig, cost_model: CostModel) -> None:
-    """Everything that must hold for any run."""
-    rq = res.requests
-    s = res.summary
-    # conservation: every request ends completed, rejected with a reason, or unfinished / not arrived only when a
-    # horizon cuts the run
-    assert s["requests_total"] == len(rq)
-    assert len(rq) == (
-        s["requests_completed"] + s["requests_unfinished"] + s["requests_rejected"] + s["requests_not_arrived"]
-    )
-    assert set(rq["status"]) <= {"completed", "unfinished", "rejected", "not_arrived"}
-    done = rq[rq["status"] == "completed"]
-    assert (done["state"] == "done").all()
-    unf = rq[rq["status"] == "unfinished"]
-    assert unf["state"].isin(UNFINISHED_STATES).all()
-    late = rq[rq["status"] == "not_arrived"]
-    assert (late["state"] == "not_arrived").all()
-    if cfg.max_time_s is None:
-        assert s["requests_unfinished"] == 0 and s["requests_not_arrived"] == 0
-    else:
-        assert (late["arrival_s"] > cfg.max_time_s).all()
-        assert (rq.loc[rq["status"] != "not_arrived", "arrival_s"] <= cfg.max_time_s).all()
-    rej = rq[rq["status"] == "rejected"]
-    assert (rej["reject_reason"] != "").all() and (rej["decode_energy_j"] == 0).all()
-    assert (rq.loc[rq["status"] != "rejected", "reject_reason"] == "").all()
-    # causality
-    ov = cfg.frontend_overhead_s
-    assert (done["prefill_start_s"] >= done["arrival_s"]).all()
-    assert (done["prefill_end_s"] >= done["prefill_start_s"]).all()
-    assert (done["first_token_s"] >= done["prefill_end_s"] + ov - 1e-12).all()
-    multi = done[done["output_tokens"] > 1]
-    assert (multi["kv_transfer_start_s"] >= multi["prefill_end_s"]).all()
-    assert (multi["kv_transfer_end_s"] >= multi["kv_transfer_start_s"] + multi["kv_link_wait_s"] - 1e-12).all()
-    assert (multi["kv_link_wait_s"] >= 0).all()
-    assert np.allclose(multi["first_token_s"], multi["kv_transfer_end_s"] + ov, rtol=0, atol=1e-12)
-    if cfg.isolate_phase == "prefill":
-        assert (done["last_token_s"] == done["first_token_s"]).all()
-    else:
-        assert (multi["last_token_s"] > multi["first_token_s"]).all()
-        assert (multi["max_tbt_s"] > 0).all()
-        assert (multi["max_tbt_s"] <= multi["last_token_s"] - multi["first_token_s"] + 1e-12).all()
-        assert (multi["tpot_s"] <= multi["max_tbt_s"] * (1 + 1e-12)).all()
-        assert (done["tokens_generated"] == done["output_tokens"]).all()
-    single = done[done["output_tokens"] == 1]
-    assert (single["last_token_s"] == single["first_token_s"]).all() and single["tpot_s"].isna().all()
-    assert (rq["ttft_s"].dropna() >= ov - 1e-12).all()
-    inst = res.instances.set_index("instance_id")
-    # no KV leaves an instance after it stopped: every transfer ended before its source stopped
-    moved = rq[(rq["prefill_instance"] >= 0) & rq["kv_transfer_end_s"].notna()]
-    stop = inst.loc[moved["prefill_instance"], "stop_s"].to_numpy()
-    assert (np.isnan(stop) | (moved["kv_transfer_end_s"].to_numpy() <= stop + 1e-12)).all()
-    served = rq[rq["decode_instance"] >= 0]
-    d_stop = inst.loc[served["decode_instance"], "stop_s"].to_numpy()
-    assert (np.isnan(d_stop) | (served["last_token_s"].fillna(-1.0).to_numpy() <= d_stop + ov + 1e-12)).all()
-    # KV held never exceeds capacity on any instance
-    assert (inst["kv_peak_tokens"] <= inst["kv_capacity_tokens"]).all()
-    tl = res.timeline
-    assert (tl["kv_used_tokens"] <= tl["kv_capacity_tokens"]).all() and (tl["kv_used_tokens"] >= 0).all()
-    if cfg.decode_kv_policy == "full":
-        assert s["preemptions"] == 0
-    assert s["preemptions"] == int(rq["preemptions"].sum()) == int(inst["preemptions"].sum())
-    # energy: per-request shares sum to busy energy; busy + idle = total; cluster = total + unassigned
-    assert rq["energy_j"].sum() == pytest.approx(s["energy_busy_j"], rel=REL, abs=1e-9)
-    assert s["energy_busy_j"] + s["energy_idle_j"] == pytest.approx(s["energy_total_j"], rel=REL)
-    assert s["energy_cluster_j"] == pytest.approx(s["energy_total_j"] + s["energy_unassigned_j"], rel=REL)
-    by_phase = rq.groupby("prefill_instance")["prefill_energy_j"].sum()
-    for iid, e in by_phase.items():
-        if iid >= 0:
-            assert e == pytest.approx(float(inst.loc[iid, "busy_energy_j"]), rel=1e-9)
-    # energy equals the integral of every GPU's exact power timeline (piecewise-constant segments), unassigned
-    # GPUs (instance -1) included
-    seg = res.segments
-    assert seg is not None
-    assert (seg["end_s"] >= seg["start_s"]).all()
-    whole = float(((seg["end_s"] - seg["start_s"]) * seg["power_w"]).sum())
-    assert whole == pytest.approx(s["energy_cluster_j"], rel=REL, abs=1e-9)
-    free = seg[seg["instance_id"] == -1]
-    assert float(((free["end_s"] - free["start_s"]) * free["power_w"]).sum()) == pytest.approx(
-        s["energy_unassigned_j"], rel=REL, abs=1e-9
-    )
-    # unassigned energy = their power x (cluster GPU-seconds - the instances' GPU-seconds)
-    life = float(((inst["stop_s"].fillna(s["sim_time_s"]) - inst["start_s"]) * inst["tp"]).sum())
-    p_free = unassigned_gpu_power(cfg.unassigned_gpu_power_w, cost_model)
-    assert s["energy_unassigned_j"] == pytest.approx(p_free * (cfg.total_gpus * s["sim_time_s"] - life), rel=1e-9)
-    for iid, row in inst.iterrows():
-        mine = seg[seg["instance_id"] == iid].sort_values("start_s", kind="stable")
-        integral = float(((mine["end_s"] - mine["start_s"]) * mine["power_w"]).sum())
-        assert integral == pytest.approx(row["energy_j"], rel=REL, abs=1e-9)
-        busy = mine[mine["busy"] == 1]
-        assert float(((busy["end_s"] - busy["start_s"]) * busy["power_w"]).sum()) == pytest.approx(
-            row["busy_energy_j"], rel=REL, abs=1e-9
-        )
-        # segments tile the instance's life without overlap or holes
-        starts, ends = mine["start_s"].to_numpy(), mine["end_s"].to_numpy()
-        if len(mine):
-            assert starts[0] == pytest.approx(row["start_s"], abs=1e-12)
-            assert np.allclose(starts[1:], ends[:-1], rtol=0, atol=1e-9)
-    # the sampled timeline integrates to the same energy
-    times = np.unique(tl["time_s"].to_numpy())
-    prev_t = dict(zip(times, np.concatenate([[0.0], times[:-1]]), strict=True))
-    for iid, g in tl.groupby("instance_id"):
-        g = g.sort_values("time_s")
-        dt = g["time_s"].to_numpy() - np.array([prev_t[t] for t in g["time_s"]])
-        ok = dt > 0
-        integral = float((g["power_w"].to_numpy()[ok] * dt[ok]).sum())
-        e_last = float(g["energy_j"].iloc[-1])
-        assert integral == pytest.approx(e_last, rel=1e-9, abs=1e-9)
-        assert e_last == pytest.approx(float(inst.loc[iid, "energy_j"]), rel=REL)
 
 
 def small_trace(seed: int, n: int, span: float, max_in: int = 3000, max_out: int = 60) -> Trace:
@@ -387,7 +266,9 @@ def shrinks_decode_under_a_waiting_request(run: tuple[Trace, list[tuple[float, P
 
 
 def test_the_schedule_strategy_generates_the_decode_shrink_case() -> None:
-    found = find(realism_runs(), shrinks_decode_under_a_waiting_request, settings=settings(max_examples=2_000))
+    # pinned (derandomised): whether a search finds the case must not depend on the run
+    pinned = settings(max_examples=2_000, derandomize=True)
+    found = find(realism_runs(), shrinks_decode_under_a_waiting_request, settings=pinned)
     assert shrinks_decode_under_a_waiting_request(found)
 
 

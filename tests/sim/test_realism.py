@@ -18,7 +18,7 @@ from biscale.control import (
     parse_placement,
 )
 from biscale.control.controllers import BaselineClock
-from biscale.costmodel import PrefillShape
+from biscale.costmodel import DecodeShape, PrefillShape
 from biscale.hardware import get_hardware
 from biscale.sim import SimConfig, Simulator, simulate
 from biscale.sim.config import DEFAULT_FRONTEND_OVERHEAD_S
@@ -219,22 +219,23 @@ def two_long_requests(policy: str, watermark: float = 0.0):  # type: ignore[no-u
 
 def test_paged_kv_preempts_the_most_recent_request_and_recomputes_it_as_a_prefill() -> None:
     """Both prompts (30 blocks each) are admitted; each grows a block every 16 tokens. Before iteration 16 both need
-    a block with 62 in use: the most recently admitted (request 1) is preempted with 17 tokens generated; it is
-    recomputed (480 + 16 tokens, one prefill iteration on the decode instance) when request 0 has finished."""
+    a block with 62 in use: the most recently admitted (request 1) is preempted with 17 tokens generated. Its whole
+    context (480 + 17 tokens, vLLM resets its computed tokens to 0) fits only when request 0 has finished: it is
+    recomputed then, in a step of its own (nothing else runs), which samples its 18th token."""
     toy, _, res = two_long_requests("paged")
     s = res.summary
-    assert (s["preemptions"], s["recomputed_tokens"]) == (1, 496)
+    assert (s["preemptions"], s["recomputed_tokens"]) == (1, 497)
     inst = res.instances.set_index("instance_id")
-    assert (inst.loc[1, "preemptions"], inst.loc[1, "recomputed_tokens"]) == (1, 496)
+    assert (inst.loc[1, "preemptions"], inst.loc[1, "recomputed_tokens"]) == (1, 497)
     assert inst.loc[1, "kv_capacity_tokens"] == 992 and inst.loc[1, "kv_peak_tokens"] == 992
-    assert inst.loc[1, "tokens"] == 2 * 399  # decode iterations generate every token once; recomputation none
+    assert inst.loc[1, "tokens"] == 2 * 399  # every decode token once (request 1's 18th by its recomputation)
     rq = res.requests
     assert list(rq["preemptions"]) == [0, 1] and (rq["status"] == "completed").all()
     assert list(rq["tokens_generated"]) == [400, 400]
     seg = res.segments
     assert seg is not None
     busy = seg[(seg["instance_id"] == 1) & (seg["busy"] == 1)]
-    recompute = toy.prefill_cost(PrefillShape.from_lengths([496]), 1, FMAX)
+    recompute = toy.prefill_cost(PrefillShape.from_lengths([497]), 1, FMAX)
     hit = busy[np.isclose(busy["power_w"], recompute.power_w)]
     assert len(hit) == 1
     assert float(hit["end_s"].iloc[0] - hit["start_s"].iloc[0]) == pytest.approx(recompute.latency_s, rel=1e-9)
@@ -242,6 +243,42 @@ def test_paged_kv_preempts_the_most_recent_request_and_recomputes_it_as_a_prefil
     # request 1's largest gap spans its wait and the recomputation
     assert rq.loc[1, "max_tbt_s"] > rq.loc[0, "last_token_s"] - rq.loc[0, "first_token_s"] - 17 * 0.02
     assert rq["energy_j"].sum() == pytest.approx(s["energy_busy_j"], rel=1e-9)
+
+
+def test_recomputation_shares_a_step_with_the_running_decodes() -> None:
+    """vLLM 0.33's v1 scheduler (``vllm/v1/core/sched/scheduler.py``): a preempted request goes back to the waiting
+    queue with ``num_computed_tokens = 0``; a later step schedules the running requests' decodes first and then,
+    in the token budget left, the preempted request's prompt and generated tokens as one prefill, and samples its
+    next token in that same step. Request 2 (150-in) is preempted with 11 tokens generated; when request 1 has left,
+    its 150 + 11 tokens are recomputed in one step with request 0's decode (context 161): the step takes both
+    parts' latencies at their mean power, request 0 gets its token at its end (its largest gap is that step), and
+    no step recomputes alone."""
+    toy = ToyCostModel(kv_tokens_per_gpu=1_000)
+    tr = Trace(np.array([0.0, 0.0, 0.05]), np.array([100, 700, 150]), np.array([300, 60, 300]))
+    cfg = SimConfig(
+        nodes=1,
+        gpus_per_node=2,
+        kv_watermark_frac=0.0,
+        kv_link_sharing="off",
+        record_segments=True,
+        frontend_overhead_s=0.0,
+    )
+    res = simulate(tr, parse_placement("prefill:1xTP1,decode:1xTP1"), toy, MaxClock(), config=cfg)
+    rq = res.requests
+    assert list(rq["preemptions"]) == [0, 0, 1] and res.summary["recomputed_tokens"] == 161
+    assert (rq["status"] == "completed").all()
+    pre = toy.prefill_cost(PrefillShape.from_lengths([161]), 1, FMAX)
+    dec = toy.decode_cost(DecodeShape(1, 161, 161.0**2), 1, FMAX)
+    lat = pre.latency_s + dec.latency_s
+    power = (pre.latency_s * pre.power_w + dec.latency_s * dec.power_w) / lat
+    seg = res.segments
+    assert seg is not None
+    busy = seg[(seg["instance_id"] == 1) & (seg["busy"] == 1)]
+    mixed = busy[np.isclose(busy["power_w"], power, rtol=1e-12)]
+    assert len(mixed) == 1 and float(mixed["end_s"].iloc[0] - mixed["start_s"].iloc[0]) == pytest.approx(lat)
+    assert not np.isclose(busy["power_w"], pre.power_w, rtol=1e-12).any()  # no recomputation step of its own
+    assert rq.loc[0, "max_tbt_s"] == pytest.approx(lat, rel=1e-9)
+    assert res.instances.loc[1, "tokens"] == 299 + 59 + 299  # every decode token once
 
 
 def test_full_reservation_never_preempts_and_serialises() -> None:

@@ -16,6 +16,8 @@ from biscale.sim.actuator import SimClockActuator
 from biscale.sim.instance import Instance, InstanceStatus
 from biscale.sim.snapshot import SnapshotBuilder
 
+_STOPPED = int(InstanceStatus.STOPPED)
+
 
 class ClockControl:
     """Applies controllers to instances and owns the simulator's actuator."""
@@ -53,6 +55,8 @@ class ClockControl:
         """A new instance: its GPUs, its baseline clock, its phase's controller (a static one answers now, so
         start-up already runs at its clock)."""
         for g in inst.gpus:
+            if g in self._by_gpu:
+                raise RuntimeError(f"GPU {g} given to instance {inst.id} while instance {self._by_gpu[g].id} owns it")
             self._by_gpu[g] = inst
         spec: InstanceSpec = inst.spec
         inst.baseline_clock_mhz = None if spec.clock is None else self.resolve(spec.clock)
@@ -86,11 +90,14 @@ class ClockControl:
         """A stopped instance gives its GPUs back."""
         self._parked.pop(inst.id, None)
         for g in inst.gpus:
-            self._by_gpu.pop(g, None)
+            if self._by_gpu.pop(g, None) is not inst:
+                raise RuntimeError(f"instance {inst.id} gave back GPU {g}, which it did not own")
 
     def prepare(self, inst: Instance, t: float) -> None:
         """Before pricing the batch just formed on ``inst`` at ``t``: commit idle energy up to ``t`` (landing a
         switch that arrived meanwhile), then let a dynamic controller decide the clock for this batch."""
+        if inst.status == _STOPPED:
+            raise RuntimeError(f"instance {inst.id} formed a batch at {t:g} s after it stopped at {inst.stop_s:g} s")
         led = inst.ledger
         if t > led.accounted_until_s or led.pending_clock_mhz is not None:
             led.account_idle(t)
@@ -103,10 +110,8 @@ class ClockControl:
 
     def idle(self, inst: Instance, t: float) -> None:
         """``inst`` ran out of work at ``t``: a dynamic controller may choose the clock it waits at (an idle GPU's
-        power depends on its locked clock); the switch starts now, so the next batch may pay its remainder. Not
-        for an instance that has already stopped (a draining one stops as soon as its last KV leaves, which can
-        happen while its last batch is being finished): its GPUs may already belong to a new instance."""
-        if inst.dynamic and inst.status != InstanceStatus.STOPPED:
+        power depends on its locked clock); the switch starts now, so the next batch may pay its remainder."""
+        if inst.dynamic:
             self.prepare(inst, t)
         else:
             self.park(inst, t)
@@ -134,6 +139,8 @@ class ClockControl:
 
     def _request(self, inst: Instance, want: int, t: float) -> None:
         """Send ``want`` to the actuator unless it is the clock already in force or on its way."""
+        if inst.status == _STOPPED:
+            raise RuntimeError(f"instance {inst.id} asked for a clock at {t:g} s after it stopped at {inst.stop_s:g} s")
         self.now_s = t
         led = inst.ledger
         target = led.pending_clock_mhz if led.pending_clock_mhz is not None else led.clock_mhz
@@ -144,8 +151,17 @@ class ClockControl:
         else:
             self.actuator.set_clock(inst.gpus, want)
 
+    def _owner(self, gpus: tuple[int, ...]) -> Instance:
+        """The one live instance that owns every GPU of ``gpus`` (an actuation never reaches GPUs its instance does
+        not own: anything else is a simulator bug)."""
+        owners = {id(self._by_gpu.get(g)): self._by_gpu.get(g) for g in gpus}
+        inst = next(iter(owners.values()))
+        if len(owners) != 1 or inst is None or inst.gpus != tuple(gpus):
+            raise RuntimeError(f"clock actuation on GPUs {list(gpus)} that no single live instance owns")
+        return inst
+
     def _on_switch(self, gpus: tuple[int, ...], clock_mhz: int) -> None:
-        self._by_gpu[gpus[0]].ledger.request_clock(clock_mhz, self.now_s, self.switch_latency_s)
+        self._owner(gpus).ledger.request_clock(clock_mhz, self.now_s, self.switch_latency_s)
 
     def _on_query(self, gpus: tuple[int, ...]) -> int:
-        return self._by_gpu[gpus[0]].ledger.clock_mhz
+        return self._owner(gpus).ledger.clock_mhz

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from biscale.errors import InputError
 
 
@@ -20,18 +22,25 @@ class GpuPool:
     def free_gpus(self) -> int:
         return sum(len(f) for f in self._free)
 
-    def allocate(self, tp: int, avoid: frozenset[int] = frozenset()) -> tuple[int, ...] | None:
-        """``tp`` GPUs on one node (best fit: the node with the fewest free GPUs that still fits), or ``None``.
-        Inside the node, GPUs not in ``avoid`` are taken first."""
+    def allocate(self, tp: int, rank: Mapping[int, int] | None = None) -> tuple[int, ...] | None:
+        """``tp`` GPUs on one node, or ``None``. Without ``rank``: best fit (the node with the fewest free GPUs that
+        still fits; its lowest ids). With ``rank`` (GPU -> cost of taking it, 0 where absent): the node whose
+        ``tp`` cheapest GPUs have the lowest worst cost, then best fit; inside it the cheapest GPUs."""
         best: int | None = None
+        best_key: tuple[int, int] = (0, 0)
         for n, free in enumerate(self._free):
-            if len(free) >= tp and (best is None or len(free) < len(self._free[best])):
-                best = n
+            if len(free) < tp:
+                continue
+            if rank:
+                free.sort(key=lambda g: rank.get(g, 0))  # stable: ascending ids within a cost
+                key = (rank.get(free[tp - 1], 0), len(free))
+            else:
+                key = (0, len(free))
+            if best is None or key < best_key:
+                best, best_key = n, key
         if best is None:
             return None
         free = self._free[best]
-        if avoid:
-            free.sort(key=lambda g: g in avoid)  # stable: ascending ids, avoided ones last
         taken, rest = free[:tp], free[tp:]
         self._free[best] = sorted(rest)
         return tuple(sorted(taken))

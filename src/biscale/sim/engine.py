@@ -51,7 +51,7 @@ from biscale.workload.trace import Trace
 # Plain ints: comparisons between IntEnum members miss CPython's fast path for exact ints.
 _PREFILL_END, _DECODE_END, _KV_DONE = int(Event.PREFILL_END), int(Event.DECODE_END), int(Event.KV_DONE)
 _KICK_PREFILL, _KICK_DECODE = int(Event.KICK_PREFILL), int(Event.KICK_DECODE)
-_RECOMPUTE_END = int(Event.RECOMPUTE_END)
+_CAPACITY = int(Event.CAPACITY)
 
 
 class Simulator:
@@ -297,8 +297,9 @@ class Simulator:
                     kick_decode(obj, t)
                 elif kind == _KICK_PREFILL:
                     kick_prefill(obj, t)
-                elif kind == _RECOMPUTE_END:
-                    self.decode.end_recompute(obj, t)
+                elif kind == _CAPACITY:
+                    fleet.capacity_pending = False
+                    self._on_capacity(t)
                 else:
                     fleet.on_ready(obj, t)
             if progress is not None and events % 20000 == 0:

@@ -31,8 +31,9 @@ class Event(IntEnum):
     [PrefillInstance]."""
     KICK_DECODE = 5
     """The same for a decode instance [DecodeInstance]."""
-    RECOMPUTE_END = 6
-    """A decode instance finished recomputing preempted requests [DecodeInstance]."""
+    CAPACITY = 6
+    """Instances were created while other work was being handled: route the global queues [None] (a deferred
+    call, so that no loop over a queue is ever re-entered by the stop that created them)."""
 
 
 # Heap entries carry plain ints (comparisons between IntEnum members miss CPython's fast path for exact ints).

@@ -7,15 +7,19 @@ A placement change (docs/simulator.md, "Placement changes"):
    work first; then **retarget in place** live instances that match a still-unmatched spec by (phase, TP) only:
    they keep serving, their baseline clock moves through the actuator (with the switch latency) and their router
    weight changes.
-2. The rest of the live instances are **surplus**, the rest of the specs **new**. New instances are packed
-   (largest TP first, best fit) on the GPUs that are free now if they fit there (**make before break**), else on
-   the GPUs the kept instances leave, taking free GPUs before those of surplus instances; when the kept instances
-   fragment the nodes so that the new ones cannot be packed, every instance is surplus and the whole placement is
-   packed afresh (a full reconfiguration). A new instance is created as soon as its GPUs are free.
+2. The rest of the live instances are **surplus**, the rest of the specs **new**. New instances are packed on the
+   GPUs that are free now if they fit there (**make before break**), else on the GPUs the kept instances leave,
+   the soonest-free first (free, then surplus prefill, then surplus decode instances' GPUs; each phase's smallest
+   new instance first: :meth:`Fleet._pack`); when the kept instances fragment the nodes so that the new ones
+   cannot be packed, every instance is surplus and the whole placement is packed afresh (a full
+   reconfiguration). A new instance is created as soon as its GPUs are free.
 3. A surplus instance whose GPUs a new instance needs **drains** at once (no new work; it finishes its queue, its
    running batch, its incoming transfers and the transfers of the prompts it prefilled, then stops and frees its
-   GPUs). One whose GPUs are not needed **retires**: it keeps serving until every new instance of its phase is
-   ready, then drains; so when free GPUs allow it, a phase never runs out of ready instances during a change.
+   GPUs; a draining decode instance also takes the KV of draining prefill instances that no ready one can hold,
+   and stops only when it no longer has to). One whose GPUs are not needed **retires**: it keeps serving until
+   every new instance of its phase is ready, then drains; so when free GPUs allow it, a phase never runs out of
+   ready instances during a change. An instance never stops while it is finishing an iteration (it is busy until
+   its bookkeeping is done), and instances created by a stop are routed work by a deferred event.
 
 GPUs in no instance (never assigned, or freed and not yet reused) draw ``unassigned_gpu_power_w`` each; their
 energy is accounted here exactly (``unassigned_energy_j``).
@@ -38,7 +42,8 @@ from biscale.sim.kv import KvPolicy
 from biscale.sim.ledger import EnergyLedger, Segment
 
 _STARTING, _READY, _DRAINING, _STOPPED = (int(s) for s in InstanceStatus)
-_READY_EVENT = int(Event.READY)
+_READY_EVENT, _CAPACITY_EVENT = int(Event.READY), int(Event.CAPACITY)
+_PHASES = ("prefill", "decode")
 #: Segments of unassigned GPUs carry this instance id.
 UNASSIGNED_ID = -1
 
@@ -116,7 +121,10 @@ class Fleet:
         """Energy of GPUs in no instance, committed up to ``_unassigned_since_s``, J."""
         self._unassigned_since_s = 0.0
         self.on_capacity: Callable[[float], None] = lambda t: None
-        """Called when instances become ready (the engine routes the global queues then)."""
+        """Called when instances become ready (the engine routes the global queues then); never from inside a
+        stop (see :meth:`_create_planned`)."""
+        self.capacity_pending = False
+        """A deferred capacity event is scheduled (:attr:`Event.CAPACITY`)."""
 
     # ------------------------------------------------------------------ queries
     def specs(self, placement: Placement) -> list[InstanceSpec]:
@@ -241,6 +249,10 @@ class Fleet:
             inst.status = _READY
             self._refresh_ready()
             self._retire_done(t)
+            if inst.phase == "decode":
+                self._stop_idle_decode(t)
+            self.on_capacity(t)
+        elif inst.status == _DRAINING and inst.phase == "decode":  # may now take a draining prefill's KV
             self.on_capacity(t)
 
     # ------------------------------------------------------------------ placement changes
@@ -277,12 +289,12 @@ class Fleet:
                 inst.weight = _weight(specs[j])
                 self.clocks.retarget(inst, specs[j], t)
         new_specs = [s for j, s in enumerate(specs) if not taken[j]]
-        plan = self._pack(new_specs, kept + surplus)  # make before break: on GPUs free now
+        plan = self._pack(new_specs, kept + surplus, [])  # make before break: on GPUs free now
         if plan is None:
-            plan = self._pack(new_specs, kept, avoid=surplus)
+            plan = self._pack(new_specs, kept, surplus)
         if plan is None:  # kept instances fragment the cluster: reconfigure everything
             surplus.extend(kept)
-            plan = self._pack(specs, [], avoid=surplus)
+            plan = self._pack(specs, [], surplus)
             assert plan is not None  # check() packed it on an empty cluster
         needed = {g for _, gpus in plan for g in gpus}
         drain = sorted((i for i in surplus if needed.intersection(i.gpus)), key=lambda i: i.id)
@@ -299,21 +311,34 @@ class Fleet:
         self.on_capacity(t)
 
     def _pack(
-        self, specs: list[InstanceSpec], held: list[Instance], avoid: list[Instance] | None = None
+        self, specs: list[InstanceSpec], held: list[Instance], surplus: list[Instance]
     ) -> list[tuple[InstanceSpec, tuple[int, ...]]] | None:
-        """GPUs for ``specs`` given that ``held`` instances keep theirs (largest TP first, best fit; GPUs of
-        ``avoid`` instances last inside a node), or None."""
-        pool = GpuPool(self.nodes, self.gpus_per_node)
-        for inst in held:
-            pool.take(inst.gpus)
-        shun = frozenset(g for i in avoid or () for g in i.gpus)
-        out: list[tuple[InstanceSpec, tuple[int, ...]]] = []
-        for spec in sorted(specs, key=lambda s: -s.tp):
-            gpus = pool.allocate(spec.tp, shun)
-            if gpus is None:
-                return None
-            out.append((spec, gpus))
-        return out
+        """GPUs for ``specs`` given that ``held`` instances keep theirs and ``surplus`` ones give theirs up, or None.
+
+        A new instance waits until every GPU it gets is free, so GPUs are taken cheapest first: free ones, then
+        those of surplus prefill instances (they stop once their queue is prefilled and its KV has left), then those
+        of surplus decode instances (they stop only when their running requests have finished). The smallest new
+        instance of each phase is packed first, so each phase gets a foothold on the soonest-free GPUs (a shrink
+        keeps both phases serving instead of one waiting for a whole decode drain); the rest largest first (best
+        fit). If that order does not pack, plain largest first."""
+        rank = {g: 1 if i.phase == "prefill" else 2 for i in surplus for g in i.gpus}
+        by_size = sorted(range(len(specs)), key=lambda j: -specs[j].tp)
+        phases = ([j for j in by_size if specs[j].phase == ph] for ph in _PHASES)
+        first = sorted((js[-1] for js in phases if js), key=lambda j: specs[j].tp)  # each phase's smallest
+        foothold_first = first + [j for j in by_size if j not in first]
+        for order in (foothold_first, by_size):
+            pool = GpuPool(self.nodes, self.gpus_per_node)
+            for inst in held:
+                pool.take(inst.gpus)
+            got: dict[int, tuple[int, ...]] = {}
+            for j in order:
+                gpus = pool.allocate(specs[j].tp, rank)
+                if gpus is None:
+                    break
+                got[j] = gpus
+            else:
+                return [(specs[j], got[j]) for j in by_size]  # created largest first whatever the packing order
+        return None
 
     def _create_planned(self, t: float) -> None:
         """Create every planned instance whose GPUs are all free now."""
@@ -328,7 +353,10 @@ class Fleet:
         self.planned = still
         if created and self.startup_s <= 0:
             self._retire_done(t)
-            self.on_capacity(t)
+            self._stop_idle_decode(t)
+            if not self.capacity_pending:  # routed after the event being handled (a stop may sit in a queue loop)
+                self.capacity_pending = True
+                self.events.push(t, _CAPACITY_EVENT, None)
 
     def _retire_done(self, t: float) -> None:
         """Drain the retiring instances whose phase's new instances are all created and ready."""
@@ -346,8 +374,12 @@ class Fleet:
             self.maybe_stop(inst, t)
 
     def maybe_stop(self, inst: Instance, t: float) -> None:
-        """Stop a draining instance that is idle and has nothing left; its GPUs go to planned instances."""
+        """Stop a draining instance that is idle and has nothing left; its GPUs go to planned instances. A
+        draining decode instance also waits while it may have to take the KV a draining prefill instance still
+        holds (:meth:`backs_draining_prefill`)."""
         if inst.status != _DRAINING or inst.busy or inst.has_work():
+            return
+        if inst.phase == "decode" and self.backs_draining_prefill(inst):
             return
         inst.ledger.account_idle(t)
         inst.status = _STOPPED
@@ -357,6 +389,23 @@ class Fleet:
         self.clocks.detach(inst)
         if self.planned:
             self._create_planned(t)
+        if inst.phase == "prefill":
+            self._stop_idle_decode(t)
+
+    def backs_draining_prefill(self, inst: Instance) -> bool:
+        """Draining decode instance ``inst`` is the fallback for the KV of a draining prefill instance: one is
+        draining and no ready decode instance holds as much KV (:mod:`biscale.sim.transfer` sends such KV to
+        draining decode instances only when no ready one can hold it)."""
+        return any(p.status == _DRAINING for p in self.prefill_instances) and not any(
+            d.kv_capacity_tokens >= inst.kv_capacity_tokens for d in self.ready_decode_list
+        )
+
+    def _stop_idle_decode(self, t: float) -> None:
+        """A prefill instance stopped or a decode instance became ready: stop the draining decode instances that
+        no longer back a draining prefill instance."""
+        for dec in self.decode_instances:
+            if dec.status == _DRAINING:
+                self.maybe_stop(dec, t)
 
     def finish(self, end_s: float) -> None:
         """At the end of a run: commit every live instance's idle energy and the unassigned GPUs' energy."""

@@ -200,13 +200,14 @@ class DecodeInstance(Instance):
         "kv_blocks_used",
         "kv_cross",
         "kv_watermark_blocks",
-        "paused_since_s",
         "preempted",
         "preemptions",
         "ready",
         "recompute",
+        "recompute_energy_frac",
         "recomputed_tokens",
         "resume_from_s",
+        "resuming",
         "running",
         "token_gap_s",
         "token_gap_tokens",
@@ -248,8 +249,6 @@ class DecodeInstance(Instance):
         ``gap_max_from[j]``'s gap ``gap_max_s[j]`` is larger than every later gap, and the stack holds every such
         iteration, so the largest gap since iteration ``i`` is ``gap_max_s[bisect_left(gap_max_from, i)]``
         (O(log n) instead of a ``max`` over a request's whole life; amortised O(1) per iteration to keep)."""
-        self.paused_since_s: float | None = None
-        """End of the last decode iteration while the running batch waits for recomputations, s (None: not)."""
         self.energy_share_prefix_j: list[float] = [0.0]
         """``[k]`` = sum over iterations before ``k`` of energy / batch size, J."""
         self.finishing_at: dict[int, list[int]] = {}
@@ -261,8 +260,13 @@ class DecodeInstance(Instance):
         """Paged KV bookkeeping (:class:`biscale.sim.kv.PagedKv`)."""
         self.preempted: deque[int] = deque()
         """Preempted requests waiting to be recomputed here, next first."""
-        self.recompute: list[int] = []
-        """Requests being recomputed by the iteration in flight (empty: it is a decode iteration)."""
+        self.resuming: dict[int, int] = {}
+        """Preempted requests whose recomputation has started (their KV is reserved) -> tokens recomputed so far,
+        in the order they started."""
+        self.recompute: list[tuple[int, int]] = []
+        """``(request, tokens)`` recomputed by the step in flight (empty: a plain decode iteration)."""
+        self.recompute_energy_frac = 0.0
+        """The recomputation's share of the energy of the step in flight."""
         self.preemptions = 0
         """Requests preempted here so far."""
         self.recomputed_tokens = 0
@@ -279,10 +283,10 @@ class DecodeInstance(Instance):
         return len(self.running)
 
     def has_work(self) -> bool:
-        return bool(self.running or self.ready or self.incoming or self.preempted or self.recompute)
+        return bool(self.running or self.ready or self.incoming or self.preempted or self.resuming)
 
     def work_items(self) -> int:
-        return len(self.running) + len(self.ready) + self.incoming + len(self.preempted)
+        return len(self.running) + len(self.ready) + self.incoming + len(self.preempted) + len(self.resuming)
 
     def generated_tokens(self, join_iteration: int, resumed_tokens: int = 0) -> int:
         """Tokens generated so far (first included) by a running request that joined at ``join_iteration`` having

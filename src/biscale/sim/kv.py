@@ -6,7 +6,7 @@ policy (``capacity_tokens``); a request can go to an instance whose capacity cov
 how many free KV tokens the decode router must see to admit a request now (``admission_tokens``, plus the policy's
 own ``admits`` check), what admission reserves (``reserve``, at transfer start: the KV lands there), what each
 iteration needs (``join``, ``grow``), what a finished request frees (``release``), what a preempted one frees
-(``evict``) and when it can be recomputed (``resume_fits``, ``reserve_resume``).
+(``evict``), when it can be recomputed and what that holds (``resume_fits``, ``reserve_resume``, ``release_resume``).
 
 * :class:`PagedKv` (the default, ``SimConfig.decode_kv_policy = "paged"``) does what vLLM's block manager does: KV
   lives in blocks of ``kv_block_tokens`` tokens (vLLM's default block size, 16); the transfer reserves the prompt's
@@ -94,7 +94,12 @@ class KvPolicy(ABC):
 
     @abstractmethod
     def reserve_resume(self, inst: DecodeInstance, r: int) -> None:
-        """Reserve the memory of preempted ``r``'s recomputation."""
+        """Reserve the memory of preempted ``r``'s recomputation (its whole context: prompt and generated tokens)."""
+
+    @abstractmethod
+    def release_resume(self, inst: DecodeInstance, r: int) -> None:
+        """Free what :meth:`reserve_resume` reserved (``r`` preempted again, or finished by its recomputation's
+        token)."""
 
 
 class FullReservation(KvPolicy):
@@ -129,6 +134,9 @@ class FullReservation(KvPolicy):
 
     def reserve_resume(self, inst: DecodeInstance, r: int) -> None:
         self.reserve(inst, r)
+
+    def release_resume(self, inst: DecodeInstance, r: int) -> None:
+        self.release(inst, [r])
 
 
 class PagedKv(KvPolicy):
@@ -208,16 +216,21 @@ class PagedKv(KvPolicy):
         inst.kv_blocks_used -= self._blocks(held)
         inst.kv_used_tokens = inst.kv_blocks_used * self.block
 
-    def resume_fits(self, inst: DecodeInstance, r: int, alone: bool) -> bool:
-        # room for the recomputed KV and the next token's slot, so the resumed request runs at least one iteration
+    def _resume_blocks(self, r: int) -> int:
+        """Blocks of a preempted request's whole context: its prompt and the ``1 + resumed`` tokens it generated."""
         rq = self.requests
-        need = self._blocks(rq.input_tokens[r] + rq.resumed_tokens[r] + 1)
-        free = inst.kv_blocks_total - inst.kv_blocks_used - need
+        return self._blocks(rq.input_tokens[r] + 1 + rq.resumed_tokens[r])
+
+    def resume_fits(self, inst: DecodeInstance, r: int, alone: bool) -> bool:
+        free = inst.kv_blocks_total - inst.kv_blocks_used - self._resume_blocks(r)
         return free >= (0 if alone else inst.kv_watermark_blocks)
 
     def reserve_resume(self, inst: DecodeInstance, r: int) -> None:
-        rq = self.requests
-        self._set_used(inst, inst.kv_blocks_used + self._blocks(rq.input_tokens[r] + rq.resumed_tokens[r]))
+        self._set_used(inst, inst.kv_blocks_used + self._resume_blocks(r))
+
+    def release_resume(self, inst: DecodeInstance, r: int) -> None:
+        inst.kv_blocks_used -= self._resume_blocks(r)
+        inst.kv_used_tokens = inst.kv_blocks_used * self.block
 
 
 class PrefillKv:

@@ -233,8 +233,11 @@ class PrefillStage:
         heapq.heappush(self.events.heap, (end, self.events.next_seq(), _PREFILL_END, inst))
 
     def end_batch(self, inst: PrefillInstance, t: float) -> None:
-        """The batch of ``inst`` ended at ``t``: share its energy, finish prompts, start the next batch."""
-        inst.busy = False
+        """The batch of ``inst`` ended at ``t``: share its energy, finish prompts, start the next batch.
+
+        The instance stays busy until its bookkeeping is done: handing a prompt to the transfers can free KV (a
+        rejection), and a draining instance must not stop while a chunked prompt is out of its queue or a prompt
+        of this batch has not been handed over yet."""
         batch = inst.batch
         inst.batch = []
         energy = inst.ledger.iteration_energy_j
@@ -246,13 +249,18 @@ class PrefillStage:
         rq = self.requests
         inp, done, out = rq.input_tokens, rq.prefilled_tokens, rq.output_tokens
         p_energy = rq.prefill_energy_j
+        finished: list[int] = []
         unfinished: list[int] = []
         for r, chunk in batch:
             p_energy[r] += energy * chunk / n_tok
             done[r] += chunk
             if done[r] < inp[r]:
                 unfinished.append(r)
-                continue
+            else:
+                finished.append(r)
+        for r in reversed(unfinished):  # a chunked prompt keeps its place at the head
+            inst.queue.appendleft(r)
+        for r in finished:
             rq.prefill_end_s[r] = t
             if out[r] == 1:  # the prefill's token is the whole answer: no KV transfer, no decode
                 rq.first_token_s[r] = rq.last_token_s[r] = t
@@ -263,8 +271,7 @@ class PrefillStage:
                     self.completions.append(r)
             else:
                 self.transfers.submit(r, t)
-        for r in reversed(unfinished):  # a chunked prompt keeps its place at the head
-            inst.queue.appendleft(r)
+        inst.busy = False
         if inst.queue:
             self.start_batch(inst, t)
         else:

@@ -47,6 +47,8 @@ class RequestState(IntEnum):
 #: ``STATE_LABELS[state]`` is the label of a state code (vectorised lookups in :meth:`RequestTable.to_frame`).
 STATE_LABELS: tuple[str, ...] = tuple(s.label for s in RequestState)
 
+_FINAL = (RequestState.DONE.value, RequestState.REJECTED.value)
+
 #: Column order of the per-request table (units and meanings in ``docs/simulator.md``).
 REQUEST_COLUMNS = (
     "request_id",
@@ -161,7 +163,9 @@ class RequestTable:
         streaming; ``SimConfig.frontend_overhead_s``), s. Engine times (``first_token_s`` here) exclude it."""
 
     def reject(self, r: int, reason: str) -> None:
-        """Refuse request ``r`` with a one-line reason."""
+        """Refuse request ``r`` with a one-line reason (a request ends once: refusing a finished one is a bug)."""
+        if self.state[r] in _FINAL:
+            raise RuntimeError(f"request {r} rejected after it ended ({STATE_LABELS[self.state[r]]}): {reason}")
         self.state[r] = RequestState.REJECTED.value
         self.reject_reason[r] = reason
 

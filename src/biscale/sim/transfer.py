@@ -7,10 +7,11 @@ requests waiting to be recomputed; the policy reserves memory there and the tran
 can take now waits in the global queue, FCFS: the head blocks the requests behind it only when some ready decode
 instance could admit it once memory frees; a head that fits no *ready* instance (only one still starting) is
 skipped, so it never stalls the others. A request that fits no decode instance of the placement at all (after a
-placement change shrank decode) is rejected with the reason recorded, and so is one that fits no ready instance
-while the instance that would hold it waits for the GPUs of its own draining prefill instance (which cannot stop
-while it holds the request's KV). The prompt's KV stays on its prefill instance
-until the transfer has ended (:class:`~biscale.sim.kv.PrefillKv`).
+placement change shrank decode) is rejected with the reason recorded. The KV of a *draining* prefill instance goes
+to a draining decode instance when no ready one can hold it: the new decode instance may be waiting for that
+prefill instance's GPUs, which it frees only once the KV has left (:meth:`Fleet.backs_draining_prefill` keeps such
+a decode instance alive); only a request that no live decode instance can hold is then rejected. The prompt's KV
+stays on its prefill instance until the transfer has ended (:class:`~biscale.sim.kv.PrefillKv`).
 
 **Links** (``SimConfig.kv_link_sharing``). A transfer moves ``bytes = kv_bytes_per_token x prompt tokens`` over
 ``k = min(tp_prefill, tp_decode)`` GPU pairs (each GPU ships its own KV shard) and takes ``latency + bytes / (k x
@@ -38,7 +39,7 @@ from biscale.sim.events import Event, EventQueue
 from biscale.sim.fleet import Fleet
 from biscale.sim.instance import DecodeInstance, Instance, InstanceStatus, PrefillInstance
 from biscale.sim.kv import KvPolicy, PrefillKv
-from biscale.sim.requests import RequestState, RequestTable
+from biscale.sim.requests import STATE_LABELS, RequestState, RequestTable
 from biscale.sim.router import DecodeRouter
 
 _WAITING_DECODE_MEMORY = int(RequestState.WAITING_DECODE_MEMORY)
@@ -46,7 +47,7 @@ _TRANSFERRING = int(RequestState.TRANSFERRING)
 _WAITING_DECODE = int(RequestState.WAITING_DECODE)
 _DONE = int(RequestState.DONE)
 _KV_DONE = int(Event.KV_DONE)
-_DRAINING = int(InstanceStatus.DRAINING)
+_DRAINING, _STOPPED = int(InstanceStatus.DRAINING), int(InstanceStatus.STOPPED)
 _NVLINK, _NIC = 0, 1
 
 
@@ -154,22 +155,44 @@ class KvTransfers:
             self._reject(r, t, reason)
         self.place_waiting(t)
 
+    def _targets(self, r: int, t: float | None = None) -> list[DecodeInstance]:
+        """Decode instances whose KV capacity holds ``r``: the ready ones; if there is none and ``r``'s prefill
+        instance is draining, the draining ones (a new decode instance may be waiting for that prefill instance's
+        GPUs, which it frees only once this KV has left: the old decode instances take it, and stop only after
+        every draining prefill instance has; :meth:`Fleet.maybe_stop`), those whose start-up has ended by ``t``
+        (None: any, for the question whether one can take it later)."""
+        rq = self.requests
+        fleet = self.fleet
+        total = rq.input_tokens[r] + rq.output_tokens[r]
+        ready = [i for i in fleet.ready_decode_list if i.kv_capacity_tokens >= total]
+        src_id = rq.prefill_instance[r]
+        if ready or src_id < 0 or fleet.instances[src_id].status != _DRAINING:
+            return ready
+        return [
+            i
+            for i in fleet.decode_instances
+            if i.status == _DRAINING and i.kv_capacity_tokens >= total and (t is None or i.ready_s <= t)
+        ]
+
     def _admissible_later(self, r: int) -> bool:
-        total = self.requests.input_tokens[r] + self.requests.output_tokens[r]
-        return any(i.kv_capacity_tokens >= total for i in self.fleet.ready_decode_list)
+        return bool(self._targets(r))
 
     def _stranded(self, r: int, t: float) -> bool:
-        """Reject ``r`` if no ready decode instance can hold it while the instance that would (not created yet)
-        waits for the GPUs of ``r``'s draining prefill instance, which cannot stop while it holds ``r``'s KV."""
+        """Reject ``r`` if no live decode instance can hold it while the instance that would (not created yet)
+        waits for the GPUs of ``r``'s draining prefill instance, which cannot stop while it holds ``r``'s KV (only
+        after placement changes in quick succession: a request always fits a decode instance of the placement it
+        was admitted to, and those drain only after the draining prefill instances)."""
         rq = self.requests
         src_id = rq.prefill_instance[r]
         if src_id < 0 or not self.fleet.must_make_room(self.fleet.instances[src_id]):
             return False
         total = rq.input_tokens[r] + rq.output_tokens[r]
+        if any(i.status != _STOPPED and i.kv_capacity_tokens >= total for i in self.fleet.decode_instances):
+            return False  # a live one can take it once it is ready (a starting one) or has room
         self._reject(
             r,
             t,
-            f"{total} KV tokens fit no ready decode instance and its draining prefill instance must stop to make "
+            f"{total} KV tokens fit no live decode instance and its draining prefill instance must stop to make "
             f"room for the new placement (placement changed at {self.fleet.changed_s:g} s)",
         )
         return True
@@ -190,8 +213,7 @@ class KvTransfers:
 
     def _place(self, r: int, t: float) -> bool:
         rq = self.requests
-        total = rq.input_tokens[r] + rq.output_tokens[r]
-        candidates = [i for i in self.fleet.ready_decode_list if not i.preempted and i.kv_capacity_tokens >= total]
+        candidates = [i for i in self._targets(r, t) if not i.preempted and not i.resuming]
         if not candidates:
             return False
         kv = self.kv
@@ -249,6 +271,8 @@ class KvTransfers:
     def arrive(self, r: int, t: float) -> None:
         """The KV of ``r`` arrived: its first token is delivered and it waits to join the decode batch."""
         rq = self.requests
+        if rq.state[r] != _TRANSFERRING:
+            raise RuntimeError(f"KV of request {r} arrived while it was {STATE_LABELS[rq.state[r]]}")
         self._leave_prefill(r, t)
         rq.kv_transfer_end_s[r] = t
         rq.first_token_s[r] = t
