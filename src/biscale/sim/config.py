@@ -18,12 +18,13 @@ from biscale.sim.router import DECODE_ROUTERS, PREFILL_ROUTERS
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-DEFAULT_FRONTEND_OVERHEAD_S = 0.009
-"""Per-request front-end cost on the TTFT path, seconds: tokenisation (~3 ms) + routing to a GPU queue (~1 ms) +
-post-processing and streaming the first token (detokenisation, packaging: ~5 ms), the per-stage figures of the
-request-path breakdown in "What happens in the 400ms between your API call and the LLM response" (MVP Factory
-blog, mvpfactory.io, 2026). Its API-gateway, load-balancer and billing stages are left out: they sit in front of
-a self-hosted cluster's measured TTFT. An assumption, not a measurement on this stack (docs/simulator.md)."""
+DEFAULT_FRONTEND_OVERHEAD_S = 0.0023
+"""Per-request front-end cost on the TTFT path, seconds: measured on vLLM 0.33.0's own OpenAI server path (API
+server, AsyncLLM, the ZMQ hop to the engine core, the real scheduler) in front of an engine that answers every step
+at once, on CPU: median time to the first streamed token 1.7 / 1.8 / 4.2 / 2.8 ms at 128 / 512 / 2,048 / 4,000
+prompt tokens, the median of those medians (data/measured/vllm-frontend-cpu/2026-12-07,
+scripts/measure_vllm_frontend.py). Not in it: tokenising a text prompt, detokenising, a router hop and TLS, so it
+is a floor for a deployment with those (docs/simulator.md)."""
 
 
 class NetworkConfig(BaseModel):
