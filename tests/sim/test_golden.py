@@ -225,7 +225,7 @@ def assert_table_equal(name: str, table: str, frame: pd.DataFrame) -> None:
 KV_BYTES_PER_TOKEN = 80 * 8 * 128 * 2 * 2  # = 327,680 B
 NVLINK_BYTES_PER_S = 450e9  # per GPU and direction (DGX H100 datasheet), the default NetworkConfig
 NVLINK_LATENCY_S = 30e-6
-FRONTEND_OVERHEAD_S = 0.009  # tokenisation + routing + streaming the first token, the default SimConfig
+FRONTEND_OVERHEAD_S = 0.0023  # vLLM 0.33 server path to the first streamed token (measured), the default SimConfig
 
 
 def one_prompt(tokens: int) -> PrefillShape:
