@@ -389,7 +389,7 @@ def _itl_cdf(runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: F
         ax.step(edges[1:], cdf, where="post", color=_color(r["system"]), lw=1, label=r["system"])
     if slo.get("itl_ms"):
         ax.axvline(slo["itl_ms"], color="k", ls="--", lw=0.8, label=f"ITL target {slo['itl_ms']:g} ms")
-    ax.axhline(slo.get("percentile", 99.0) / 100.0, color="k", ls=":", lw=0.6)
+    ax.axhline(slo.get("percentile", Slo().percentile) / 100.0, color="k", ls=":", lw=0.6)
     ax.set_xscale("log")
     ax.set_xlim(5, 2000)
     ax.set_ylim(0, 1.01)
