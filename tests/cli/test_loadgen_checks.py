@@ -104,3 +104,36 @@ def test_a_model_the_server_does_not_serve_is_refused_before_the_replay(
     assert r.code == 2
     assert "field 'model'" in r.err and "'llama'" in r.err and "it serves: m" in r.err
     assert not (tmp_path / "x").exists()
+
+
+def _prometheus_that_fails_after_start() -> web.Application:
+    """A Prometheus API that answers the check before the replay (``up``) and fails every later query."""
+    calls = {"n": 0}
+
+    async def query(_: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+        return web.json_response({"status": "error", "error": "storage gone"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    app.router.add_get("/api/v1/query_range", query)
+    return app
+
+
+def test_an_energy_failure_after_the_replay_keeps_its_results(run_cli: Any, serve: Any, tmp_path: Path) -> None:
+    """The energy source answers before the replay and fails after it: the replay's results are written first, then
+    the failure is one line naming where they are (exit 2)."""
+    url, prom = serve(_app()), serve(_prometheus_that_fails_after_start())
+    out = tmp_path / "lg"
+    args = ("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1, 1]), "--out", out)
+    r = run_cli(*args, "--energy", prom, "--prometheus-step-s", "0.01")
+    assert r.code == 2, r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert "results are in" in r.err and "without energy" in r.err
+    written = list(out.rglob("requests.parquet"))
+    assert len(written) == 1
+    req = pd.read_parquet(written[0])
+    assert len(req) == 2 and (req["error"] == "").all()
+    assert list(out.rglob("results.json"))
