@@ -69,20 +69,33 @@ DEFAULT_ORACLE_CLOCKS = 16
 """Oracle candidate clocks (finer than the online controllers' 7)."""
 DEFAULT_ORACLE_HORIZON = 16
 """Prefill batches the oracle plans over."""
+DEFAULT_INSTANCE_MEMORY_S = 30.0
+"""A prefill instance counts as ready (sharing the future arrivals) until this long after its last decision, s."""
 DEFAULT_SACRIFICE_SHARE = 0.5
 """Share of the SLO percentile's allowance (1 % of requests at P99) the decode oracle may spend on giving up the
 TPOT target of a request that alone would force a higher clock."""
 
 
-def true_energy_optimal_clock(cost_model: CostModel, tp: int, supported: Sequence[int]) -> int:
+def true_energy_optimal_clock(
+    cost_model: CostModel, tp: int, supported: Sequence[int], *, net_of_idle: bool = False
+) -> int:
     """The lowest clock at which some representative prefill batch (:mod:`clocks`' probes) has its least true
-    energy, MHz."""
+    energy (``net_of_idle``: of its energy above the idle power at the lowest clock), MHz."""
     best = supported[-1]
+    idle_w = cost_model.idle_power_w(tp, min(supported)) if net_of_idle else 0.0
     for row in probe_features("prefill"):
         shape = PrefillShape(int(row[0]), int(row[1]), 0.0, float(row[2]))
-        energy = [x.latency_s * x.power_w for x in (cost_model.prefill_cost(shape, tp, c) for c in supported)]
+        costs = (cost_model.prefill_cost(shape, tp, c) for c in supported)
+        energy = [x.latency_s * (x.power_w - idle_w) for x in costs]
         best = min(best, supported[int(np.argmin(energy))])
     return int(best)
+
+
+def idle_clock(state: InstanceState) -> int | None:
+    """Where an instance with no work waits: the lowest supported clock (an idle GPU's power grows with its locked
+    clock; the next batch pays one switch), as the MPC's default ``idle_clock="lowest"``."""
+    supported = state.supported_clocks_mhz
+    return min(supported) if supported else state.baseline_clock_mhz
 
 
 class _OracleBase(ClockController):
@@ -95,11 +108,12 @@ class _OracleBase(ClockController):
         self.n_clocks = int(n_clocks)
         self.stats: Counter[str] = Counter()
         """Decisions by outcome: ``planned``, ``infeasible`` (top clock), ``idle``."""
-        self._clocks: dict[tuple[str, int, tuple[int, ...]], tuple[int, ...]] = {}
+        self._clocks: dict[tuple[str, int, tuple[int, ...], bool], tuple[int, ...]] = {}
 
-    def clocks(self, phase: str, tp: int, supported: tuple[int, ...]) -> tuple[int, ...]:
-        """The oracle's candidate clocks for (phase, TP), ascending, MHz."""
-        key = (phase, tp, supported)
+    def clocks(self, phase: str, tp: int, supported: tuple[int, ...], net_of_idle: bool = False) -> tuple[int, ...]:
+        """The oracle's candidate clocks for (phase, TP), ascending, MHz (prefill ``net_of_idle``: from the clock of
+        least energy above idle power, lower than the busy one)."""
+        key = (phase, tp, supported, net_of_idle)
         hit = self._clocks.get(key)
         if hit is None:
             if self.fixed is not None:
@@ -107,7 +121,8 @@ class _OracleBase(ClockController):
             elif phase == "decode":
                 hit = spread_clocks(min(supported), supported, self.n_clocks)
             else:
-                hit = spread_clocks(true_energy_optimal_clock(self.cost_model, tp, supported), supported, self.n_clocks)
+                low = true_energy_optimal_clock(self.cost_model, tp, supported, net_of_idle=net_of_idle)
+                hit = spread_clocks(low, supported, self.n_clocks)
             self._clocks[key] = hit
         return hit
 
@@ -124,21 +139,49 @@ class OraclePrefill(_OracleBase):
         n_clocks: int = DEFAULT_ORACLE_CLOCKS,
         horizon: int = DEFAULT_ORACLE_HORIZON,
         lookahead_s: float | None = None,
-        prefill_instances: int = 1,
+        prefill_instances: int | None = None,
+        instance_memory_s: float = DEFAULT_INSTANCE_MEMORY_S,
+        idle_in_objective: bool = True,
         frontend_overhead_s: float | None = None,
         kv_transfer_s_per_token: float | None = None,
     ) -> None:
         super().__init__(cost_model, trace, clocks_mhz, n_clocks)
-        if horizon < 1 or prefill_instances < 1:
+        if horizon < 1 or (prefill_instances is not None and prefill_instances < 1):
             raise InputError("oracle horizon and prefill_instances must be >= 1", field="oracle")
+        if not instance_memory_s > 0:
+            raise InputError(f"instance_memory_s must be > 0 s, got {instance_memory_s}", field="oracle")
         self.horizon = int(horizon)
         self.lookahead_s = lookahead_s
-        self.prefill_instances = int(prefill_instances)
+        self.prefill_instances = None if prefill_instances is None else int(prefill_instances)
+        """Fixed number of equal prefill instances to split future arrivals over; None: the instances seen."""
+        self.instance_memory_s = float(instance_memory_s)
+        self.idle_in_objective = bool(idle_in_objective)
+        self._seen_at: dict[int, tuple[float, int]] = {}
+        """Prefill instance id -> (time of its last decision, its TP): the ready instances the router splits over."""
         self.frontend_overhead_s = frontend_overhead_s
         """Front-end cost added to every TTFT, s; None: the engine's ``state.frontend_overhead_s``."""
         self.kv_transfer_s_per_token = kv_transfer_s_per_token
         self._arrival = np.asarray(trace.arrival_s, dtype=np.float64)
         self._input = np.asarray(trace.input_tokens, dtype=np.int64)
+
+    def arrival_share(self, state: InstanceState) -> tuple[int, int, int]:
+        """This instance's share of the future arrivals as integers ``(weight, offset, total)``: it is charged
+        arrival ``k`` iff ``((k + 1) w + o) // T > (k w + o) // T``, a ``w / T`` share spread evenly (for equal
+        weights exactly round robin, each instance a different residue).
+
+        The weights are the router's (``sim.router``: the placement's ``capacity_rps``, else the TP degree); the
+        state carries the TP degree only, so each ready instance weighs its TP. Ready instances: those that decided
+        within the last ``instance_memory_s`` (every prefill instance of the phase shares this controller), or
+        ``prefill_instances`` equal ones when set."""
+        iid = state.instance_id
+        if self.prefill_instances is not None:
+            n = self.prefill_instances
+            return 1, iid % n, n
+        seen = {**self._seen_at, iid: (state.time_s, state.tp)}
+        live = [(i, tp) for i, (t, tp) in seen.items() if t >= state.time_s - self.instance_memory_s]
+        total = sum(tp for _, tp in live)
+        offset = sum(tp for i, tp in live if i < iid)
+        return state.tp, offset, total
 
     def _kv_s_per_token(self, tp: int) -> float:
         if self.kv_transfer_s_per_token is not None:
@@ -158,21 +201,25 @@ class OraclePrefill(_OracleBase):
         ahead = self.lookahead_s if self.lookahead_s is not None else 2.0 * state.slo.ttft_s
         lo = int(np.searchsorted(self._arrival, now, side="right"))
         hi = int(np.searchsorted(self._arrival, now + ahead, side="right"))
-        n_inst = self.prefill_instances
-        for i in range(lo, hi):
-            if n_inst == 1 or (i + state.instance_id) % n_inst == 0:
-                a = float(self._arrival[i])
-                q = int(self._input[i])
-                items.append([q, 0, a, now - a + kv * q])
+        for i in self.future_arrivals(state, lo, hi).tolist():
+            a = float(self._arrival[i])
+            q = int(self._input[i])
+            items.append([q, 0, a, now - a + kv * q])
         return items
+
+    def future_arrivals(self, state: InstanceState, lo: int, hi: int) -> np.ndarray:
+        """Trace indices in ``[lo, hi)`` charged to this instance (its :meth:`arrival_share`)."""
+        w, o, total = self.arrival_share(state)
+        k = np.arange(lo, hi, dtype=np.int64)
+        return k[((k + 1) * w + o) // total > (k * w + o) // total]
 
     def decide(self, state: InstanceState) -> int | None:
         supported = state.supported_clocks_mhz
+        self._seen_at[state.instance_id] = (state.time_s, state.tp)
         if state.batch_new_tokens.size == 0 and state.waiting_prompt_tokens.size == 0:
             self.stats["idle"] += 1
-            return state.baseline_clock_mhz
-        clocks = self.clocks("prefill", state.tp, supported)
-        top = clocks[-1]
+            return idle_clock(state)
+        top = supported[-1]
         tp = state.tp
         cm = self.cost_model
         kv = self._kv_s_per_token(tp)
@@ -216,6 +263,12 @@ class OraclePrefill(_OracleBase):
             ages.append(age)
             release.append(start)
             t = start + cm.prefill_cost(shape, tp, top).latency_s
+        # when the plan covers all the work it knows of, the instance idles afterwards (at the lowest clock): time a
+        # faster batch saves is spent idle, so a batch costs its power above that idle power (as the MPC's
+        # net_of_idle); with work beyond the horizon it is busy back to back and the whole energy counts
+        net = self.idle_in_objective and i >= len(items)
+        idle_w = cm.idle_power_w(tp, min(supported)) if net else 0.0
+        clocks = self.clocks("prefill", tp, supported, net)
         k, n = len(shapes), len(clocks)
         lat = np.empty((k, n))
         energy = np.empty((k, n))
@@ -223,7 +276,9 @@ class OraclePrefill(_OracleBase):
             for c, clock in enumerate(clocks):
                 cost = cm.prefill_cost(shape, tp, clock)
                 lat[j, c] = cost.latency_s
-                energy[j, c] = cost.latency_s * cost.power_w
+                energy[j, c] = cost.latency_s * (cost.power_w - idle_w)
+        if net:
+            self.stats["net_of_idle"] += 1
         overhead = state.frontend_overhead_s if self.frontend_overhead_s is None else self.frontend_overhead_s
         budget_s = state.slo.ttft_s - overhead
         deadlines = budget_s - np.array(ages)
@@ -260,7 +315,7 @@ class OracleDecode(_OracleBase):
         b = state.batch_size
         if b == 0:
             self.stats["idle"] += 1
-            return state.baseline_clock_mhz
+            return idle_clock(state)
         ids = state.running_request_ids
         if ids.size != b or state.running_decode_time_s.size != b:
             raise InputError(
