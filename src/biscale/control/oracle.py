@@ -1,28 +1,39 @@
-"""The clairvoyant oracle: per-iteration clocks chosen with the future arrivals and the true costs.
+"""The clairvoyant oracle: a **heuristic** choosing per-iteration clocks with the future arrivals and the true costs.
 
-It bounds what a tier-2 controller could save on the same placement under the same SLOs, so every evaluation can
-report each system's gap to it. It is the one controller allowed to read the ground truth (the simulator's cost
-model, normally the hardware model; ``tests/test_architecture.py`` names this module as the only exception).
+It removes every source of error an online controller has (prediction error, unknown arrivals and output lengths,
+safety margins), so it shows what better forecasts could buy on the same placement; it is **not a bound** (what it
+leaves out is listed below, and an online controller may beat it). The certified lower bound is
+:mod:`biscale.bound`. It is the one controller allowed to read the ground truth (the simulator's cost model,
+normally the hardware model; ``tests/test_architecture.py`` names this module as the only exception).
 
 The exact optimum over a whole run (every iteration's clock, jointly, with batching that depends on the clocks) is
-intractable, so the oracle is a **clairvoyant receding-horizon controller** that removes every source of error an
-online controller has, and is computed as follows.
+intractable, so the oracle is a **clairvoyant receding-horizon controller**, computed as follows. An instance with
+no work waits at the **lowest supported clock** (an idle GPU's power grows with its locked clock), as the MPC's
+default ``idle_clock="lowest"``.
 
 Prefill (:class:`OraclePrefill`), before each iteration:
 
-1. Work: the scheduled batch, the rest of its chunked prompts, the queue, and the **future arrivals** from the trace
-   up to ``lookahead_s`` ahead (default 2 x the TTFT target), FCFS. With ``prefill_instances`` = n > 1, the arrivals
-   with ``(trace index + instance id) mod n == 0`` (a round-robin share: the router's exact choice depends on the
-   future state of the other instances, which the oracle does not simulate).
+1. Work: the scheduled batch, the rest of its chunked prompts, the queue, and **this instance's share of the future
+   arrivals** from the trace up to ``lookahead_s`` ahead (default 2 x the TTFT target), FCFS. The share follows
+   the router's weights (:mod:`biscale.sim.router`: capacity, i.e. the TP degree, as the state carries no
+   ``capacity_rps``): every prefill instance of the phase shares this controller, so the ready instances are those
+   that decided within ``instance_memory_s`` (default 30 s), and an instance of weight ``w`` out of ``T`` is
+   charged a ``w / T`` share of the arrivals spread evenly (equal weights: exactly round robin). With
+   ``prefill_instances`` = n the split is n equal shares by instance id. The router's actual choice (least work)
+   depends on the future state of the other instances, which the oracle does not simulate.
 2. Batches: the simulator's batching rule (vLLM chunked prefill: token budget and sequence limit from the state)
    applied as the instance would form them at the top clock, up to ``horizon`` batches (default 16): a batch takes
    only prompts that have arrived when it starts, and a batch that waits for an arrival gets that **release time**.
 3. Costs: the latency and energy of every batch at every oracle clock from the **cost model itself** (no
-   prediction error). Oracle clocks: ``n_clocks`` (default 16) from the truth's lowest energy-optimal clock to the
-   top (:mod:`clocks` explains the range), finer than the online controllers' 7.
+   prediction error). When the plan covers all the work it knows of, the instance idles afterwards at the lowest
+   clock, so time a faster batch saves is spent idle: each batch is priced at its power **above that idle power**
+   (``idle_in_objective``, default on; as the MPC's ``net_of_idle``); with work beyond the horizon it runs back to
+   back and the whole energy counts. Oracle clocks: ``n_clocks`` (default 16) from the truth's lowest
+   energy-optimal clock (of the energy so priced) to the top (:mod:`clocks` explains the range), finer than the
+   online controllers' 7.
 4. Deadlines: every request's TTFT = its completion - its arrival + the front-end overhead + the KV-transfer
    estimate must meet the target, with **no safety margin**.
-5. Solve exactly (:func:`biscale.control.mpc.solve_exact` with release times) for the least true energy; run the
+5. Solve exactly (:func:`biscale.control.mpc.solve_exact` with release times) for the least energy; run the
    first batch's clock (receding horizon). When even the top clock misses, run the top clock.
 
 Decode (:class:`OracleDecode`), before each iteration: it knows each running request's **exact output length**
@@ -37,13 +48,12 @@ other running request needs, as long as it has given up at most ``sacrifice_shar
 percentile's allowance of the requests it has seen (0.5 % at P99); the online controllers do not know which
 requests those are.
 
-What it does not know or do (why it is a bound in practice, not a proof): how the router will split future
-arrivals among several prefill instances; how slower clocks would change later batches' composition (batches are
-formed at top-clock timing, then re-planned every iteration); decode batches' future composition (joins and
-leaves) and preemptions; idle power between iterations (like the MPC it minimises the iterations' energy); and
-the switch latency. Prefill meets every request's target rather than the P99, and decode spends only half of the
-percentile's allowance (a P99-constrained optimum could give up the hardest 1 % exactly). On small scenarios it is
-never beaten by the online controllers by more than noise (tested).
+What it does not know or do (why it is a heuristic, not a bound): which instance the router will actually give
+each future arrival (only its weighted share); how slower clocks would change later batches' composition (batches
+are formed at top-clock timing, then re-planned every iteration); work beyond its lookahead; decode batches' future
+composition (joins and leaves) and preemptions; and the switch latency. Prefill meets every request's target rather
+than the P99, and decode spends only half of the percentile's allowance (a P99-constrained optimum could give up
+the hardest 1 % exactly).
 """
 
 from __future__ import annotations
