@@ -192,3 +192,18 @@ def test_prefill_oracle_prices_idle_power_when_it_idles_after_the_batch(hw, make
     # with work queued behind the batch the instance is busy back to back: the whole energy counts
     busy = make_prefill_state(batch_new=[2000], batch_wait=[0.0], queue=[2000] * 40, queue_wait=[0.0] * 40, time_s=5.0)
     assert net.decide(busy) == gross.decide(busy)
+
+
+def test_decode_oracle_keeps_the_online_growth_guard(hw, make_decode_state):
+    oracle = OracleDecode(hw, busy_trace())
+    ids = np.arange(200)
+    s = make_decode_state(context=[400] * 200, ids=ids, clock_mhz=1980)
+    clocks = oracle.clocks("decode", 4, s.supported_clocks_mhz)
+    shape = DecodeShape.from_lengths([400] * 200)
+    lat = [hw.decode_cost(shape, 4, c).latency_s for c in clocks]
+    got = oracle.decide(s)
+    # 200 running of a 256 limit: a clock whose latency (relative to the top clock in force) would grow the batch past
+    # the 90 % guard (230.4 sequences, Little's law) is not taken; the lowest one that does not is
+    k = clocks.index(got)
+    assert 200 * lat[k] / lat[-1] <= 230.4 < 200 * lat[k - 1] / lat[-1]
+    assert oracle.stats["growth_guard"] == 1 and got > clocks[0]

@@ -46,7 +46,8 @@ clock, :mod:`clocks`) whose **true** latency is within the smallest such allowan
 The SLO is a percentile, so the oracle may give up a request whose allowance alone forces a higher clock than every
 other running request needs, as long as it has given up at most ``sacrifice_share`` (default half) of the
 percentile's allowance of the requests it has seen (0.5 % at P99); the online controllers do not know which
-requests those are.
+requests those are. It keeps the online controller's guards (top clock with requests waiting or the batch at 90 % of
+the sequence limit; no clock whose latency would grow the batch past that, by Little's law), for a fair comparison.
 
 What it does not know or do (why it is a heuristic, not a bound): which instance the router will actually give
 each future arrival (only its weighted share); how slower clocks would change later batches' composition (batches
@@ -359,6 +360,19 @@ class OracleDecode(_OracleBase):
             self.sacrificed.add(keep.pop(0)[1])
         level = lowest(keep[0][0]) if keep else 0
         self.stats["planned" if not keep or lat[level] <= keep[0][0] else "infeasible"] += 1
+        if state.max_batch_seqs and level < len(lat) - 1:
+            # the online controller's growth guard, for a fair comparison: at a steady arrival rate the batch grows
+            # with the iteration's latency (Little's law); a clock that would carry it past the batch guard is not
+            # taken (the guard would then force the top clock, and the clock would swing between the two)
+            cap = DEFAULT_BATCH_GUARD_PCT / 100.0 * state.max_batch_seqs
+            current = state.pending_clock_mhz if state.pending_clock_mhz is not None else state.clock_mhz
+            ref = lat[clocks.index(current)] if current in clocks else lat[-1]
+            grown = level
+            while grown < len(lat) - 1 and b * lat[grown] / ref > cap:
+                grown += 1
+            if grown != level:
+                self.stats["growth_guard"] += 1
+                level = grown
         left = int(np.max(out - state.running_generated_tokens))
         if self._arrival.size and self._arrival[-1] <= state.time_s + left * lat[-1]:
             # the run is draining: no request arrives before this batch is done, so the number of iterations left
