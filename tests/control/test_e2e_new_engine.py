@@ -105,6 +105,7 @@ def test_the_oracle_meets_the_slos_and_is_not_beaten_beyond_noise(scenario, onli
     assert oracle["slo_met"]
     for name in ("mpc", "greedy"):
         other = online[name]
-        assert prefill_busy_j(oracle) <= (1 + NOISE) * prefill_busy_j(other)
+        # the oracle prices idle power (a slower batch displaces idle time), so compare busy + idle prefill energy
+        assert oracle["energy_prefill_j"] <= (1 + NOISE) * other["energy_prefill_j"]
         assert oracle["energy_decode_j"] <= (1 + NOISE) * other["energy_decode_j"]
         assert oracle["energy_total_j"] <= (1 + NOISE) * other["energy_total_j"]

@@ -42,7 +42,7 @@ def _slack(ctx: ControllerContext) -> ClockController:
     return ctx.build("slack", lambda **o: DecodeSlack(predictor, **o))
 
 
-@CONTROLLERS.register("oracle", "clairvoyant bound: future arrivals and true costs (needs the run's trace)")
+@CONTROLLERS.register("oracle", "clairvoyant heuristic (not a bound): future arrivals, true costs (needs the trace)")
 def _oracle(ctx: ControllerContext) -> ClockController:
     from biscale.control.oracle import make_oracle
 
