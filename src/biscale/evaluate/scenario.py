@@ -21,7 +21,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from biscale.errors import InputError
 from biscale.evaluate.catalog import ALL_SYSTEMS, DEFAULT_SYSTEMS
@@ -230,6 +238,22 @@ class Scenario(BaseModel):
                 )
         return v
 
+    @field_validator("idle_top_w")
+    @classmethod
+    def _idle_in_range(cls, v: float | None, info: ValidationInfo) -> float | None:
+        """Within the GPU's range (above the lowest clock's idle power, at most the power cap); an unknown GPU or
+        model is reported on its own field."""
+        from biscale.hardware import get_hardware
+
+        gpu, model = info.data.get("gpu"), info.data.get("model")
+        if v is not None and gpu is not None and model is not None:
+            try:
+                get_hardware(gpu, model, idle_top_w=v)
+            except InputError as err:
+                if err.field == "idle_top_w":
+                    raise ValueError(err.reason) from None
+        return v
+
     @field_validator("rates_rps")
     @classmethod
     def _rates(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
@@ -301,11 +325,6 @@ class Scenario(BaseModel):
                     f"planner.forecaster: unknown forecaster {self.planner['forecaster']!r} "
                     f"(known: {', '.join(FORECASTERS.names())})"
                 )
-        if self.idle_top_w is not None:
-            try:
-                self.truth()
-            except InputError as err:
-                raise ValueError(err.reason) from None
         if self.predictors is not None:
             from biscale.predict.predictor import load_predictor
 
