@@ -128,6 +128,28 @@ def test_duplicate_runs_execute_once(tmp_path: Path) -> None:
     assert len(res["runs"]) == 2 and res["runs"][0]["run_dir"] == res["runs"][1]["run_dir"]
 
 
+def test_an_idle_power_sweep_point_changes_the_truths_idle_energy_only(tmp_path: Path) -> None:
+    """``idle_top_w = 125`` (a bare CUDA context's measured idle at the top clock) against the model's 181 W:
+    distserve idles at the top clock, so its idle energy falls by the ratio of the idle powers; the requests and the
+    placement stay. Latency moves only where the power cap throttles a prefill (its engine step now draws less, so
+    the mean power is lower): within 1 %."""
+    sc = load_scenario(
+        tiny_toml(tmp_path / "t.toml", systems=["distserve"], duration=30.0, extra="[sweep]\nidle_top_w = [125.0]\n"),
+        {"loads": [0.5]},
+    )
+    with make_backend("pool", workers=1) as backend:
+        res = run_evaluation([sc], tmp_path / "out", backend, bound_of=None)
+    (main,) = [r for r in res["runs"] if r["sweep"] is None]
+    (low,) = [r for r in res["runs"] if r["sweep"] == {"idle_top_w": 125.0}]
+    assert 0 < low["energy_idle_j"] < main["energy_idle_j"]
+    assert low["energy_idle_j"] / main["energy_idle_j"] == pytest.approx(125.0 / 181.2, rel=0.01)
+    assert low["requests_completed"] == main["requests_completed"]
+    assert low["p99_ttft_ms"] <= main["p99_ttft_ms"] and low["p99_ttft_ms"] == pytest.approx(
+        main["p99_ttft_ms"], rel=0.01
+    )
+    assert 0 < main["energy_decode_j"] - low["energy_decode_j"] < 0.1 * main["energy_decode_j"]
+
+
 def test_candidates_bracket_then_split() -> None:
     assert _candidates(None, None, 10.0, 1) == [10.0]
     assert _candidates(None, None, 10.0, 2) == pytest.approx([10 / 1.25**0.5, 10 * 1.25**0.5])

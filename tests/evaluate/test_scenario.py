@@ -40,7 +40,10 @@ def test_the_default_is_azure_conv_at_67_and_85_percent_with_a_switch_latency_sw
     assert (sc.workload.trace, sc.workload.lengths, sc.workload.arrivals) == ("azure-conv", "sharegpt-v3", "trace")
     assert sc.loads == (0.67, 0.85) and sc.rates_rps is None
     assert [label for label, *_ in sc.load_points] == ["67pct", "85pct"]
-    assert sc.sweep is not None and sc.sweep.params == {"switch_latency_ms": (10, 200)}
+    assert sc.sweep is not None and sc.sweep.params == {"switch_latency_ms": (10, 200), "idle_top_w": (125.0,)}
+    # one parameter at a time: the 125 W point keeps the main 10 ms, the 200 ms point the model's idle law
+    assert sc.sweep.points() == [{"switch_latency_ms": 10}, {"switch_latency_ms": 200}, {"idle_top_w": 125.0}]
+    assert sc.sweep.systems == ("biscale", "distserve") and sc.idle_top_w is None
     sim = sc.sim_config()
     assert (sim.nodes, sim.gpus_per_node, sim.duration_s) == (2, 8, None)
 
@@ -155,3 +158,31 @@ def test_fingerprint_ignores_loads_systems_and_names_only() -> None:
     assert a.fingerprint() == load_scenario("azure-conv", {"loads": [0.5], "systems": ["biscale"]}).fingerprint()
     assert a.fingerprint() != load_scenario("azure-conv", {"seed": 1}).fingerprint()
     assert Scenario.model_validate(a.resolved()) == a  # the resolved form round-trips
+
+
+def test_idle_top_w_reaches_the_truth_and_is_checked_when_the_scenario_loads(tmp_path: Path) -> None:
+    sc = load_scenario()
+    at = apply_sweep_point(sc, {"idle_top_w": 125.0})
+    assert sweep_path("idle_top_w") == ("idle_top_w", 1.0)
+    assert at.idle_top_w == 125.0 and at.sim == sc.sim
+    assert at.truth().idle_power_w(4, 1980) == pytest.approx(125.0)
+    assert sc.truth().idle_power_w(4, 1980) > 175.0
+    assert at.fingerprint() != sc.fingerprint()  # the clairvoyant caches key on it
+    with pytest.raises(InputError, match=r"idle power at the top clock must be above") as err:
+        load_scenario(None, {"idle_top_w": 50.0})
+    assert err.value.field == "idle_top_w"
+    f = tmp_path / "s.toml"
+    f.write_text('name = "x"\n[sweep]\ncombine = "each"\nidle_top_w = [40.0]\n')
+    with pytest.raises(InputError, match=r"sweep.idle_top_w: .*idle power at the top clock"):
+        load_scenario(f)
+
+
+def test_a_sweep_of_each_parameter_alone(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text('name = "x"\n[sweep]\ncombine = "each"\nalpha = [0.1, 0.2]\nswitch_latency_ms = [1]\n')
+    sc = load_scenario(f)
+    assert sc.sweep is not None and sc.sweep.combine == "each"
+    assert sc.sweep.points() == [{"alpha": 0.1}, {"alpha": 0.2}, {"switch_latency_ms": 1}]
+    f.write_text('name = "x"\n[sweep]\ncombine = "all"\nalpha = [0.1]\n')
+    with pytest.raises(InputError, match="combine"):
+        load_scenario(f)

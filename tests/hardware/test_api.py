@@ -176,3 +176,34 @@ def test_large_batch_decode_runs_at_full_clock_below_the_power_limit(h100: Hardw
         else:
             assert c.power_w <= cap
     assert h100.decode([765] * 128, 4, None).effective_clock_mhz == h100.max_clock_mhz
+
+
+def test_idle_top_w_moves_the_top_clocks_idle_power_and_keeps_the_lowest(h100: HardwareModel) -> None:
+    """The idle-power knob (docs/hardware.md, "Idle power at the top clock"): P_idle(top) becomes the value, the
+    lowest clock's idle power and the deep idle stay, the law stays increasing in the clock; kernel time keeps its
+    calibrated power, so a busy iteration loses exactly the idle change over its engine step time."""
+    clocks = h100.supported_clocks_mhz
+    low, top, mid = clocks[0], clocks[-1], clocks[len(clocks) // 2]
+    moved = get_hardware("h100-sxm", "llama-3.3-70b", idle_top_w=125.0)
+    assert h100.idle_power_w(4, top) > 175.0  # the fitted engine idle law: 181 W
+    assert moved.idle_power_w(4, top) == pytest.approx(125.0)
+    assert moved.idle_power_w(4, low) == pytest.approx(h100.idle_power_w(4, low))
+    assert h100.idle_power_w(4, low) < moved.idle_power_w(4, mid) < h100.idle_power_w(4, mid)
+    locked = [moved.idle_power_w(4, f) for f in clocks]
+    assert locked == sorted(locked)
+    assert moved.idle_power_w(4, None) == h100.idle_power_w(4, None)
+    assert moved.governor.shallow_idle_power_w == pytest.approx(125.0)
+    shape = DecodeShape(64, 64 * 1000, 64 * 1000.0**2)
+    a, b = h100.decode_cost(shape, 4, top), moved.decode_cost(shape, 4, top)
+    assert b.latency_s == a.latency_s
+    step = h100.consts.engine_step_s  # type: ignore[attr-defined]
+    assert a.power_w * a.latency_s - b.power_w * b.latency_s == pytest.approx(
+        (h100.idle_power_w(4, top) - 125.0) * step, rel=1e-6
+    )
+    assert get_hardware("h100-sxm", "llama-3.3-70b") is h100  # the calibrated model is still the cached one
+
+
+@pytest.mark.parametrize("bad", [60.0, 5000.0, float("nan")])
+def test_idle_top_w_out_of_range_is_an_input_error(bad: float) -> None:
+    with pytest.raises(InputError, match=r"idle power at the top clock must be above .* got"):
+        get_hardware("h100-sxm", "llama-3.3-70b", idle_top_w=bad)

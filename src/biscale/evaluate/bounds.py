@@ -13,9 +13,8 @@ def scenario_bound(sc: Scenario, load_label: str, rate_rps: float) -> dict[str, 
     """The bound of ``sc`` at ``rate_rps`` on the requests its runs replay (same trace, truth and simulator
     settings); ``cluster_j_per_token`` is None where no iteration can meet the SLOs (the bound is infinite)."""
     from biscale.bound import bound_record
-    from biscale.hardware import get_hardware
 
-    truth = get_hardware(sc.gpu, sc.model)
+    truth = sc.truth()
     trace = sc.workload.trace_at(rate_rps, sc.seed)
     row = bound_record(sc.name, None, load_label, rate_rps, trace, truth, sc.sim_config())
     for key in ("scenario", "load", "load_label"):  # the runner names the (scenario, load) itself

@@ -92,12 +92,11 @@ class CapacityProbe:
 def run_probe(probe: CapacityProbe) -> dict[str, Any]:
     """Simulate the scenario's trace at ``rate_rps`` on the placement at the top clock, on the truth."""
     from biscale.control import MaxClock
-    from biscale.hardware import get_hardware
     from biscale.sim import simulate
 
     sc = Scenario.model_validate(probe.scenario)
     trace = sc.workload.trace_at(probe.rate_rps, sc.seed)
-    truth = get_hardware(sc.gpu, sc.model)
+    truth = sc.truth()
     sim = slo_horizon(trace, sc.sim_config())
     res = simulate(trace, Placement.model_validate(probe.placement), truth, MaxClock(), config=sim)
     s = res.summary

@@ -84,7 +84,6 @@ def _parquet(df: Any) -> bytes:
 def execute_run(task: RunTask) -> dict[str, Any]:
     """Simulate one run on the truth; return its record, summary, configuration and tables (Parquet bytes)."""
     from biscale import __version__
-    from biscale.hardware import get_hardware
     from biscale.predict import default_predictor, load_predictor
     from biscale.sim import simulate
 
@@ -93,7 +92,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     sc = Scenario.model_validate(task.scenario)
     sim = sc.sim_config()
     trace = sc.workload.trace_at(task.rate_rps, sc.seed)
-    truth = get_hardware(sc.gpu, sc.model)
+    truth = sc.truth()
     predictor = load_predictor(sc.predictors) if sc.predictors else default_predictor(sc.gpu, sc.model)
     table = CapacityTable.from_dict(task.table)
     built = build_system(

@@ -21,10 +21,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from biscale.errors import InputError
 from biscale.evaluate.catalog import ALL_SYSTEMS, DEFAULT_SYSTEMS
+from biscale.hardware.base import HardwareModel
 from biscale.limits import MAX_CLUSTER_GPUS
 from biscale.sim.config import SimConfig
 from biscale.sim.runconfig import merge_overrides, read_config_file
@@ -137,6 +146,9 @@ class SweepSpec(BaseModel):
     """Loads (fractions of capacity, or rates for rate-given scenarios) the sweep runs at (None: the first)."""
     systems: tuple[str, ...] = ("biscale", "distserve")
     """Systems run at every point, among those the scenario runs (the savings' baseline must be among them)."""
+    combine: Literal["product", "each"] = "product"
+    """``product``: every combination of the parameters' values; ``each``: one parameter at a time, the others at
+    the scenario's own values (a point per value)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +156,7 @@ class SweepSpec(BaseModel):
         """``[sweep]`` in TOML lists parameters beside ``loads`` / ``systems``: move them under ``params``."""
         if isinstance(data, Mapping) and "params" not in data:
             data = dict(data)
-            params = {k: data.pop(k) for k in list(data) if k not in ("loads", "systems")}
+            params = {k: data.pop(k) for k in list(data) if k not in ("loads", "systems", "combine")}
             data["params"] = params
         return data
 
@@ -160,6 +172,8 @@ class SweepSpec(BaseModel):
 
     def points(self) -> list[dict[str, Any]]:
         """Every point of the grid, in a fixed order."""
+        if self.combine == "each":
+            return [{name: v} for name, values in self.params.items() for v in values]
         names = list(self.params)
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(self.params[n] for n in names))]
 
@@ -189,6 +203,10 @@ class Scenario(BaseModel):
     """GPU of the hardware model (the simulator's truth)."""
     model: str = "llama-3.3-70b"
     """LLM served."""
+    idle_top_w: float | None = Field(default=None, gt=0)
+    """Idle power per GPU at the top clock in the truth (the hardware model the simulator runs), W; the lowest
+    clock's idle power stays (None: the fitted idle law, 181 W on the H100). The predictors the controllers
+    believe do not change."""
     predictors: str | None = None
     """Learned-predictor artifact directory the planners and controllers believe (None: the bundled one)."""
     seed: int = Field(default=0, ge=0)
@@ -218,6 +236,22 @@ class Scenario(BaseModel):
                 raise ValueError(
                     f"loads are fractions of the searched capacity, at most {MAX_LOAD_FRACTION:g}; got {x:g}{hint}"
                 )
+        return v
+
+    @field_validator("idle_top_w")
+    @classmethod
+    def _idle_in_range(cls, v: float | None, info: ValidationInfo) -> float | None:
+        """Within the GPU's range (above the lowest clock's idle power, at most the power cap); an unknown GPU or
+        model is reported on its own field."""
+        from biscale.hardware import get_hardware
+
+        gpu, model = info.data.get("gpu"), info.data.get("model")
+        if v is not None and gpu is not None and model is not None:
+            try:
+                get_hardware(gpu, model, idle_top_w=v)
+            except InputError as err:
+                if err.field == "idle_top_w":
+                    raise ValueError(err.reason) from None
         return v
 
     @field_validator("rates_rps")
@@ -313,7 +347,7 @@ class Scenario(BaseModel):
                 missing = [w for w in want if w not in labels]
                 if missing:
                     raise ValueError(f"sweep.loads {missing} are not among the scenario's loads {labels}")
-            points = math.prod(len(v) for v in self.sweep.params.values())
+            points = len(self.sweep.points())
             try:
                 check_count(points, MAX_SWEEP_POINTS, field="sweep", what="sweep points")
             except InputError as err:
@@ -383,6 +417,12 @@ class Scenario(BaseModel):
                 raise ValueError(f"controller_options.{name}: {err.reason}") from err
 
     # ------------------------------------------------------------------ derived settings
+    def truth(self) -> HardwareModel:
+        """The hardware model the simulator runs (and clairvoyant comparators and the bound read)."""
+        from biscale.hardware import get_hardware
+
+        return get_hardware(self.gpu, self.model, idle_top_w=self.idle_top_w)
+
     @property
     def nodes(self) -> int:
         return 1 if self.gpus < self.gpus_per_node else self.gpus // self.gpus_per_node

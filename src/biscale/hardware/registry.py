@@ -16,15 +16,18 @@ def _gpus_with_constants() -> list[str]:
 
 
 @cache
-def _build(gpu: str, model: str) -> HardwareModel:
-    return RooflineHardwareModel(load_gpu(gpu), load_model(model), load_constants(gpu))
+def _build(gpu: str, model: str, idle_top_w: float | None = None) -> HardwareModel:
+    return RooflineHardwareModel(load_gpu(gpu), load_model(model), load_constants(gpu), idle_top_w=idle_top_w)
 
 
-def get_hardware(gpu: str, model: str) -> HardwareModel:
+def get_hardware(gpu: str, model: str, *, idle_top_w: float | None = None) -> HardwareModel:
     """The hardware model of ``model`` served on ``gpu`` GPUs (cached; instances are immutable).
 
+    ``idle_top_w``: idle power per GPU at the top clock, W, in place of the fitted idle law's (the lowest clock's
+    idle power kept; see :meth:`RooflineHardwareModel._idle_law`); None: the calibrated model.
+
     Raises :class:`InputError` naming the unknown GPU or model and listing the valid names, or when the model
-    does not fit on a full node of that GPU.
+    does not fit on a full node of that GPU, or when ``idle_top_w`` is out of range.
     """
     gpus = _gpus_with_constants()
     if gpu not in gpus:
@@ -32,7 +35,7 @@ def get_hardware(gpu: str, model: str) -> HardwareModel:
     models = available("models")
     if model not in models:
         raise InputError(f"unknown model '{model}' (valid: {', '.join(models)})", field="model")
-    return _build(gpu, model)
+    return _build(gpu, model, None if idle_top_w is None else float(idle_top_w))
 
 
 def experimental_reason(gpu: str) -> str | None:

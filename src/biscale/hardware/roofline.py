@@ -77,7 +77,9 @@ class _Parts(NamedTuple):
 class RooflineHardwareModel(HardwareModel):
     """Roofline latency + bucketed power model for one (GPU, LLM) pair; constants from JSON."""
 
-    def __init__(self, gpu: GpuSpec, model: ModelSpec, consts: FittedConstants) -> None:
+    def __init__(
+        self, gpu: GpuSpec, model: ModelSpec, consts: FittedConstants, *, idle_top_w: float | None = None
+    ) -> None:
         self.gpu = gpu
         self.model = model
         self.consts = consts
@@ -103,7 +105,9 @@ class RooflineHardwareModel(HardwareModel):
         # Clock factors by clock (float keys: the hot path looks them up with float clocks).
         self._g: dict[float, float] = {f: self.clock_factor(f) for f in self._fclocks}
         self._mu: dict[float, float] = {f: self.memory_clock_factor(f) for f in self._fclocks}
-        self._idle = {int(f): consts.static_power_w + consts.idle_dynamic_power_w * g for f, g in self._g.items()}
+        self.idle_top_w = idle_top_w
+        self._idle_static_w, self._idle_dynamic_w = self._idle_law(idle_top_w)
+        self._idle = {int(f): self._idle_static_w + self._idle_dynamic_w * g for f, g in self._g.items()}
         self._governor = GovernorModel(
             idle_power_w=gpu.unlocked_idle_power_w,
             downclock_after_s=consts.governor_downclock_after_s,
@@ -168,6 +172,31 @@ class RooflineHardwareModel(HardwareModel):
             head_mem_fixed=s * h * vocab / bw,
             head_mem_per_row=s * (h + vocab) / bw,
         )
+
+    def _idle_law(self, idle_top_w: float | None) -> tuple[float, float]:
+        """``(P_s, P_i)`` of the idle law ``P_s + P_i g(f)`` (a GPU locked at ``f`` that runs no kernel).
+
+        ``idle_top_w`` None: the fitted constants. Otherwise the law is moved so that ``P_idle(top) = idle_top_w``
+        while ``P_idle(lowest clock)`` stays: the disputed part is the clock-dependent one (the engine idle table's
+        181 W against a bare CUDA context's measured 125 W at the top clock, docs/hardware.md), the lowest clock is
+        pinned by the same table and the measured deep idle. Only idle seconds use it (between iterations, the
+        engine's per-step CPU time, idle instances, the governor's shallow idle); kernel time keeps the calibrated
+        active-SM power, which busy measurements fix, not the idle table."""
+        c = self.consts
+        if idle_top_w is None:
+            return c.static_power_w, c.idle_dynamic_power_w
+        g_lo = self.clock_factor(self._fclocks[0])
+        p_lo = c.static_power_w + c.idle_dynamic_power_w * g_lo
+        if not (math.isfinite(idle_top_w) and p_lo < idle_top_w <= self._cap_w):
+            from biscale.errors import InputError
+
+            raise InputError(
+                f"idle power at the top clock must be above the idle power at the lowest clock ({p_lo:.1f} W) and "
+                f"at most the power cap ({self._cap_w:.0f} W) on {self.gpu.name}, got {idle_top_w:g} W",
+                field="idle_top_w",
+            )
+        dynamic = (idle_top_w - p_lo) / (1.0 - g_lo)
+        return p_lo - dynamic * g_lo, dynamic
 
     def clock_factor(self, f_mhz: float) -> float:
         """Dynamic-power clock factor ``(f/fmax) * (V(f)/V(fmax))^2``: 1 at the top clock, dimensionless."""
@@ -298,8 +327,8 @@ class RooflineHardwareModel(HardwareModel):
         )
         comp = layers * (lin_c + attn) + head_c
         mem = layers * (lin_m + elem) + head_m + per_seq
-        p_idle = c.static_power_w + c.idle_dynamic_power_w * g
-        p_act = p_idle + c.busy_power_w * g
+        p_idle = self._idle_static_w + self._idle_dynamic_w * g
+        p_act = c.static_power_w + (c.idle_dynamic_power_w + c.busy_power_w) * g
         t = busy + c.engine_step_s
         e = p_act * busy + p_idle * c.engine_step_s + c.compute_power_w * g * comp + c.memory_power_w * mem
         kv = k.kv_read_per_ctx
