@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from biscale.cache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
 from biscale.control.planner import Planner
@@ -32,7 +33,6 @@ from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
 from biscale.evaluate.capacity import slo_horizon
 from biscale.evaluate.catalog import SYSTEMS
-from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
 from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
@@ -196,7 +196,7 @@ def static_search(
         "sim": sim.model_dump(mode="json"),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    path = entry_path("static", key, cache_dir)
+    path = entry_path("evaluate/static", key, cache_dir)
     cached = load_entry(path, key, STATIC_FORMAT) if use_cache else None
     if isinstance(cached, dict):
         try:
