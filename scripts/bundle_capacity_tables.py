@@ -1,7 +1,8 @@
 """Build the tier-1 capacity table of every bundled evaluation scenario and copy it into the package
 (``src/biscale/evaluate/data/capacity/``), so a fresh install skips the build. Run after anything that changes a
-table's key (predictor artifact, SLOs, capacity settings, package version); ``tests/evaluate/test_bundled.py`` says
-when. Prints one JSON object (per scenario: key, built or cached, seconds) as its last line."""
+table's key (predictor artifact, SLOs, capacity settings, package version, the code in ``biscale.cache.CAPACITY_CODE``:
+sim/, hardware/, plan/, predict/, control/); ``tests/evaluate/test_bundled.py`` says when. Prints one JSON object
+(per scenario: key, built or cached, seconds) as its last line."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@
   ground-truth hardware model; they use the neutral :mod:`biscale.costmodel`. Named exceptions: the simulated
   profiler (it plays the GPU being measured) and the clairvoyant oracle controller (an upper bound, by design).
 * The simulator never imports the CLI or the real-GPU control plane; nothing outside the CLI imports the CLI.
+* The results package (layout, records, report) and live runs never import the evaluation (``biscale.evaluate``):
+  a live run and ``biscale report`` write and read results without the simulated evaluation's machinery.
 * Subpackages do not import each other in a cycle.
 * ``import biscale.sim`` (and ``biscale.control``) loads neither NVML (``pynvml``) nor ``prometheus_client``.
 """
@@ -115,6 +117,12 @@ def test_the_simulator_does_not_import_the_cli_or_the_gpu_control_plane() -> Non
 def test_nothing_outside_the_cli_imports_the_cli() -> None:
     files = [f for f in source_files() if not f.is_relative_to(PKG / "cli")]
     assert offenders(files, ("biscale.cli",)) == {}
+
+
+def test_results_and_live_runs_do_not_import_the_evaluation() -> None:
+    assert {"layout.py", "record.py", "report.py", "catalog.py"} <= {f.name for f in source_files("results")}
+    assert offenders(source_files("results", "live"), ("biscale.evaluate",)) == {}
+    assert offenders([PKG / "cli" / "report.py"], ("biscale.evaluate",)) == {}
 
 
 def test_no_import_cycles_between_subpackages() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from biscale.control.state import Slo
-from biscale.evaluate.record import gpu_seconds, run_record, unassigned_energy, window_slo
+from biscale.results.record import gpu_seconds, run_record, unassigned_energy, window_slo
 
 SLO = Slo(ttft_s=0.6, tpot_s=0.1, percentile=99.0)
 

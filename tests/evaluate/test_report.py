@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from biscale.evaluate.report import build_report
+from biscale.results.report import build_report
 
 FIGURES = {
     "energy",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from biscale.errors import InputError
-from biscale.evaluate.results import PAPER_BAR, derive, one_run_results, read_results, write_results
+from biscale.results.layout import PAPER_BAR, derive, one_run_results, read_results, write_results
 
 
 def run(system: str, prefill: float, decode: float, *, load: float = 0.67, slo: bool = True, sweep=None) -> dict:
@@ -118,7 +118,7 @@ def test_a_simulated_run_directory_reads_as_one_run(tmp_path: Path, run_cli) -> 
 
 
 def test_decomposition_least_energy_and_bound_gaps() -> None:
-    from biscale.evaluate.results import derive
+    from biscale.results.layout import derive
 
     def run(system: str, c: float, ok: bool = True) -> dict:  # type: ignore[type-arg]
         return {

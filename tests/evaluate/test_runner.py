@@ -12,8 +12,8 @@ import pytest
 
 from biscale.evaluate import load_scenario, make_backend, read_results, run_evaluation
 from biscale.evaluate.capacity import _candidates, search_capacity, whole_cluster_placement
-from biscale.evaluate.results import RUN_FILES
 from biscale.evaluate.runner import scenario_table
+from biscale.results.layout import RUN_FILES
 
 from .conftest import ALL, tiny_toml
 

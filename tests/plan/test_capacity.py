@@ -121,6 +121,12 @@ def test_cache_hit_json_and_key(small_table: CapacityTable, workload, tmp_path) 
         table_key(pred, workload, Slo(), tiny, version="0.0.0-other"),
     }
     assert len(keys) == 5
+    # and so does the code it depends on (simulator, hardware model, planners, predictors, controllers)
+    import biscale.plan.capacity as capacity_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(capacity_module, "code_fingerprint", lambda parts: "other code")
+        assert table_key(pred, workload, Slo(), tiny) not in keys
     # a corrupt cache file is rebuilt, not trusted
     files[0].write_text("{not json")
     rebuilt = build_capacity_table(pred, workload, Slo(), tiny, workers=1, cache_dir=tmp_path)

@@ -140,7 +140,7 @@ def int_list(text: str | None, option: str, *, most: int | None = None) -> tuple
 def check_cache_dir(cache_dir: Path | None) -> Path:
     """Refuse, before any work, a capacity cache that cannot be written: ``cache_dir`` (``--cache-dir``) or the
     default one, naming it and ``BISCALE_CACHE_DIR`` (which moves it) or ``--no-cache``."""
-    from biscale.plan.capacity import default_cache_dir
+    from biscale.cache import default_cache_dir
 
     path = cache_dir or default_cache_dir()
     option = "--cache-dir" if cache_dir is not None else "the capacity cache"

@@ -212,9 +212,9 @@ def evaluate_cmd(
 ) -> None:
     """Run the paper's evaluation: every system on identical requests at each load; table, files and report."""
     from biscale.evaluate import QUICK_DURATION_S, load_scenario, make_backend, run_evaluation, write_results
-    from biscale.evaluate.report import build_report
     from biscale.evaluate.scenario import SweepSpec, scenario_with
-    from biscale.evaluate.summary_table import COLUMNS, decomposition_lines, headline_lines, scenario_rows
+    from biscale.results.report import build_report
+    from biscale.results.summary_table import COLUMNS, decomposition_lines, headline_lines, scenario_rows
 
     if list_:
         _list_scenarios(json_out)

@@ -21,7 +21,7 @@ def report_cmd(
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Rebuild the self-contained HTML report from an evaluation's (or one run's) files alone."""
-    from biscale.evaluate.report import build_report
+    from biscale.results.report import build_report
 
     if out is not None:
         check_output_file(out, "--out")

@@ -7,8 +7,6 @@ self-contained HTML page.
 """
 
 from biscale.evaluate.backends import Backend, PoolBackend, RayBackend, make_backend
-from biscale.evaluate.catalog import DEFAULT_SYSTEMS, SYSTEMS
-from biscale.evaluate.results import RESULTS_FORMAT, RESULTS_VERSION, one_run_results, read_results, write_results
 from biscale.evaluate.runner import RunTask, execute_run, run_evaluation
 from biscale.evaluate.scenario import (
     ALL_SYSTEMS,
@@ -18,6 +16,8 @@ from biscale.evaluate.scenario import (
     bundled_scenarios,
     load_scenario,
 )
+from biscale.results.catalog import DEFAULT_SYSTEMS, SYSTEMS
+from biscale.results.layout import RESULTS_FORMAT, RESULTS_VERSION, one_run_results, read_results, write_results
 
 __all__ = [
     "ALL_SYSTEMS",

@@ -13,8 +13,9 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from biscale.cache import entry_path
 from biscale.control.state import Slo
-from biscale.plan.capacity import CapacitySettings, default_cache_dir, table_key
+from biscale.plan.capacity import CapacitySettings, table_key
 from biscale.predict.predictor import Predictor
 from biscale.workload.trace import Trace
 
@@ -33,7 +34,7 @@ def seed_cache(predictor: Predictor, workload: Trace, slo: Slo, cache_dir: str |
     cache lacks it; True when it did."""
     key = table_key(predictor, workload, slo, CapacitySettings())
     src = bundled_table_path(key)
-    dst = Path(cache_dir or default_cache_dir()) / "capacity" / f"{key[:24]}.json"
+    dst = entry_path("capacity", key, cache_dir)
     if not src.exists() or dst.exists():
         return False
     dst.parent.mkdir(parents=True, exist_ok=True)

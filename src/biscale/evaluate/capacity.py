@@ -18,8 +18,6 @@ the simulator and the hardware model included (:func:`code_fingerprint`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from biscale.cache import cache_key, code_fingerprint, entry_path, load_entry, store_entry
 from biscale.control.placement import Placement
 from biscale.errors import InputError
 from biscale.evaluate.backends import Backend
-from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable
 from biscale.plan.solve import Cluster, Demand, PlanSettings, plan_outcome
@@ -150,7 +148,7 @@ def capacity_key(scenario: Scenario, placement: Placement) -> str:
         "scenario": scenario.fingerprint(),
         "placement": placement.spec(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return cache_key(payload)
 
 
 def search_capacity(
@@ -172,7 +170,7 @@ def search_capacity(
     if spec.capacity_rps is not None:
         return {**base, "capacity_rps": spec.capacity_rps, "searched": False, "probes": [], "search_s": 0.0}
     key = capacity_key(scenario, placement)
-    path = entry_path("capacity", key, cache_dir)
+    path = entry_path("evaluate/capacity", key, cache_dir)
     cached = load_entry(path, key, CAPACITY_FORMAT) if use_cache else None
     if isinstance(cached, dict):
         return {**cached, "from_cache": True}

@@ -22,8 +22,6 @@ clocks are tried.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,7 +183,7 @@ def cached_hindsight(
     """:func:`search_hindsight`, cached as JSON under ``<cache>/evaluate/hindsight/`` keyed on every input and the
     code (as the static baseline's search)."""
     from biscale import __version__
-    from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
+    from biscale.cache import cache_key, code_fingerprint, entry_path, load_entry, store_entry
     from biscale.plan.capacity import workload_fingerprint
 
     payload = {
@@ -198,8 +196,8 @@ def cached_hindsight(
         "table": table.key,
         "candidates": list(CANDIDATE_CLOCKS_MHZ),
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    path = entry_path("hindsight", key, cache_dir)
+    key = cache_key(payload)
+    path = entry_path("evaluate/hindsight", key, cache_dir)
     cached = load_entry(path, key, HINDSIGHT_FORMAT) if use_cache else None
     if isinstance(cached, dict):
         try:

@@ -22,12 +22,12 @@ from biscale.errors import InputError
 from biscale.evaluate.backends import Backend
 from biscale.evaluate.bounds import scenario_bound
 from biscale.evaluate.capacity import search_capacity
-from biscale.evaluate.catalog import SYSTEMS
-from biscale.evaluate.record import run_record
-from biscale.evaluate.results import RESULTS_FORMAT, RESULTS_VERSION, derive, write_run_dir
-from biscale.evaluate.scenario import Scenario, apply_sweep_point, load_label, rate_label, systems_in_order
+from biscale.evaluate.scenario import Scenario, apply_sweep_point, load_label, rate_label
 from biscale.evaluate.systems import build_system
 from biscale.plan.capacity import CapacityTable, build_capacity_table
+from biscale.results.catalog import SYSTEMS, systems_in_order
+from biscale.results.layout import RESULTS_FORMAT, RESULTS_VERSION, derive, write_run_dir
+from biscale.results.record import run_record
 
 #: ``on_event(kind, payload)``: ``stage`` (a line of text), ``probe`` (a capacity probe), ``run`` (a finished run's
 #: record), ``planned`` (the number of runs).

@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import fields
 from importlib import resources
 from pathlib import Path
@@ -32,9 +32,9 @@ from pydantic import (
 )
 
 from biscale.errors import InputError
-from biscale.evaluate.catalog import ALL_SYSTEMS, DEFAULT_SYSTEMS
 from biscale.hardware.base import HardwareModel
 from biscale.limits import MAX_CLUSTER_GPUS
+from biscale.results.catalog import ALL_SYSTEMS, DEFAULT_SYSTEMS
 from biscale.sim.config import SimConfig
 from biscale.sim.runconfig import merge_overrides, read_config_file
 from biscale.workload.trace import Trace
@@ -599,8 +599,3 @@ def parse_float_list(text: str, field: str) -> tuple[float, ...]:
     if not values:
         raise InputError("no values given", field=field)
     return values
-
-
-def systems_in_order(names: Sequence[str]) -> list[str]:
-    """``names`` in the canonical order of :data:`ALL_SYSTEMS`."""
-    return [s for s in ALL_SYSTEMS if s in names]

@@ -5,7 +5,7 @@ same simulated cluster and hardware model (the truth), and believes the same lea
 one capacity table, built on the scenario's workload at its own rate (the capacity search rescales it), so every
 difference between two systems is the difference of their planning and control.
 
-The systems are defined in :mod:`biscale.evaluate.catalog` (docs/evaluate.md has the table).
+The systems are defined in :mod:`biscale.results.catalog` (docs/evaluate.md has the table).
 
 ``static`` runs on ``distserve-static``'s placement because its offline search needs one placement for the whole
 run (a re-planned one changes every window), and the peak-sized DistServe placement is what an operator who fixes
@@ -25,20 +25,20 @@ from typing import Any
 
 import numpy as np
 
+from biscale.cache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
 from biscale.control.planner import Planner
 from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
 from biscale.evaluate.capacity import slo_horizon
-from biscale.evaluate.catalog import SYSTEMS
-from biscale.evaluate.diskcache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
 from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
 from biscale.plan.solve import Cluster, PlanSettings
 from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
 from biscale.predict.predictor import Predictor
+from biscale.results.catalog import SYSTEMS
 from biscale.sim.config import SimConfig
 from biscale.workload.trace import Trace
 
@@ -196,7 +196,7 @@ def static_search(
         "sim": sim.model_dump(mode="json"),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    path = entry_path("static", key, cache_dir)
+    path = entry_path("evaluate/static", key, cache_dir)
     cached = load_entry(path, key, STATIC_FORMAT) if use_cache else None
     if isinstance(cached, dict):
         try:

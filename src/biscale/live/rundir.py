@@ -1,4 +1,4 @@
-"""The files a live run writes, through the results layout of ``biscale evaluate`` (:mod:`biscale.evaluate.results`).
+"""The files a live run writes, through the results layout of ``biscale evaluate`` (:mod:`biscale.results.layout`).
 
 Layout (docs/results.md): ``OUT/results.json`` (one run, scenario ``live``) and ``OUT/runs/live/<load label>/<system>/``
 holding ``requests.parquet`` (the simulator's request columns, with what a client cannot see left NaN / -1, plus
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from biscale.evaluate.results import one_run_results, write_results, write_run_dir
+from biscale.results.layout import one_run_results, write_results, write_run_dir
 
 SCENARIO = "live"
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from biscale.cache import CAPACITY_CODE, cache_key, code_fingerprint, entry_path
 from biscale.control.controllers import check_clock_in_range, snap_clock
 from biscale.control.placement import InstanceSpec, Placement
 from biscale.control.state import Slo
@@ -590,35 +591,29 @@ def _worker_power(item: tuple[str, int, int, float]) -> float:
 def table_key(
     predictor: Predictor, workload: Trace, slo: Slo, settings: CapacitySettings, *, version: str | None = None
 ) -> str:
-    """Cache key: a hash of GPU/model, predictor artifact, SLOs, workload, settings and package version."""
+    """Cache key: a hash of GPU/model, predictor artifact, SLOs, workload, settings, package version and the code
+    the table depends on (:data:`biscale.cache.CAPACITY_CODE`), so a simulator change never reuses a stale table."""
     from biscale import __version__
 
-    payload = {
-        "format_version": TABLE_VERSION,
-        "package_version": version or __version__,
-        "gpu": predictor.gpu,
-        "model": predictor.model,
-        "artifact": artifact_hash(predictor),
-        "slo": [slo.ttft_s, slo.tpot_s, slo.percentile],
-        "workload": workload_fingerprint(workload),
-        "settings": _settings_dict(settings),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return cache_key(
+        {
+            "format_version": TABLE_VERSION,
+            "package_version": version or __version__,
+            "code": code_fingerprint(CAPACITY_CODE),
+            "gpu": predictor.gpu,
+            "model": predictor.model,
+            "artifact": artifact_hash(predictor),
+            "slo": [slo.ttft_s, slo.tpot_s, slo.percentile],
+            "workload": workload_fingerprint(workload),
+            "settings": _settings_dict(settings),
+        }
+    )
 
 
 def _settings_dict(settings: CapacitySettings) -> dict[str, Any]:
     d = asdict(settings)
     d["sim_fields"] = {k: v for k, v in settings.sim_fields}
     return json.loads(json.dumps(d, default=str))
-
-
-def default_cache_dir() -> Path:
-    """``$BISCALE_CACHE_DIR``, else ``$XDG_CACHE_HOME/biscale``, else ``~/.cache/biscale``."""
-    env = os.environ.get("BISCALE_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "biscale"
 
 
 def build_capacity_table(
@@ -635,14 +630,14 @@ def build_capacity_table(
     """Build (or load from the cache) the capacity table of ``predictor`` on ``workload``.
 
     ``workers``: processes (default: CPU count; 1 = in this process). The result does not depend on it.
-    ``cache_dir``: where tables are cached (default :func:`default_cache_dir`); ``use_cache=False`` neither reads
-    nor writes it. ``progress(done, total)`` is called as configuration chains and power points finish."""
+    ``cache_dir``: where tables are cached (default :func:`biscale.cache.default_cache_dir`); ``use_cache=False``
+    neither reads nor writes it. ``progress(done, total)`` is called as configuration chains and power points finish."""
     slo = slo or Slo()
     settings = settings or CapacitySettings()
     if settings.clocks_mhz is not None:  # before the cache: a cached table must not excuse a clock out of range
         default_clocks(PredictorCostModel(predictor).supported_clocks_mhz, settings)
     key = table_key(predictor, workload, slo, settings)
-    cache_path = Path(cache_dir or default_cache_dir()) / "capacity" / f"{key[:24]}.json"
+    cache_path = entry_path("capacity", key, cache_dir)
     if use_cache and cache_path.exists():
         try:
             cached = CapacityTable.load(cache_path)

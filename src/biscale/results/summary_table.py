@@ -8,8 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from biscale.evaluate.results import HEADLINE_BASELINE
-from biscale.evaluate.scenario import systems_in_order
+from biscale.results.catalog import systems_in_order
+from biscale.results.layout import HEADLINE_BASELINE
 
 COLUMNS = [
     "load",

@@ -104,9 +104,9 @@ def least_energy_system(by_system: Mapping[str, Mapping[str, Any]]) -> str | Non
 
 
 def decomposition_rows(ident: Mapping[str, Any], by_system: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The decomposition's steps present in this group (:data:`biscale.evaluate.catalog.DECOMPOSITION`), each with
+    """The decomposition's steps present in this group (:data:`biscale.results.catalog.DECOMPOSITION`), each with
     its J/token per phase and the change against the previous step present, %."""
-    from biscale.evaluate.catalog import DECOMPOSITION
+    from biscale.results.catalog import DECOMPOSITION
 
     rows: list[dict[str, Any]] = []
     prev: Mapping[str, Any] | None = None
@@ -282,7 +282,7 @@ def one_run_results(
     (the directory ``results.json`` goes to; default the run directory itself, ``.``). Identity (scenario, load,
     load label, system) comes from the summary's ``meta`` when it has it, else from the arguments."""
     from biscale import __version__
-    from biscale.evaluate.record import run_record
+    from biscale.results.record import run_record
 
     d = Path(run_dir)
     summary = read_json_object(d / "summary.json")

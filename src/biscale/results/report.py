@@ -28,8 +28,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from biscale.control.state import Slo
-from biscale.evaluate.results import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
-from biscale.evaluate.scenario import ALL_SYSTEMS
+from biscale.results.catalog import ALL_SYSTEMS
+from biscale.results.layout import HEADLINE_BASELINE, PAPER_BAR, read_results, read_table
 from biscale.sim.config import SimConfig
 
 REPORT_FILE = "report.html"
@@ -435,7 +435,7 @@ def _per_window(files: RunFiles, runs: Sequence[Mapping[str, Any]], window_s: fl
 def strongest_baseline(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """The baseline an operator could run (no clairvoyance, not BiScale) of least cluster J/token meeting the joint
     SLOs in every window; else ``distserve``; None when neither ran."""
-    from biscale.evaluate.catalog import SYSTEMS
+    from biscale.results.catalog import SYSTEMS
 
     ok = [
         r
@@ -844,7 +844,7 @@ def build_report(directory: str | Path, out: str | Path | None = None) -> tuple[
             configs[infos[0]["name"]] = cfg
     sections = [_section(results, info, configs.get(info["name"]), files) for info in infos]
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    template = env.from_string((resources.files("biscale.evaluate") / "report.html.j2").read_text())
+    template = env.from_string((resources.files("biscale.results") / "report.html.j2").read_text())
     page = template.render(
         title="biscale evaluation",
         version=results.get("biscale_version", ""),

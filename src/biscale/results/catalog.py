@@ -1,12 +1,14 @@
-"""The systems an evaluation knows, by name: :data:`SYSTEMS` (a :class:`~biscale.registry.Registry` of
-:class:`SystemDef`), from which the scenario checks, the CLI, the printed table and the report derive their lists.
+"""The systems a results file can name: :data:`SYSTEMS` (a :class:`~biscale.registry.Registry` of
+:class:`SystemDef`), from which the scenario checks, the CLI, the printed table and the report derive their lists,
+their canonical order and the decomposition's steps.
 
-Kept free of the simulator and planners (plain data) so the scenario model can check names without importing them;
-:mod:`biscale.evaluate.systems` builds a system from its definition.
+Kept free of the simulator and planners (plain data) so the scenario model and the report can use the names without
+importing them; :mod:`biscale.evaluate.systems` builds a system from its definition.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from biscale.registry import Registry
@@ -144,3 +146,8 @@ DECOMPOSITION: tuple[tuple[str, str], ...] = (
     ("+ idle at the lowest clock", "placeonly-idlelow"),
     ("+ per-iteration DVFS (BiScale)", "biscale"),
 )
+
+
+def systems_in_order(names: Sequence[str]) -> list[str]:
+    """``names`` in the canonical order of :data:`ALL_SYSTEMS`."""
+    return [s for s in ALL_SYSTEMS if s in names]
