@@ -7,7 +7,7 @@ import numpy as np
 from biscale.control import FixedClock, parse_placement
 from biscale.control.factory import make_controller
 from biscale.control.state import Slo
-from biscale.plan.static import StaticClock, search_static_clocks
+from biscale.plan.static import StaticClock, lowest_meeting, search_static_clocks
 from biscale.predict import PredictorCostModel
 from biscale.sim import SimConfig, simulate
 from biscale.workload import poisson_trace
@@ -58,3 +58,21 @@ def test_unreachable_slos_leave_both_phases_at_the_top(predictor):
     found = search_static_clocks(small_trace(), PLACEMENT, predictor, config(ttft_s=0.001))
     top = PredictorCostModel(predictor).supported_clocks_mhz[-1]
     assert not found.meets_slo and (found.prefill_mhz, found.decode_mhz) == (top, top) and found.runs == 1
+
+
+def test_the_guided_search_finds_the_same_clock_from_any_guess():
+    clocks = list(range(200, 2000, 15))
+    for threshold in (0, 1, 7, 60, len(clocks) - 1):
+        for guess in (None, 0, threshold - 3, threshold - 1, threshold, threshold + 1, threshold + 9, len(clocks) - 1):
+            if guess is not None and not 0 <= guess < len(clocks):
+                continue
+            calls: list[int] = []
+
+            def ok(c: int, t: int = threshold, calls: list[int] = calls) -> bool:
+                calls.append(c)
+                return clocks.index(c) >= t
+
+            assert lowest_meeting(clocks, ok, guess) == clocks[threshold]
+            if guess == threshold and 0 < threshold < len(clocks) - 1:
+                assert len(calls) == 2  # the guess and one clock below it
+            assert len(calls) <= 2 * int(np.ceil(np.log2(len(clocks)))) + 2

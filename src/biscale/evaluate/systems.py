@@ -176,7 +176,7 @@ def static_search(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
 ) -> StaticClocks:
-    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~14 simulations of the
+    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~9-14 simulations of the
     whole trace on the predictors, the second most expensive part of an evaluation), cached as JSON under
     ``<cache>/evaluate/static/`` keyed by everything it depends on (trace, placement, predictor artifact, simulator
     settings, package version, the simulator's code): a repeated evaluation reuses it, a changed input searches
