@@ -172,7 +172,12 @@ def _energy_bars(runs: Sequence[Mapping[str, Any]], loads: list[str], fig: Figur
         ax.set_ylabel(f"{phase} energy per {'prompt' if phase == 'prefill' else 'output'} token (J)")
         ax.set_title(phase)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    _legend_right(axes[1])
+
+
+def _legend_right(ax: Any, *handles_labels: Any) -> None:
+    """The legend beside the axes, never over the data (the figure is saved with a tight bounding box)."""
+    ax.legend(*handles_labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
 
 
 def _savings_vs_load(savings: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], fig: Figure) -> None:
@@ -193,7 +198,7 @@ def _savings_vs_load(savings: Sequence[Mapping[str, Any]], runs: Sequence[Mappin
         ax.set_ylabel(f"{phase} J/token saved vs {HEADLINE_BASELINE} (%)")
         ax.set_title(phase)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    _legend_right(axes[1])
 
 
 def _oracle_gap(gaps: Sequence[Mapping[str, Any]], loads: list[str], fig: Figure) -> None:
@@ -215,7 +220,7 @@ def _oracle_gap(gaps: Sequence[Mapping[str, Any]], loads: list[str], fig: Figure
     ax.set_xticks(x, [f"{s}\n{label}" for s, label in cols], fontsize=7)
     ax.set_ylabel("J/token above the oracle (%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_right(ax)
 
 
 def _gpus_by_phase(tl: pd.DataFrame) -> pd.DataFrame:
@@ -250,7 +255,7 @@ def _placement(files: RunFiles, runs: Sequence[Mapping[str, Any]], fig: Figure, 
             f"{run['system']} ({run.get('load_label')}): {run.get('placement_changes', 0)} placement changes",
             fontsize=9,
         )
-    axes[0].legend(fontsize=7, loc="upper left")
+    _legend_right(axes[0])
     axes[-1].set_xlabel("time (min); vertical lines: planning windows")
 
 
@@ -268,7 +273,7 @@ def _clocks(files: RunFiles, runs: Sequence[Mapping[str, Any]], fig: Figure) -> 
         )
         for ph, c in _PHASE_COLORS.items():
             ax.plot([], [], color=c, label=ph)
-        ax.legend(fontsize=7, loc="lower right")
+        _legend_right(ax)
     axes[-1].set_xlabel("time (min)")
 
 
@@ -283,7 +288,7 @@ def _power(files: RunFiles, runs: Sequence[Mapping[str, Any]], fig: Figure) -> N
     ax.set_xlabel("time (min)")
     ax.set_ylabel("power of the instances' GPUs (kW, 30 s mean)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_right(ax)
 
 
 def _cdfs(files: RunFiles, runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: Figure) -> None:
@@ -307,7 +312,7 @@ def _cdfs(files: RunFiles, runs: Sequence[Mapping[str, Any]], slo: Mapping[str, 
         ax.set_ylabel("share of completed requests")
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    _legend_right(axes[1])
 
 
 def _windows(runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: Figure) -> None:
@@ -334,7 +339,7 @@ def _windows(runs: Sequence[Mapping[str, Any]], slo: Mapping[str, float], fig: F
         ax.set_xlabel("window start (min)")
         ax.set_ylabel(f"P99 {name} in the window (ms)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    _legend_right(axes[1])
 
 
 def _energy_latency(runs: Sequence[Mapping[str, Any]], loads: list[str], slo: Mapping[str, float], fig: Figure) -> None:
@@ -468,7 +473,7 @@ def _sweep(savings: Sequence[Mapping[str, Any]], param: str, fig: Figure) -> Non
         ax.set_xlabel(param)
         ax.set_ylabel(f"{phase} J/token saved vs {HEADLINE_BASELINE} (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    _legend_right(axes[-1], *axes[0].get_legend_handles_labels())
 
 
 # ------------------------------------------------------------------------------------------------ sections
