@@ -1,9 +1,10 @@
-"""Shared test fixtures: the CLI runner and the path to the shared reference data."""
+"""Shared test fixtures: the CLI runner, a loopback server for aiohttp apps, the shared reference data."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,36 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return _run
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[..., str]]:
+    """Serve aiohttp applications on loopback ports from background threads: ``serve_app(app)`` returns the URL;
+    every one is stopped after the test."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    servers: list[tuple[asyncio.AbstractEventLoop, web.AppRunner, threading.Thread]] = []
+
+    def _start(app: web.Application, shutdown_timeout: float = 0.5) -> str:
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        servers.append((loop, runner, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield _start
+    for loop, runner, thread in servers:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 @pytest.fixture

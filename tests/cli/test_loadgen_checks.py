@@ -3,15 +3,11 @@ serve, an HTTP error named by its status), and a malformed stream chunk fails th
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 from aiohttp import web
 
 
@@ -42,28 +38,6 @@ def _app(models_status: int = 200) -> web.Application:
     return app
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[[web.Application], str]]:
-    """Start an app on a loopback port in a background thread; returns its URL."""
-    loops: list[tuple[asyncio.AbstractEventLoop, web.AppRunner]] = []
-
-    def _start(app: web.Application) -> str:
-        loop = asyncio.new_event_loop()
-        runner = web.AppRunner(app)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        threading.Thread(target=loop.run_forever, daemon=True).start()
-        loops.append((loop, runner))
-        return f"http://127.0.0.1:{port}"
-
-    yield _start
-    for loop, runner in loops:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-
-
 def _trace(tmp_path: Path, prompts: list[int]) -> Path:
     p = tmp_path / "t.csv"
     rows = "".join(f"{0.01 * i},{n},2\n" for i, n in enumerate(prompts))
@@ -71,8 +45,8 @@ def _trace(tmp_path: Path, prompts: list[int]) -> Path:
     return p
 
 
-def test_malformed_chunks_fail_their_request_not_the_run(run_cli: Any, serve: Any, tmp_path: Path) -> None:
-    url = serve(_app())
+def test_malformed_chunks_fail_their_request_not_the_run(run_cli: Any, serve_app: Any, tmp_path: Path) -> None:
+    url = serve_app(_app())
     out = tmp_path / "lg"
     r = run_cli("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1, 2, 3, 4]), "--out", out, "--json")
     assert r.code == 0, r.err
@@ -87,8 +61,8 @@ def test_malformed_chunks_fail_their_request_not_the_run(run_cli: Any, serve: An
     assert all(e.startswith("bad stream chunk: ") for e in errors[2:]), errors
 
 
-def test_http_error_on_the_model_list_is_named_by_status(run_cli: Any, serve: Any, tmp_path: Path) -> None:
-    url = serve(_app(models_status=500))
+def test_http_error_on_the_model_list_is_named_by_status(run_cli: Any, serve_app: Any, tmp_path: Path) -> None:
+    url = serve_app(_app(models_status=500))
     r = run_cli("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1]), "--out", tmp_path / "lg")
     assert r.code == 2
     assert "field 'endpoint'" in r.err and "HTTP 500" in r.err and len(r.err.strip().splitlines()) == 1
@@ -96,9 +70,9 @@ def test_http_error_on_the_model_list_is_named_by_status(run_cli: Any, serve: An
 
 
 def test_a_model_the_server_does_not_serve_is_refused_before_the_replay(
-    run_cli: Any, serve: Any, tmp_path: Path
+    run_cli: Any, serve_app: Any, tmp_path: Path
 ) -> None:
-    url = serve(_app())
+    url = serve_app(_app())
     args = ("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1]), "--model", "llama", "--out", tmp_path / "x")
     r = run_cli(*args)
     assert r.code == 2
@@ -122,10 +96,10 @@ def _prometheus_that_fails_after_start() -> web.Application:
     return app
 
 
-def test_an_energy_failure_after_the_replay_keeps_its_results(run_cli: Any, serve: Any, tmp_path: Path) -> None:
+def test_an_energy_failure_after_the_replay_keeps_its_results(run_cli: Any, serve_app: Any, tmp_path: Path) -> None:
     """The energy source answers before the replay and fails after it: the replay's results are written first, then
     the failure is one line naming where they are (exit 2)."""
-    url, prom = serve(_app()), serve(_prometheus_that_fails_after_start())
+    url, prom = serve_app(_app()), serve_app(_prometheus_that_fails_after_start())
     out = tmp_path / "lg"
     args = ("loadgen", "--endpoint", url, "--trace", _trace(tmp_path, [1, 1]), "--out", out)
     r = run_cli(*args, "--energy", prom, "--prometheus-step-s", "0.01")

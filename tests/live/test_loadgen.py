@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,31 +57,8 @@ def misbehaving_app() -> web.Application:
 
 
 @pytest.fixture
-def bad_server() -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(misbehaving_app(), shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        box["runner"] = runner
-        box["port"] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        ready.set()
-
-    def run() -> None:
-        loop.run_until_complete(start())
-        loop.run_forever()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert ready.wait(30)
-    yield f"http://127.0.0.1:{box['port']}"
-    asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+def bad_server(serve_app: Callable[..., str]) -> str:
+    return serve_app(misbehaving_app())
 
 
 def test_every_request_ends_in_one_status_with_its_reason(bad_server: str) -> None:
