@@ -864,6 +864,24 @@ CASES = [
     case("gpu-status-state-no-dir", "gpu status", "{nvml_nodir}", "directory does not exist", nvml="nodir"),
     # ----------------------------------------------------------------------- hosts, ports, TPs
     case(
+        "plan-emit-bad-bind-addr",
+        ("plan", "--rate", "5", "--emit", "vllm", "--bind-addr", "999.1.1.1"),
+        "field 'bind-addr'",
+        "not an IPv4 address: '999.1.1.1'",
+    ),
+    case(
+        "plan-emit-empty-bind-addr",
+        ("plan", "--rate", "5", "--emit", "vllm", "--bind-addr", ""),
+        "field 'bind-addr'",
+        "not a host name or address",
+    ),
+    case(
+        "evaluate-sweep-idle-power-below-the-lowest-clock",
+        ("evaluate", "--sweep", "idle_top_w=10"),
+        "field 'idle_top_w'",
+        "above the idle power at the lowest clock",
+    ),
+    case(
         "plan-emit-empty-host",
         ("plan", "--rate", "5", "--emit", "vllm", "--hosts", "a,,b"),
         "field 'hosts'",

@@ -14,6 +14,7 @@ from biscale.cli.common import (
     SLO_TPOT_HELP,
     SLO_TTFT_HELP,
     check_cache_dir,
+    check_host,
     check_output_file,
     hosts_list,
     int_list,
@@ -159,6 +160,7 @@ def plan_cmd(
         if emit.strip().lower() not in ENGINES:
             raise InputError(f"unknown engine {emit!r} (expected vllm or sglang)", field="emit")
         host_names = hosts_list(hosts, cluster.nodes)
+        check_host(bind_addr, "bind-addr")
     elif hosts is not None:
         raise InputError("--hosts names the nodes of the launch commands: give it with --emit", field="hosts")
     cap_settings = CapacitySettings(
