@@ -69,7 +69,7 @@ import numpy as np
 from biscale.control.clocks import probe_features, spread_clocks
 from biscale.control.controllers import ClockController
 from biscale.control.mpc import KV_LINK_BW_BYTES_PER_S, solve_exact
-from biscale.control.slack import DEFAULT_BATCH_GUARD_PCT
+from biscale.control.slack import DEFAULT_BATCH_GUARD_PCT, growth_guarded
 from biscale.control.state import DEFAULT_PREFILL_TOKEN_BUDGET, InstanceState
 from biscale.costmodel import CostModel, DecodeShape, PrefillShape
 from biscale.errors import InputError
@@ -364,12 +364,8 @@ class OracleDecode(_OracleBase):
             # the online controller's growth guard, for a fair comparison: at a steady arrival rate the batch grows
             # with the iteration's latency (Little's law); a clock that would carry it past the batch guard is not
             # taken (the guard would then force the top clock, and the clock would swing between the two)
-            cap = DEFAULT_BATCH_GUARD_PCT / 100.0 * state.max_batch_seqs
             current = state.pending_clock_mhz if state.pending_clock_mhz is not None else state.clock_mhz
-            ref = lat[clocks.index(current)] if current in clocks else lat[-1]
-            grown = level
-            while grown < len(lat) - 1 and b * lat[grown] / ref > cap:
-                grown += 1
+            grown = growth_guarded(level, lat, clocks, current, b, DEFAULT_BATCH_GUARD_PCT, state.max_batch_seqs)
             if grown != level:
                 self.stats["growth_guard"] += 1
                 level = grown

@@ -144,6 +144,27 @@ class _Memory:
     dwell: int = 0
 
 
+def growth_guarded(
+    level: int,
+    latency_s: Sequence[float],
+    clocks: Sequence[int],
+    current_mhz: int | None,
+    batch_size: int,
+    batch_guard_pct: float,
+    max_batch_seqs: int,
+) -> int:
+    """The lowest clock index from ``level`` up whose iteration latency keeps the running batch within the batch
+    guard: at a steady arrival rate the batch grows with the iteration's latency (Little's law), relative to the
+    latency at the clock in force (``current_mhz``; the top clock's when it is not a candidate). The batch guard
+    would only react once the batch is there, and the clock would then swing between the top and a low one."""
+    cap = batch_guard_pct / 100.0 * max_batch_seqs
+    top = len(latency_s) - 1
+    ref = latency_s[clocks.index(current_mhz)] if current_mhz in clocks else latency_s[top]
+    while level < top and batch_size * latency_s[level] / ref > cap:
+        level += 1
+    return level
+
+
 class DecodeSlack(ClockController):
     """Slack-aware clock selection for decode instances (see the module docstring)."""
 
@@ -263,14 +284,9 @@ class DecodeSlack(ClockController):
         self.stats["planned" if lat[want] <= allowed else "infeasible"] += 1
         current = state.pending_clock_mhz if state.pending_clock_mhz is not None else state.clock_mhz
         if self.growth_guard and state.max_batch_seqs and want < top:
-            # Little's law: at a steady arrival rate the running batch grows with the iteration's latency; a clock
-            # whose latency would carry the batch past the guard is not taken (the batch guard would only react
-            # once it is there, and the clock then swings between the top and a low one)
-            cap = self.batch_guard_pct / 100.0 * state.max_batch_seqs
-            ref = lat[clocks.index(current)] if current in clocks else lat[top]
-            grown = want
-            while grown < top and state.batch_size * lat[grown] / ref > cap:
-                grown += 1
+            grown = growth_guarded(
+                want, lat, clocks, current, state.batch_size, self.batch_guard_pct, state.max_batch_seqs
+            )
             if grown != want:
                 self.stats["growth_guard"] += 1
                 want = grown
