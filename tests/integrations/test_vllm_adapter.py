@@ -477,11 +477,6 @@ def test_without_nvml_permission_it_decides_and_serves_without_clocking(
     sched.shutdown()
 
 
-def test_the_lazy_classes_need_vllm() -> None:
-    pytest.importorskip("vllm", reason="vLLM is not installed (never a test dependency); the stand-ins cover it")
-    assert adapter.BiScaleScheduler.__mro__[2].__name__ == "AsyncScheduler"
-
-
 def test_with_a_guard_process_the_clocks_are_restored_and_the_guard_released(
     nvml_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -389,3 +389,14 @@ def test_each_data_parallel_rank_clocks_its_own_gpus(
     assert hook.actuator.flush(5.0) and locked(nvml) == [None, None, [1410, 1410], [1410, 1410]]
     sched.shutdown()
     assert locked(nvml) == [None] * 4 and GOVERNOR_MHZ == 0
+
+
+def test_the_lazy_classes_are_built_on_vllms_schedulers() -> None:
+    """The adapter's classes resolve against the installed vLLM: the async one on its AsyncScheduler, the sync one
+    on its Scheduler (the stand-in tests without vLLM cannot see this)."""
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    assert issubclass(adapter.BiScaleScheduler, AsyncScheduler)
+    assert issubclass(adapter.BiScaleSyncScheduler, Scheduler)
+    assert not issubclass(adapter.BiScaleSyncScheduler, AsyncScheduler)
