@@ -83,8 +83,11 @@ def _script(body: str) -> list[str]:
 
 
 def test_default_sigterm_is_redelivered_after_restore(fake_file: Path, wait: Callable[..., bool]) -> None:
-    proc = subprocess.Popen(_script("time.sleep(60)"), stderr=subprocess.PIPE, text=True)
+    # the signal comes once set_clock has returned (the child says so), while the process sleeps
+    body = "print('locked', flush=True)\ntime.sleep(60)"
+    proc = subprocess.Popen(_script(body), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         assert wait(lambda: [g["locked_mhz"] for g in read_state(fake_file)["gpus"]] == [[990, 990]] * 2)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
