@@ -50,22 +50,37 @@ def run_once(args: list[str], cache: str, out: Path) -> tuple[float, float, dict
     return wall, cpu, json.loads(proc.stdout)
 
 
+def cpu_by_system(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU seconds of each system's runs (its searches included: they run inside its first run), summed over loads
+    and sweep points."""
+    out: dict[str, float] = {}
+    seen: set[str] = set()
+    for r in runs:  # a sweep point equal to the main configuration repeats its record: count it once
+        if r["run_dir"] not in seen:
+            seen.add(r["run_dir"])
+            out[r["system"]] = out.get(r["system"], 0.0) + float(r.get("cpu_s") or 0.0)
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="first 10 minutes of the trace only (a smoke run)")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--no-rerun", action="store_true", help="skip the cached rerun")
+    ap.add_argument("--keep", type=Path, help="keep the cold run's output directory here (results.json, run dirs)")
     args = ap.parse_args()
     extra = [*(["--quick"] if args.quick else []), *(["--no-sweep"] if args.no_sweep else [])]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-        cold_wall, cold_cpu, res = run_once(extra, cache, Path(out) / "cold")
+        cold_out = args.keep if args.keep is not None else Path(out) / "cold"
+        cold_wall, cold_cpu, res = run_once(extra, cache, cold_out)
         result: dict[str, Any] = {
             "cold_wall_s": cold_wall,
             "cold_cpu_s": cold_cpu,
             "cold_runs_s": res["timings"].get("runs_s"),
             "cold_capacity_s": sum(v for k, v in res["timings"].items() if k.endswith("_capacity_s")),
             "runs": len(res["runs"]),
+            "cold_cpu_by_system_s": cpu_by_system(res["runs"]),
             "quick": args.quick,
             "sweep": not args.no_sweep,
             "load_avg_at_start": load0,

@@ -166,6 +166,15 @@ def test_snap_clock() -> None:
     assert snap_clock(GOVERNOR_MHZ, supported) == GOVERNOR_MHZ
 
 
+@given(
+    st.lists(st.integers(1, 3000), min_size=1, max_size=40, unique=True).map(lambda c: tuple(sorted(c))),
+    st.integers(1, 4000),
+)
+def test_snap_clock_is_the_nearest_supported_clock(supported: tuple[int, ...], clock: int) -> None:
+    """The bisection finds what a scan over every clock finds: the nearest, the higher one on a tie."""
+    assert snap_clock(clock, supported) == min(supported, key=lambda c: (abs(c - clock), -c))
+
+
 def test_planners() -> None:
     a = parse_placement("prefill:TP2,decode:TP4")
     b = parse_placement("prefill:2xTP2,decode:TP4")

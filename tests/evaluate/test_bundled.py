@@ -1,5 +1,6 @@
-"""The capacity tables shipped for the bundled scenarios are current (their keys match what the planner computes
-now), so a fresh install skips the build; regenerate with ``python scripts/bundle_capacity_tables.py``."""
+"""The offline artifacts shipped with the package are current: the bundled scenarios' capacity tables (their keys match
+what the planner computes now) and the default evaluation's static searches (made by the code installed now), so a
+fresh install computes neither; regenerate with ``python scripts/bundle_capacity_tables.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from biscale import __version__
+from biscale.cache import RESULT_CODE, code_fingerprint
 from biscale.evaluate import bundled_scenarios, load_scenario
-from biscale.evaluate.bundled import bundled_table_dir, bundled_table_path, seed_cache
+from biscale.evaluate.bundled import bundled_static_dir, bundled_table_dir, bundled_table_path, seed_cache, seed_static
 from biscale.evaluate.runner import base_workload
 from biscale.plan.capacity import CapacitySettings, CapacityTable, table_key
 from biscale.predict import default_predictor
@@ -45,3 +48,24 @@ def test_seeding_copies_only_into_an_empty_slot(tmp_path: Path) -> None:
     assert not seed_cache(pred, wl, sc.sim.slo, tmp_path)  # already there
     other = load_scenario("azure-conv", {"sim.slo.ttft_s": 0.5})
     assert not seed_cache(pred, wl, other.sim.slo, tmp_path)  # another SLO: nothing bundled, nothing copied
+
+
+def test_the_default_evaluations_static_searches_are_shipped_and_current() -> None:
+    index = json.loads((bundled_static_dir() / "index.json").read_text())
+    stale = "static searches made by other code: run python scripts/bundle_capacity_tables.py"
+    assert index["code"] == code_fingerprint(RESULT_CODE) and index["package_version"] == __version__, stale
+    sc = load_scenario()
+    assert index["scenario"] == sc.name and [ld["load_label"] for ld in index["loads"]] == ["67pct", "85pct"]
+    assert len(index["entries"]) == len(sc.loads)  # one search per load (the 125 W sweep point runs no static)
+    for name in index["entries"]:
+        entry = json.loads((bundled_static_dir() / name).read_text())
+        assert entry["format"] == "biscale-evaluate-static" and name == f"{entry['key'][:24]}.json"
+        assert entry["result"]["meets_slo"] in (True, False) and entry["result"]["runs"] >= 1
+
+
+def test_static_seeding_copies_only_into_an_empty_slot(tmp_path: Path) -> None:
+    name = json.loads((bundled_static_dir() / "index.json").read_text())["entries"][0]
+    dst = tmp_path / "evaluate" / "static" / name
+    assert seed_static(dst) and dst.read_bytes() == (bundled_static_dir() / name).read_bytes()
+    assert not seed_static(dst)  # already there
+    assert not seed_static(tmp_path / "evaluate" / "static" / f"{'0' * 24}.json")  # nothing bundled

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from biscale.control.state import Slo
-from biscale.evaluate.hindsight import WindowFigures, choose, window_figures
+from biscale.evaluate.hindsight import WindowFigures, choose, settled, window_figures
 
 
 def fig(prefill_j: list[float], decode_j: list[float], ttft_miss: list[float], tpot_miss: list[float]) -> WindowFigures:
@@ -68,3 +68,20 @@ def test_window_figures_split_energy_and_misses_by_window() -> None:
     assert f.prefill_j.tolist() == [5.0, 7.0] and f.decode_j.tolist() == [3.0, 1.0]
     assert f.requests.tolist() == [2.0, 1.0]
     assert f.ttft_miss.tolist() == [1.0, 1.0] and f.tpot_miss.tolist() == [1.0, 1.0]
+
+
+def test_the_ascending_search_settles_when_the_last_clock_run_wins_no_window() -> None:
+    slo = Slo(ttft_s=0.6, tpot_s=0.1, percentile=99.0)
+    low = fig([10.0, 10.0], [20.0, 20.0], [0.0, 5.0], [0.0, 0.0])  # window 1: prefill misses at 1000
+    mid = fig([12.0, 14.0], [25.0, 25.0], [0.0, 0.0], [0.0, 0.0])
+    high = fig([15.0, 18.0], [30.0, 30.0], [0.0, 0.0], [0.0, 0.0])
+    assert not settled({1000: low}, slo)  # one clock says nothing about the next
+    # window 1 chose prefill 1500, the highest clock run: a higher one might still be cheaper
+    assert not settled({1000: low, 1500: mid}, slo)
+    assert settled({1000: low, 1500: mid, 1800: high}, slo)  # 1800 won no window in either phase
+    # a window no pair meets keeps the search going (its fallback is the top clock)
+    assert not settled({1000: fig([1.0], [1.0], [50.0], [0.0]), 1500: fig([1.0], [1.0], [50.0], [0.0])}, slo)
+    # the choice on the settled clocks is the choice on every candidate when energy rises above them
+    top = fig([40.0, 40.0], [50.0, 50.0], [0.0, 0.0], [0.0, 0.0])
+    some = {1000: low, 1500: mid, 1800: high}
+    assert choose(some, slo)[:2] == choose({**some, 1980: top}, slo)[:2] == ([1000, 1500], [1000, 1000])

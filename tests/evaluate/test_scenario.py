@@ -34,15 +34,14 @@ def test_bundled_scenarios_are_the_papers_experiments() -> None:
         assert not {"distserve-static", "distserve-governor", "oracle"} & set(sc.systems)
 
 
-def test_the_default_is_azure_conv_at_67_and_85_percent_with_a_switch_latency_sweep() -> None:
+def test_the_default_is_azure_conv_at_67_and_85_percent_with_an_idle_power_sweep() -> None:
     sc = load_scenario()
     assert sc.name == "azure-conv"
     assert (sc.workload.trace, sc.workload.lengths, sc.workload.arrivals) == ("azure-conv", "sharegpt-v3", "trace")
     assert sc.loads == (0.67, 0.85) and sc.rates_rps is None
     assert [label for label, *_ in sc.load_points] == ["67pct", "85pct"]
-    assert sc.sweep is not None and sc.sweep.params == {"switch_latency_ms": (10, 200), "idle_top_w": (125.0,)}
-    # one parameter at a time: the 125 W point keeps the main 10 ms, the 200 ms point the model's idle law
-    assert sc.sweep.points() == [{"switch_latency_ms": 10}, {"switch_latency_ms": 200}, {"idle_top_w": 125.0}]
+    assert sc.sweep is not None and sc.sweep.params == {"idle_top_w": (125.0,)}
+    assert sc.sweep.points() == [{"idle_top_w": 125.0}]
     assert sc.sweep.systems == ("biscale", "distserve") and sc.idle_top_w is None
     sim = sc.sim_config()
     assert (sim.nodes, sim.gpus_per_node, sim.duration_s) == (2, 8, None)

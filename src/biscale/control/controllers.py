@@ -16,6 +16,7 @@ them through it); a new one registers where it is defined with ``@CONTROLLERS.re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -232,8 +233,9 @@ def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:
     """The supported clock nearest to ``clock_mhz`` (ties go to the higher clock), MHz."""
     if clock_mhz == GOVERNOR_MHZ:
         return GOVERNOR_MHZ
-    best = supported[0]
-    for c in supported:
-        if abs(c - clock_mhz) <= abs(best - clock_mhz):
-            best = c
-    return best
+    i = bisect_left(supported, clock_mhz)  # supported is ascending: the neighbours of clock_mhz are i - 1 and i
+    if i == len(supported):
+        return supported[-1]
+    if i == 0 or supported[i] - clock_mhz <= clock_mhz - supported[i - 1]:
+        return supported[i]
+    return supported[i - 1]

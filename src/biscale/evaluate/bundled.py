@@ -1,10 +1,13 @@
-"""Capacity tables shipped with the package for the bundled scenarios, so a fresh install skips the ~2-minute
-build (the planner's cache, pre-filled).
+"""Offline planning artifacts shipped with the package, so a fresh install skips computing them: the capacity
+tables of the bundled scenarios (~2 minutes each) and the static baseline's clock searches of the default
+evaluation (~100 CPU-s). Both are computed on the **predictors** (what an operator profiles and plans once, offline),
+never on the truth: every result of an evaluation (its runs, the capacity search, hindsight-lock's search) is
+computed on the spot.
 
-A bundled table is used only when its key equals the key the planner computes (a hash of the predictor artifact,
-the SLOs, the workload, the capacity settings and the package version; docs/planning.md): any change to those
-inputs rebuilds the table as usual. ``python scripts/bundle_capacity_tables.py`` regenerates them;
-``tests/evaluate/test_bundled.py`` fails when a bundled scenario's table is missing or stale.
+A bundled entry is used only when its key equals the key computed for the run (a hash of every input and of the
+code it depends on; docs/planning.md): any change to those inputs computes it again as usual.
+``python scripts/bundle_capacity_tables.py`` regenerates them; ``tests/evaluate/test_bundled.py`` fails when a
+bundled scenario's table is missing or stale, or when the static searches were made by other code.
 """
 
 from __future__ import annotations
@@ -35,6 +38,21 @@ def seed_cache(predictor: Predictor, workload: Trace, slo: Slo, cache_dir: str |
     key = table_key(predictor, workload, slo, CapacitySettings())
     src = bundled_table_path(key)
     dst = entry_path("capacity", key, cache_dir)
+    if not src.exists() or dst.exists():
+        return False
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return True
+
+
+def bundled_static_dir() -> Path:
+    return Path(str(resources.files("biscale.evaluate") / "data" / "static"))
+
+
+def seed_static(dst: Path) -> bool:
+    """Copy the bundled static-baseline search of the cache entry ``dst`` (same file name: the key's prefix) into
+    the cache when the cache lacks it; True when it did."""
+    src = bundled_static_dir() / dst.name
     if not src.exists() or dst.exists():
         return False
     dst.parent.mkdir(parents=True, exist_ok=True)

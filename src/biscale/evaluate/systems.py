@@ -31,6 +31,7 @@ from biscale.control.placement import Placement
 from biscale.control.planner import Planner
 from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
+from biscale.evaluate.bundled import seed_static
 from biscale.evaluate.capacity import slo_horizon
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
@@ -176,11 +177,11 @@ def static_search(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
 ) -> StaticClocks:
-    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~9-14 simulations of the
-    whole trace on the predictors, the second most expensive part of an evaluation), cached as JSON under
-    ``<cache>/evaluate/static/`` keyed by everything it depends on (trace, placement, predictor artifact, simulator
-    settings, package version, the simulator's code): a repeated evaluation reuses it, a changed input searches
-    again."""
+    """The static baseline's offline search (:func:`biscale.plan.static.search_static_clocks`, ~9-16 simulations of the
+    whole trace on the predictors), cached as JSON under ``<cache>/evaluate/static/`` keyed by everything it depends
+    on (trace, placement, predictor artifact, simulator settings, package version, the simulator's code): a repeated
+    evaluation reuses it, a changed input searches again. The default evaluation's searches ship with the package
+    (:mod:`biscale.evaluate.bundled`) and seed the cache."""
     from biscale import __version__
 
     payload = {
@@ -197,6 +198,8 @@ def static_search(
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     path = entry_path("evaluate/static", key, cache_dir)
+    if use_cache:
+        seed_static(path)
     cached = load_entry(path, key, STATIC_FORMAT) if use_cache else None
     if isinstance(cached, dict):
         try:
