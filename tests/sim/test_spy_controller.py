@@ -139,3 +139,38 @@ def test_decode_controller_sees_the_running_batch_after_admission_and_the_queue_
         [s.time_s - f for s, f in zip(seen, first_tok, strict=True)]
     )
     assert seen[0].running_decode_time_s[0] == 0.0 and seen[0].preemptions == 0
+
+
+def test_decode_snapshots_match_the_request_table_through_preemptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot's batch columns (numpy copies written when a request joins) equal what the simulator's own
+    per-request lists say at that moment, through preemptions and recomputations (a small KV cache, paged)."""
+    from biscale.sim.snapshot import SnapshotBuilder
+
+    checked = {"states": 0, "preempted": 0}
+    original = SnapshotBuilder._decode
+
+    def checking(self: SnapshotBuilder, inst, t: float) -> InstanceState:  # type: ignore[no-untyped-def]
+        s = original(self, inst, t)
+        rq, ids = self.requests, list(inst.running)
+        gen = [inst.generated_tokens(rq.decode_join_iteration[r], rq.resumed_tokens[r]) for r in ids]
+        assert tokens(s.running_request_ids) == ids and tokens(s.running_generated_tokens) == gen
+        assert tokens(s.running_context_tokens) == [rq.input_tokens[r] + g for r, g in zip(ids, gen, strict=True)]
+        assert list(s.running_decode_time_s) == [t - rq.first_token_s[r] for r in ids]
+        assert tokens(s.waiting_prompt_tokens) == [rq.input_tokens[r] for r in inst.ready]
+        assert list(s.waiting_time_s) == [t - rq.arrival_s[r] for r in inst.ready]
+        checked["states"] += 1
+        checked["preempted"] += int(s.preemptions > 0 and len(ids) > 0)
+        return s
+
+    monkeypatch.setattr(SnapshotBuilder, "_decode", checking)
+    rng = np.random.default_rng(3)
+    n = 40
+    arrivals = np.sort(rng.uniform(0, 2.0, n))
+    trace = Trace(arrivals - arrivals[0], rng.integers(50, 400, n), rng.integers(20, 120, n))
+    toy = ToyCostModel(kv_tokens_per_gpu=2_000)
+    cfg = SimConfig(nodes=1, gpus_per_node=2, kv_watermark_frac=0.0, switch_latency_s=0.0)
+    res = simulate(
+        trace, parse_placement("prefill:TP1,decode:TP1"), toy, {"prefill": BaselineClock(), "decode": Spy()}, config=cfg
+    )
+    assert res.summary["requests_completed"] == n and res.summary["preemptions"] > 0
+    assert checked["states"] > 100 and checked["preempted"] > 10

@@ -148,6 +148,7 @@ class DecodeStage:
         finishing_at = inst.finishing_at
         joined = inst.joined
         kv_join = self.kv.join
+        base_np, first_np, first_tok = rq.decode_base_np, rq.decode_first_token_np, rq.first_token_s
         ctx_sum, ctx_sq = inst.context_sum, inst.context_sq_sum
         while ready and len(running) < max_b:
             r = ready.popleft()
@@ -155,6 +156,8 @@ class DecodeStage:
             join[r] = k
             state[r] = _DECODING
             done = resumed[r]
+            base_np[r] = 1 + done - k  # the snapshots' columns (RequestTable.decode_base_np)
+            first_np[r] = first_tok[r]
             ctx = inp[r] + 1 + done
             ctx_sum += ctx
             ctx_sq += ctx * ctx

@@ -9,7 +9,6 @@ Snapshots are built only for dynamic controllers (static ones are asked once, wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -42,7 +41,6 @@ class SnapshotBuilder:
         self.prefill_token_budget = prefill_token_budget
         self.prefill_max_seqs = prefill_max_seqs
         self.decode_max_batch = decode_max_batch
-        self._batches: dict[int, _BatchColumns] = {}
 
     def state(self, inst: Instance, t: float) -> InstanceState:
         """The snapshot of ``inst`` at ``t``: after its next batch is formed, before that batch is priced."""
@@ -52,11 +50,10 @@ class SnapshotBuilder:
 
     def _prefill(self, inst: PrefillInstance, t: float) -> InstanceState:
         rq = self.requests
-        arrival, inp, done = rq.arrival_s, rq.input_tokens, rq.prefilled_tokens
         queue = np.fromiter(inst.queue, np.int64, len(inst.queue))
         batch = inst.batch
         ids = np.fromiter((r for r, _ in batch), np.int64, len(batch))
-        prefix = _gather(done, ids, np.int64)
+        done = rq.prefilled_tokens
         return InstanceState(
             time_s=t,
             instance_id=inst.id,
@@ -65,8 +62,8 @@ class SnapshotBuilder:
             clock_mhz=inst.ledger.clock_mhz,
             pending_clock_mhz=inst.ledger.pending_clock_mhz,
             supported_clocks_mhz=self.supported_clocks_mhz,
-            waiting_prompt_tokens=_gather(inp, queue, np.int64) - _gather(done, queue, np.int64),
-            waiting_time_s=t - _gather(arrival, queue, np.float64),
+            waiting_prompt_tokens=rq.input_tokens_np[queue] - _gather(done, queue),
+            waiting_time_s=t - rq.arrival_s_np[queue],
             running_context_tokens=_EMPTY_TOKENS,
             running_generated_tokens=_EMPTY_TOKENS,
             kv_used_tokens=inst.kv_used_tokens,
@@ -74,9 +71,9 @@ class SnapshotBuilder:
             recent_latencies_s=tuple(inst.ledger.recent_latencies_s),
             slo=self.slo,
             batch_new_tokens=np.fromiter((chunk for _, chunk in batch), np.int64, len(batch)),
-            batch_prefix_tokens=prefix,
-            batch_prompt_tokens=_gather(inp, ids, np.int64),
-            batch_waiting_time_s=t - _gather(arrival, ids, np.float64),
+            batch_prefix_tokens=_gather(done, ids),
+            batch_prompt_tokens=rq.input_tokens_np[ids],
+            batch_waiting_time_s=t - rq.arrival_s_np[ids],
             token_budget=self.prefill_token_budget,
             max_batch_seqs=self.prefill_max_seqs,
             baseline_clock_mhz=inst.baseline_clock_mhz,
@@ -88,8 +85,8 @@ class SnapshotBuilder:
     def _decode(self, inst: DecodeInstance, t: float) -> InstanceState:
         rq = self.requests
         ready = np.fromiter(inst.ready, np.int64, len(inst.ready))
-        batch = self._batch_columns(inst)
-        generated = batch.generated_less_iteration + inst.iteration
+        running = np.fromiter(inst.running, np.int64, len(inst.running))
+        generated = rq.decode_base_np[running] + inst.iteration
         return InstanceState(
             time_s=t,
             instance_id=inst.id,
@@ -98,9 +95,9 @@ class SnapshotBuilder:
             clock_mhz=inst.ledger.clock_mhz,
             pending_clock_mhz=inst.ledger.pending_clock_mhz,
             supported_clocks_mhz=self.supported_clocks_mhz,
-            waiting_prompt_tokens=_gather(rq.input_tokens, ready, np.int64),
-            waiting_time_s=t - _gather(rq.arrival_s, ready, np.float64),
-            running_context_tokens=batch.input_tokens + generated,
+            waiting_prompt_tokens=rq.input_tokens_np[ready],
+            waiting_time_s=t - rq.arrival_s_np[ready],
+            running_context_tokens=rq.input_tokens_np[running] + generated,
             running_generated_tokens=generated,
             kv_used_tokens=inst.kv_used_tokens,
             kv_capacity_tokens=inst.kv_capacity_tokens,
@@ -108,55 +105,17 @@ class SnapshotBuilder:
             slo=self.slo,
             max_batch_seqs=self.decode_max_batch,
             baseline_clock_mhz=inst.baseline_clock_mhz,
-            running_decode_time_s=t - batch.first_token_s,
+            running_decode_time_s=t - rq.decode_first_token_np[running],
             preemptions=inst.preemptions,
             waiting_request_ids=ready,
-            running_request_ids=batch.ids,
+            running_request_ids=running,
             frontend_overhead_s=self.frontend_overhead_s,
         )
 
-    def _batch_columns(self, inst: DecodeInstance) -> _BatchColumns:
-        """The running batch's per-request columns, gathered again only when the batch changed.
 
-        Between two snapshots with the same running ids in the same order and no preemption on the instance, every
-        request stayed in the batch (one leaves only by finishing, for good, or by preemption, which is counted),
-        so its join iteration and resumed tokens, hence ``generated - iteration``, are unchanged: most decode
-        iterations reuse the arrays."""
-        key = tuple(inst.running)
-        hit = self._batches.get(inst.id)
-        if hit is not None and hit.preemptions == inst.preemptions and hit.key == key:
-            return hit
-        rq = self.requests
-        ids = np.array(key, dtype=np.int64)
-        cols = _BatchColumns(
-            key,
-            inst.preemptions,
-            ids,
-            _gather(rq.input_tokens, ids, np.int64),
-            # tokens so far = 1 + resumed + iteration - join (DecodeInstance.generated_tokens), less the iteration
-            _gather(rq.resumed_tokens, ids, np.int64) - _gather(rq.decode_join_iteration, ids, np.int64) + 1,
-            _gather(rq.first_token_s, ids, np.float64),
-        )
-        self._batches[inst.id] = cols
-        return cols
-
-
-@dataclass(frozen=True, slots=True)
-class _BatchColumns:
-    """A decode instance's running batch as arrays (see :meth:`SnapshotBuilder._batch_columns`)."""
-
-    key: tuple[int, ...]
-    preemptions: int
-    ids: np.ndarray
-    input_tokens: np.ndarray
-    generated_less_iteration: np.ndarray
-    first_token_s: np.ndarray
-
-
-def _gather(column: Sequence[float] | Sequence[int], ids: np.ndarray, dtype: type) -> np.ndarray:
-    """``column[ids]`` for a request table's list column (a C-level loop: snapshots are the simulator's hot path
-    under dynamic controllers)."""
-    return np.fromiter(map(column.__getitem__, ids.tolist()), dtype, ids.size)
+def _gather(column: list[int], ids: np.ndarray) -> np.ndarray:
+    """``column[ids]`` for a request table's list column that changes often (a C-level loop)."""
+    return np.fromiter(map(column.__getitem__, ids.tolist()), np.int64, ids.size)
 
 
 class WindowCounters:
