@@ -230,8 +230,8 @@ def check_placement_clocks(placement: Placement, supported: Sequence[int], field
 
 def snap_clock(clock_mhz: int, supported: tuple[int, ...]) -> int:
     """The supported clock nearest to ``clock_mhz`` (ties go to the higher clock), MHz."""
-    if clock_mhz == GOVERNOR_MHZ:
-        return GOVERNOR_MHZ
+    if clock_mhz == GOVERNOR_MHZ or clock_mhz in supported:  # the common case, a membership test in C
+        return int(clock_mhz)
     best = supported[0]
     for c in supported:
         if abs(c - clock_mhz) <= abs(best - clock_mhz):
