@@ -61,7 +61,8 @@ def test_registration_mistakes_are_programming_errors() -> None:
 
 def test_the_project_registries() -> None:
     tier2 = ("mpc", "mpc-greedy", "oracle", "slack", "static")
-    assert CONTROLLERS.names() == ("baseline", "baseline-idlelow", "default", "fixed", "max", "max-idlelow", *tier2)
+    others = ("baseline", "baseline-idlelow", "default", "ecofreq", "fixed", "max", "max-idlelow")
+    assert CONTROLLERS.names() == (*others, *tier2)
     assert isinstance(CONTROLLERS.get("max")(ControllerContext(phase="decode")), MaxClock)
     assert PLANNERS.names() == (
         "biscale",
@@ -74,7 +75,8 @@ def test_the_project_registries() -> None:
     )
     assert COST_MODELS.names() == ("hardware", "predictor")
     assert PROFILERS.names() == ("sim", "torch")
-    assert PREFILL_ROUTERS.names() == ("least-work", "round-robin") and DECODE_ROUTERS.names() == ("most-free-kv",)
+    assert PREFILL_ROUTERS.names() == ("least-work", "round-robin")
+    assert DECODE_ROUTERS.names() == ("most-free-kv", "state-space")
     assert FORECASTERS.names() == ("ewma", "peak", "previous", "quantile")
     for reg in (CONTROLLERS, PLANNERS, COST_MODELS, PROFILERS, PREFILL_ROUTERS, DECODE_ROUTERS, FORECASTERS):
         assert all(reg.help(n) for n in reg.names())

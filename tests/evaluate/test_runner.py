@@ -178,3 +178,23 @@ def test_capacity_search_brackets_the_slo_boundary_on_the_truth(tmp_path: Path) 
     assert cap["lowest_failing_rps"] <= cap["capacity_rps"] * 1.1 + 1e-9
     assert min(p["rate_rps"] for p in failing) == cap["lowest_failing_rps"]
     assert 0.3 * planned < cap["capacity_rps"] < 3 * planned
+
+
+def test_a_system_with_its_own_decode_router_runs_with_it(tmp_path: Path) -> None:
+    """voltana-route and biscale-route run VoltanaLLM's state-space router; their run configurations record it;
+    voltana runs the scenario's router on the same requests."""
+    from biscale.evaluate.systems import system_sim_config
+
+    sc = load_scenario(tiny_toml(tmp_path / "t.toml", systems=["voltana", "voltana-route"], duration=30.0))
+    assert system_sim_config(sc, "voltana").decode_router == sc.sim.decode_router == "most-free-kv"
+    assert system_sim_config(sc, "voltana-route").decode_router == "state-space"
+    assert system_sim_config(sc, "biscale-route").decode_router == "state-space"
+    with make_backend("pool", workers=1) as backend:
+        res = run_evaluation([sc], tmp_path / "out", backend, bound_of=None, sweep=False)
+    routers = {}
+    for r in res["runs"]:
+        config = json.loads((tmp_path / "out" / r["run_dir"] / "config.json").read_text())
+        assert config["system_definition"]["decode_router"] == config["sim"]["decode_router"]
+        routers[r["system"]] = config["sim"]["decode_router"]
+        assert r["decisions"] > 0 and r["slo_met"]  # EcoFreq decides every iteration
+    assert routers == {"voltana": "most-free-kv", "voltana-route": "state-space"}

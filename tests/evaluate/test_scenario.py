@@ -32,6 +32,7 @@ def test_bundled_scenarios_are_the_papers_experiments() -> None:
         assert set(sc.systems) >= set(DEFAULT_SYSTEMS) and set(sc.systems) <= set(ALL_SYSTEMS)
         # checks (equal to another system by construction) and the costly oracle heuristic are not in a default run
         assert not {"distserve-static", "distserve-governor", "oracle"} & set(sc.systems)
+        assert {"voltana", "voltana-route"} <= set(sc.systems)  # the peer system, with and without its router
 
 
 def test_the_default_is_azure_conv_at_67_and_85_percent_with_an_idle_power_sweep() -> None:
@@ -82,6 +83,8 @@ def test_overrides_and_cluster_shape() -> None:
         ({"sim.switch_latency_s": -1}, "sim.switch_latency_s", "greater than or equal to 0"),
         ({"workload.arrivals": "poisson"}, "workload.arrivals", "Input should be 'trace' or 'gamma'"),
         ({"controller_options.mcp": {"horizon": 4}}, None, "options for unknown controller(s) ['mcp']"),
+        ({"controller_options.ecofreq": {"n_clocks": 1}}, None, "n_clocks must be >= 2"),
+        ({"controller_options.ecofreq": {"decode": {"slo_margn": 0.1}}}, None, "unexpected keyword argument"),
     ],
 )
 def test_bad_fields_are_input_errors_naming_them(overrides: dict, field: str | None, text: str) -> None:

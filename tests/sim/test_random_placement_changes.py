@@ -167,6 +167,7 @@ def random_runs(draw: st.DrawFn) -> Run:
         unassigned_gpu_power_w=draw(st.sampled_from(["idle", "off", 12.5])),
         frontend_overhead_s=draw(st.sampled_from([0.0, 0.009])),
         prefill_router=draw(st.sampled_from(["least-work", "round-robin"])),
+        decode_router=draw(st.sampled_from(["most-free-kv", "state-space"])),
     )
     return Run(
         model,

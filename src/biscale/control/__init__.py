@@ -2,8 +2,9 @@
 
 Everything a controller or planner sees is in :mod:`biscale.control.state` (what a real engine can observe);
 none of it reads the cost model. Tier 2 (per-iteration clocks, ``docs/control.md``): :mod:`clocks`, :mod:`mpc`,
-:mod:`slack`, :mod:`bias`, :mod:`oracle` (the one truth reader) and :mod:`factory`, which registers them in
-``CONTROLLERS`` on import (the static baseline's offline search lives in :mod:`biscale.plan.static`).
+:mod:`slack`, :mod:`bias`, :mod:`oracle` (the one truth reader), VoltanaLLM's EcoFreq (:mod:`voltana`, a peer
+system's controller) and :mod:`factory`, which registers them in ``CONTROLLERS`` on import (the static baseline's
+offline search lives in :mod:`biscale.plan.static`).
 """
 
 from biscale.control.controllers import (

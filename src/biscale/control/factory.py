@@ -42,6 +42,15 @@ def _slack(ctx: ControllerContext) -> ClockController:
     return ctx.build("slack", lambda **o: DecodeSlack(predictor, **o))
 
 
+@CONTROLLERS.register("ecofreq", "VoltanaLLM's EcoFreq: lowest listed clock whose EcoPred latency meets the SLO")
+def _ecofreq(ctx: ControllerContext) -> ClockController:
+    from biscale.control.voltana import EcoFreq
+    from biscale.predict.ecopred import default_ecopred
+
+    ecopred = default_ecopred(ctx.gpu, ctx.model)
+    return ctx.build("ecofreq", lambda **o: EcoFreq(ecopred, ctx.phase, **o))
+
+
 @CONTROLLERS.register("oracle", "clairvoyant heuristic (not a bound): future arrivals, true costs (needs the trace)")
 def _oracle(ctx: ControllerContext) -> ClockController:
     from biscale.control.oracle import make_oracle

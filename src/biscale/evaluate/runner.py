@@ -23,7 +23,7 @@ from biscale.evaluate.backends import Backend
 from biscale.evaluate.bounds import scenario_bound
 from biscale.evaluate.capacity import search_capacity
 from biscale.evaluate.scenario import Scenario, apply_sweep_point, load_label, rate_label
-from biscale.evaluate.systems import build_system
+from biscale.evaluate.systems import build_system, system_sim_config
 from biscale.plan.capacity import CapacityTable, build_capacity_table
 from biscale.results.catalog import SYSTEMS, systems_in_order
 from biscale.results.layout import RESULTS_FORMAT, RESULTS_VERSION, derive, write_run_dir
@@ -40,7 +40,16 @@ BoundOf = Callable[[Scenario, str, float], "dict[str, Any] | None"]
 
 #: Rough CPU cost of a run of each system relative to ``distserve`` at the same rate (measured on the Azure trace;
 #: only the order in which runs start depends on it, never a result).
-RELATIVE_COST = {"oracle": 40.0, "static": 30.0, "hindsight-lock": 30.0, "biscale": 10.0, "placeonly": 2.0}
+RELATIVE_COST = {
+    "oracle": 40.0,
+    "static": 30.0,
+    "hindsight-lock": 30.0,
+    "biscale": 10.0,
+    "biscale-route": 10.0,
+    "voltana": 5.0,
+    "voltana-route": 5.0,
+    "placeonly": 2.0,
+}
 
 
 def _noop(kind: str, payload: Any) -> None:
@@ -90,7 +99,7 @@ def execute_run(task: RunTask) -> dict[str, Any]:
     t_start = time.perf_counter()
     c_start = time.process_time()
     sc = Scenario.model_validate(task.scenario)
-    sim = sc.sim_config()
+    sim = system_sim_config(sc, task.system)
     trace = sc.workload.trace_at(task.rate_rps, sc.seed)
     truth = sc.truth()
     predictor = load_predictor(sc.predictors) if sc.predictors else default_predictor(sc.gpu, sc.model)
@@ -123,7 +132,12 @@ def execute_run(task: RunTask) -> dict[str, Any]:
         "format": "biscale-run-config",
         "version": 1,
         **identity,
-        "system_definition": {"planner": spec.planner, "prefill": spec.prefill, "decode": spec.decode},
+        "system_definition": {
+            "planner": spec.planner,
+            "prefill": spec.prefill,
+            "decode": spec.decode,
+            "decode_router": sim.decode_router,
+        },
         "initial_placement": built.placement.model_dump(mode="json", exclude_none=True),
         "capacity_table_key": table.key,
         "scenario_config": task.scenario,

@@ -216,7 +216,7 @@ class Scenario(BaseModel):
     planner: dict[str, Any] = Field(default_factory=dict)
     """Tier-1 settings for every planner: ``forecaster`` and any ``PlanSettings`` field (docs/planning.md)."""
     controller_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Settings per controller name (``mpc``, ``slack``, ``oracle``): constructor keyword arguments
+    """Settings per controller name (``mpc``, ``slack``, ``oracle``, ``ecofreq``): constructor keyword arguments
     (docs/control.md)."""
     capacity: CapacitySpec = Field(default_factory=CapacitySpec)
     """Capacity search (or a given capacity)."""
@@ -294,9 +294,11 @@ class Scenario(BaseModel):
             PlanSettings(**{k: v for k, v in self.planner.items() if k != "forecaster"})
         except (TypeError, InputError) as err:
             raise ValueError(f"planner: {err}") from err
-        bad = sorted(set(self.controller_options) - {"mpc", "mpc-greedy", "slack", "oracle"})
+        bad = sorted(set(self.controller_options) - {"mpc", "mpc-greedy", "slack", "oracle", "ecofreq"})
         if bad:
-            raise ValueError(f"options for unknown controller(s) {bad} (known: mpc, mpc-greedy, slack, oracle)")
+            raise ValueError(
+                f"options for unknown controller(s) {bad} (known: mpc, mpc-greedy, slack, oracle, ecofreq)"
+            )
         self._check_controller_options()
         if self.sweep is not None:
             missing = [s for s in self.sweep.systems if s not in ALL_SYSTEMS]
@@ -406,6 +408,18 @@ class Scenario(BaseModel):
                     unknown = sorted((set(common) | set(per_phase.get(phase, {}))) - known)
                     if unknown:
                         raise ValueError(f"controller_options.oracle: unknown {phase} option(s) {unknown}")
+                continue
+            if name == "ecofreq":
+                from biscale.control.voltana import EcoFreq
+                from biscale.predict.ecopred import default_ecopred
+
+                for phase in ("prefill", "decode"):
+                    try:
+                        EcoFreq(default_ecopred(self.gpu, self.model), phase, **{**common, **per_phase.get(phase, {})})
+                    except TypeError as err:
+                        raise ValueError(f"controller_options.ecofreq: {err}") from err
+                    except InputError as err:
+                        raise ValueError(f"controller_options.ecofreq: {err.reason}") from err
                 continue
             cls_, phase = (DecodeSlack, "decode") if name == "slack" else (PrefillMpc, "prefill")
             options = {**common, **per_phase.get(phase, {}), **({"solver": "greedy"} if name == "mpc-greedy" else {})}

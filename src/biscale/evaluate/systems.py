@@ -1,9 +1,10 @@
 """The systems an evaluation compares: a tier-1 planner plus a clock controller per phase.
 
 Every system runs on identical requests (the same trace, rescaled and with lengths drawn by the same seed), on the
-same simulated cluster and hardware model (the truth), and believes the same learned predictors. The planners share
-one capacity table, built on the scenario's workload at its own rate (the capacity search rescales it), so every
-difference between two systems is the difference of their planning and control.
+same simulated cluster and hardware model (the truth), and believes the same learned predictors (VoltanaLLM its own
+EcoPred tables, fitted on the same profile). The planners share one capacity table, built on the scenario's workload
+at its own rate (the capacity search rescales it), so every difference between two systems is the difference of
+their planning, control and (where a system names one) decode routing.
 
 The systems are defined in :mod:`biscale.results.catalog` (docs/evaluate.md has the table).
 
@@ -212,6 +213,14 @@ def static_search(
     return found
 
 
+def system_sim_config(scenario: Scenario, system: str) -> SimConfig:
+    """The simulator settings of ``system``'s runs: the scenario's, with the system's decode router if it names
+    one (VoltanaLLM's EcoRoute)."""
+    sim = scenario.sim_config()
+    router = SYSTEMS.get(system).decode_router
+    return sim if router is None else sim.model_copy(update={"decode_router": router})
+
+
 def build_system(
     scenario: Scenario,
     system: str,
@@ -228,7 +237,7 @@ def build_system(
     from biscale.control.factory import make_controller
 
     spec = SYSTEMS.get(system)
-    sim = scenario.sim_config()
+    sim = system_sim_config(scenario, system)
     arrivals = submitted(trace, sim.duration_s)
     planner: Planner
     if spec.planner == "hindsight":

@@ -29,6 +29,8 @@ class SystemDef:
     hardware; kept out of the default table)."""
     in_default: bool = True
     """Whether a scenario runs it unless told otherwise."""
+    decode_router: str | None = None
+    """Decode router of its runs (a name in ``biscale.sim.router.DECODE_ROUTERS``); None: the scenario's."""
 
 
 #: name -> :class:`SystemDef`.
@@ -101,6 +103,22 @@ _DEFS = (
         "distserve-static's placement, one clock per phase searched offline on the predictors",
     ),
     SystemDef(
+        "voltana",
+        "distserve",
+        "ecofreq",
+        "ecofreq",
+        "VoltanaLLM (arXiv 2509.04827): EcoFreq per phase with EcoPred on DistServe's re-planned placement, the "
+        "default decode router",
+    ),
+    SystemDef(
+        "voltana-route",
+        "distserve",
+        "ecofreq",
+        "ecofreq",
+        "VoltanaLLM with EcoRoute: as voltana, decode requests routed off the batch-tile boundary (state-space)",
+        decode_router="state-space",
+    ),
+    SystemDef(
         "hindsight-lock",
         "hindsight",
         "baseline-idlelow",
@@ -116,6 +134,25 @@ _DEFS = (
         "slack",
         "BiScale: placement program + prefill MPC + decode slack",
         role="biscale",
+    ),
+    SystemDef(
+        "voltana-on-biscale",
+        "biscale",
+        "ecofreq",
+        "ecofreq",
+        "VoltanaLLM's EcoFreq on BiScale's placement (the comparison's placement step)",
+        role="ablation",
+        in_default=False,
+    ),
+    SystemDef(
+        "biscale-route",
+        "biscale",
+        "mpc",
+        "slack",
+        "BiScale with VoltanaLLM's state-space decode router (EcoRoute) instead of the most-free-KV one",
+        role="ablation",
+        in_default=False,
+        decode_router="state-space",
     ),
     SystemDef(
         "oracle",

@@ -43,8 +43,12 @@ _COLORS = {
     "placeonly": "#dd8452",
     "placeonly-idlelow": "#a0522d",
     "static": "#8c8c8c",
+    "voltana": "#17becf",
+    "voltana-route": "#0e7c86",
+    "voltana-on-biscale": "#9edae5",
     "hindsight-lock": "#da8bc3",
     "biscale": "#55a868",
+    "biscale-route": "#98df8a",
     "oracle": "#c44e52",
 }
 _LOAD_MARKERS = ("o", "s", "^", "D", "v", "P")

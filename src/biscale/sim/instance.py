@@ -114,6 +114,11 @@ class Instance(ABC):
         (egress on prefill instances, ingress on decode instances; :mod:`biscale.sim.transfer`)."""
 
     @property
+    def clock_mhz(self) -> int:
+        """SM clock in force, MHz (0: the default governor); what a state-space router reads."""
+        return self.ledger.clock_mhz
+
+    @property
     @abstractmethod
     def queue_len(self) -> int:
         """Requests waiting behind the running batch."""

@@ -8,6 +8,7 @@ Routers are registered classes (:data:`PREFILL_ROUTERS`, :data:`DECODE_ROUTERS`;
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Protocol, TypeVar
@@ -33,6 +34,15 @@ class DecodeRoutable(Protocol):
     """KV-cache capacity, tokens."""
     kv_used_tokens: int
     """KV-cache tokens held or reserved, tokens."""
+
+    @property
+    def clock_mhz(self) -> int:
+        """SM clock in force, MHz (0: the default governor)."""
+        ...
+
+    def work_items(self) -> int:
+        """Requests routed here and not finished: running, waiting to join, incoming, preempted."""
+        ...
 
 
 P = TypeVar("P", bound=PrefillRoutable)
@@ -111,3 +121,42 @@ class MostFreeKv(DecodeRouter):
         if best is None or best_free < need_tokens:
             return None
         return best
+
+
+STATE_SPACE_TILE = 128
+"""Decode batch size at which VoltanaLLM's EcoRoute sees a boundary (``TILE_SIZE=128`` in its
+``voltana-llm-scripts/demo/router.sh``; its decode latency tables change segment every 128 requests above 128,
+the engine's batch tile), requests."""
+
+
+@DECODE_ROUTERS.register(
+    "state-space", "VoltanaLLM's EcoRoute: keep decode instances off the 128-request batch boundary, if it fits"
+)
+class StateSpace(DecodeRouter):
+    """VoltanaLLM's EcoRoute (``tile_aware`` in ``python/sglang/srt/disaggregation/echo_lb.py``, commit
+    274173238ba0; the demo's ``EchoRoute``), among the instances with ``need_tokens`` free KV (None if none):
+
+    * every candidate holds fewer than :data:`STATE_SPACE_TILE` requests: the one at the lowest clock, then the
+      fewest requests (an instance under the default governor counts as at the top clock);
+    * otherwise the candidates in order of fewest tiles started (``ceil(n / tile)``), then most requests, and the
+      first whose next request does not open a new tile (``n`` is 0 or not a multiple of the tile); all at a
+      boundary: the first.
+
+    Requests are counted as VoltanaLLM's balancer counts them: routed and not finished (``work_items``). Ties go to
+    the lowest id."""
+
+    name = "state-space"
+
+    def choose(self, instances: Sequence[D], need_tokens: int) -> D | None:
+        fits = [i for i in instances if i.kv_capacity_tokens - i.kv_used_tokens >= need_tokens]
+        if not fits:
+            return None
+        loads = [i.work_items() for i in fits]
+        if max(loads) < STATE_SPACE_TILE:
+            k = min(range(len(fits)), key=lambda j: (fits[j].clock_mhz or math.inf, loads[j]))
+            return fits[k]
+        order = sorted(range(len(fits)), key=lambda j: (-(-loads[j] // STATE_SPACE_TILE), -loads[j]))
+        for j in order:
+            if loads[j] == 0 or loads[j] % STATE_SPACE_TILE:
+                return fits[j]
+        return fits[order[0]]
