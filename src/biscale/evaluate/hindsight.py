@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from biscale.control.state import Slo
+from biscale.evaluate.planning import build_planner, submitted
 
 #: Candidate locked clocks, MHz: the capacity table's clocks from 990 up (795 MHz meets no SLO at these loads); run
 #: in ascending order until the choice is settled, so the high ones cost nothing when no window needs them.
@@ -168,7 +169,6 @@ def search_hindsight(scenario: Any, trace: Any, table: Any, truth: Any) -> Hinds
     """Run the candidate simulations on the truth and choose the schedule (see the module docstring)."""
     from biscale.control.controllers import snap_clock
     from biscale.control.factory import make_controller
-    from biscale.evaluate.systems import build_planner, submitted
     from biscale.plan.planners import ClockSchedulePlanner
     from biscale.sim import simulate
 

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from biscale.cache import code_fingerprint, entry_path, load_entry, store_entry
 from biscale.control.controllers import ClockController
@@ -34,10 +31,10 @@ from biscale.control.state import InstanceState
 from biscale.costmodel import CostModel, IterationCost, PrefillShape
 from biscale.evaluate.bundled import seed_static
 from biscale.evaluate.capacity import slo_horizon
+from biscale.evaluate.hindsight import cached_hindsight
+from biscale.evaluate.planning import build_planner, submitted
 from biscale.evaluate.scenario import Scenario
 from biscale.plan.capacity import CapacityTable, artifact_hash, workload_fingerprint
-from biscale.plan.planners import PLANNER_CLASSES, TablePlanner
-from biscale.plan.solve import Cluster, PlanSettings
 from biscale.plan.static import StaticClock, StaticClocks, search_static_clocks
 from biscale.predict.predictor import Predictor
 from biscale.results.catalog import SYSTEMS
@@ -114,47 +111,6 @@ class BuiltSystem:
         out["decisions"] = total_n
         out["controller_time_per_decision_us"] = total_ns / total_n / 1e3 if total_n else None
         return out
-
-
-def submitted(trace: Trace, duration_s: float | None) -> np.ndarray:
-    """Arrival times the simulator submits (those before ``duration_s``)."""
-    a = np.asarray(trace.arrival_s)
-    return a if duration_s is None else a[a < duration_s]
-
-
-def window_rates_of(arrivals: np.ndarray, window_s: float) -> np.ndarray:
-    """Rate of every full window of the submitted arrivals, req/s (one partial window when none is full)."""
-    span = float(arrivals[-1]) if arrivals.size else 0.0
-    n = math.floor(span / window_s + 1e-9)
-    if n < 1:
-        return np.array([arrivals.size / max(span, 1e-9)]) if arrivals.size else np.array([0.0])
-    return np.histogram(arrivals, bins=np.arange(n + 1) * window_s)[0] / window_s
-
-
-def plan_settings(scenario: Scenario) -> tuple[PlanSettings, str]:
-    """The scenario's planner settings and forecaster."""
-    opts = dict(scenario.planner)
-    forecaster = str(opts.pop("forecaster", "previous"))
-    return PlanSettings(**opts), forecaster
-
-
-def build_planner(
-    scenario: Scenario, planner: str, table: CapacityTable, arrivals: np.ndarray
-) -> tuple[TablePlanner, Placement, dict[str, Any]]:
-    """The tier-1 planner of a run and its initial placement (planned for the first window's rate, as every
-    planner of the run is; ``distserve-static`` for the busiest window)."""
-    settings, forecaster = plan_settings(scenario)
-    cluster = Cluster(scenario.nodes, min(scenario.gpus, scenario.gpus_per_node))
-    rates = window_rates_of(arrivals, scenario.sim.window_s)
-    notes: dict[str, Any] = {"first_window_rps": float(rates[0])}
-    cls = PLANNER_CLASSES[planner]
-    if planner == "distserve-static":
-        peak = float(rates.max())
-        notes["peak_window_rps"] = peak
-        pl: TablePlanner = cls(table, cluster, settings, peak_rps=peak)  # type: ignore[call-arg]
-        return pl, pl.initial_placement(peak), notes
-    pl = cls(table, cluster, settings, forecaster=forecaster)
-    return pl, pl.initial_placement(float(rates[0])), notes
 
 
 def controller_options(scenario: Scenario, name: str, phase: str) -> dict[str, Any]:
@@ -241,7 +197,6 @@ def build_system(
     arrivals = submitted(trace, sim.duration_s)
     planner: Planner
     if spec.planner == "hindsight":
-        from biscale.evaluate.hindsight import cached_hindsight
         from biscale.plan.planners import ClockSchedulePlanner
 
         found = cached_hindsight(scenario, trace, table, truth, cache_dir=cache_dir, use_cache=use_cache)
