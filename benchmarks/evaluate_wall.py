@@ -1,8 +1,9 @@
 """Wall time of the default ``biscale evaluate`` from an empty cache (a fresh clone: ``BISCALE_CACHE_DIR`` empty, the
-bundled capacity tables only), then of a cached rerun.
+bundled capacity tables and static searches only), then of a cached rerun.
 
-Runs ``biscale evaluate --no-report --json`` in a subprocess with a temporary cache (``--quick`` for a smoke run,
-``--no-sweep`` to leave the sweep out, ``--no-rerun`` to skip the cached rerun). Prints one JSON object (last stdout
+Runs ``biscale evaluate --json`` (the report included) in a subprocess with a temporary cache (``--quick`` for a smoke
+run, ``--no-sweep`` to leave the sweep out, ``--no-report`` to leave the report out, ``--no-rerun`` to skip the cached
+rerun, ``--keep DIR`` to keep the cold run's output). Prints one JSON object (last stdout
 line): ``cold_wall_s`` (bar <= 180 s on the 2-core box), ``cold_cpu_s`` (CPU seconds of the command and its pool
 workers: on a shared machine the wall time of an idle one is about this over the worker count),
 ``cold_runs_s`` / ``cold_capacity_s`` (the command's own timings), ``warm_wall_s`` / ``warm_cpu_s`` (the cached
@@ -36,7 +37,6 @@ def run_once(args: list[str], cache: str, out: Path) -> tuple[float, float, dict
         "-c",
         "from biscale.cli.main import main; main()",
         "evaluate",
-        "--no-report",
         "--json",
         "--out",
         str(out),
@@ -66,10 +66,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="first 10 minutes of the trace only (a smoke run)")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--no-rerun", action="store_true", help="skip the cached rerun")
     ap.add_argument("--keep", type=Path, help="keep the cold run's output directory here (results.json, run dirs)")
     args = ap.parse_args()
     extra = [*(["--quick"] if args.quick else []), *(["--no-sweep"] if args.no_sweep else [])]
+    extra += ["--no-report"] if args.no_report else []
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
         cold_out = args.keep if args.keep is not None else Path(out) / "cold"
@@ -83,6 +85,7 @@ def main() -> None:
             "cold_cpu_by_system_s": cpu_by_system(res["runs"]),
             "quick": args.quick,
             "sweep": not args.no_sweep,
+            "report": not args.no_report,
             "load_avg_at_start": load0,
             "cpus": os.cpu_count(),
         }
