@@ -18,7 +18,12 @@ from biscale.control.state import ClusterObservation, InstanceState, InstanceSum
 from biscale.sim.instance import STATUS_LABELS, DecodeInstance, Instance, InstanceStatus, PrefillInstance
 from biscale.sim.requests import RequestTable
 
+# Shared empty columns for the other phase's fields (read-only: a snapshot is built before every iteration, and
+# fresh empty arrays were a measurable part of it).
 _EMPTY_TOKENS = np.zeros(0, dtype=np.int64)
+_EMPTY_TIMES = np.zeros(0, dtype=np.float64)
+_EMPTY_TOKENS.flags.writeable = False
+_EMPTY_TIMES.flags.writeable = False
 
 
 class SnapshotBuilder:
@@ -79,6 +84,8 @@ class SnapshotBuilder:
             baseline_clock_mhz=inst.baseline_clock_mhz,
             batch_request_ids=ids,
             waiting_request_ids=queue,
+            running_decode_time_s=_EMPTY_TIMES,
+            running_request_ids=_EMPTY_TOKENS,
             frontend_overhead_s=self.frontend_overhead_s,
         )
 
@@ -106,6 +113,11 @@ class SnapshotBuilder:
             max_batch_seqs=self.decode_max_batch,
             baseline_clock_mhz=inst.baseline_clock_mhz,
             running_decode_time_s=t - rq.decode_first_token_np[running],
+            batch_new_tokens=_EMPTY_TOKENS,
+            batch_prefix_tokens=_EMPTY_TOKENS,
+            batch_prompt_tokens=_EMPTY_TOKENS,
+            batch_waiting_time_s=_EMPTY_TIMES,
+            batch_request_ids=_EMPTY_TOKENS,
             preemptions=inst.preemptions,
             waiting_request_ids=ready,
             running_request_ids=running,
