@@ -72,3 +72,32 @@ def test_keys_and_entries_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert load_entry(path, "0" * 64, "fmt") is None
     path.write_text("{not json")
     assert load_entry(path, key, "fmt") is None
+
+
+def test_cached_search_stores_reuses_and_replaces_a_foreign_entry(tmp_path: Path) -> None:
+    import dataclasses
+
+    from biscale.cache import cached_search
+
+    @dataclasses.dataclass
+    class Found:
+        clock_mhz: int
+
+    calls: list[int] = []
+
+    def search() -> Found:
+        calls.append(1)
+        return Found(990)
+
+    payload = {"what": "a search", "code": "x"}
+    args = ("evaluate/test", "fmt-test", payload, Found, search)
+    assert cached_search(*args, cache_dir=tmp_path) == Found(990) and len(calls) == 1
+    assert cached_search(*args, cache_dir=tmp_path) == Found(990) and len(calls) == 1  # from disk
+    assert cached_search(*args, cache_dir=tmp_path, use_cache=False) == Found(990) and len(calls) == 2
+    key = cache_key(payload)
+    store_entry(entry_path("evaluate/test", key, tmp_path), key, "fmt-test", {"other": 1})  # another shape
+    assert cached_search(*args, cache_dir=tmp_path) == Found(990) and len(calls) == 3
+    assert cached_search(*args, cache_dir=tmp_path) == Found(990) and len(calls) == 3  # overwritten
+    seeded: list[Path] = []
+    cached_search(*args, cache_dir=tmp_path / "fresh", seed=seeded.append)
+    assert seeded == [entry_path("evaluate/test", key, tmp_path / "fresh")] and len(calls) == 4

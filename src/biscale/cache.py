@@ -10,15 +10,22 @@ ignore an unreadable or foreign entry (search again and overwrite it), and may b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import biscale
 from biscale.jsonio import to_json_text
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 
 #: What the tier-1 capacity table depends on: the simulator that probes it, the hardware model, the planners,
 #: predictors and controllers it runs, the neutral cost-model shapes and the workload slicing/rescaling of its probes.
@@ -96,6 +103,37 @@ def load_entry(path: Path, key: str, fmt: str) -> Any | None:
     if isinstance(data, dict) and data.get("key") == key and data.get("format") == fmt and "result" in data:
         return data["result"]
     return None
+
+
+def cached_search(
+    kind: str,
+    fmt: str,
+    payload: dict[str, Any],
+    make: Callable[..., D],
+    search: Callable[[], D],
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    seed: Callable[[Path], object] | None = None,
+) -> D:
+    """``search()``'s dataclass result, kept as JSON under ``<cache>/<kind>/`` keyed on ``payload`` (which names every
+    input and the code): a stored entry is rebuilt with ``make(**fields)``, one of another shape is searched again and
+    overwritten. ``seed(path)`` may first fill a missing entry (results shipped with the package)."""
+    key = cache_key(payload)
+    path = entry_path(kind, key, cache_dir)
+    if use_cache:
+        if seed is not None:
+            seed(path)
+        stored = load_entry(path, key, fmt)
+        if isinstance(stored, dict):
+            try:
+                return make(**stored)
+            except TypeError:
+                pass
+    found = search()
+    if use_cache:
+        store_entry(path, key, fmt, dataclasses.asdict(found))
+    return found
 
 
 def store_entry(path: Path, key: str, fmt: str, result: Any) -> None:

@@ -36,13 +36,7 @@ def seed_cache(predictor: Predictor, workload: Trace, slo: Slo, cache_dir: str |
     """Copy the bundled table of this (predictor, workload, SLO) with default settings into the cache when the
     cache lacks it; True when it did."""
     key = table_key(predictor, workload, slo, CapacitySettings())
-    src = bundled_table_path(key)
-    dst = entry_path("capacity", key, cache_dir)
-    if not src.exists() or dst.exists():
-        return False
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return True
+    return _copy_if_missing(bundled_table_path(key), entry_path("capacity", key, cache_dir))
 
 
 def bundled_static_dir() -> Path:
@@ -52,7 +46,11 @@ def bundled_static_dir() -> Path:
 def seed_static(dst: Path) -> bool:
     """Copy the bundled static-baseline search of the cache entry ``dst`` (same file name: the key's prefix) into
     the cache when the cache lacks it; True when it did."""
-    src = bundled_static_dir() / dst.name
+    return _copy_if_missing(bundled_static_dir() / dst.name, dst)
+
+
+def _copy_if_missing(src: Path, dst: Path) -> bool:
+    """Copy the shipped entry ``src`` to the cache entry ``dst`` unless ``src`` is absent or ``dst`` present."""
     if not src.exists() or dst.exists():
         return False
     dst.parent.mkdir(parents=True, exist_ok=True)

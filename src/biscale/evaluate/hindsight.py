@@ -25,7 +25,7 @@ clocks are tried.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +209,7 @@ def cached_hindsight(
     """:func:`search_hindsight`, cached as JSON under ``<cache>/evaluate/hindsight/`` keyed on every input and the
     code (as the static baseline's search)."""
     from biscale import __version__
-    from biscale.cache import cache_key, code_fingerprint, entry_path, load_entry, store_entry
+    from biscale.cache import cached_search, code_fingerprint
     from biscale.plan.capacity import workload_fingerprint
 
     payload = {
@@ -222,15 +222,12 @@ def cached_hindsight(
         "table": table.key,
         "candidates": list(CANDIDATE_CLOCKS_MHZ),
     }
-    key = cache_key(payload)
-    path = entry_path("evaluate/hindsight", key, cache_dir)
-    cached = load_entry(path, key, HINDSIGHT_FORMAT) if use_cache else None
-    if isinstance(cached, dict):
-        try:
-            return HindsightSchedule(**cached)
-        except TypeError:
-            pass
-    found = search_hindsight(scenario, trace, table, truth)
-    if use_cache:
-        store_entry(path, key, HINDSIGHT_FORMAT, asdict(found))
-    return found
+    return cached_search(
+        "evaluate/hindsight",
+        HINDSIGHT_FORMAT,
+        payload,
+        HindsightSchedule,
+        lambda: search_hindsight(scenario, trace, table, truth),
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )

@@ -16,14 +16,12 @@ saves.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biscale.cache import code_fingerprint, entry_path, load_entry, store_entry
+from biscale.cache import cached_search, code_fingerprint
 from biscale.control.controllers import ClockController
 from biscale.control.placement import Placement
 from biscale.control.planner import Planner
@@ -153,20 +151,16 @@ def static_search(
         "placement": placement.spec(),
         "sim": sim.model_dump(mode="json"),
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    path = entry_path("evaluate/static", key, cache_dir)
-    if use_cache:
-        seed_static(path)
-    cached = load_entry(path, key, STATIC_FORMAT) if use_cache else None
-    if isinstance(cached, dict):
-        try:
-            return StaticClocks(**cached)
-        except TypeError:
-            pass  # of another shape: search again and overwrite it
-    found = search_static_clocks(trace, placement, predictor, sim)
-    if use_cache:
-        store_entry(path, key, STATIC_FORMAT, asdict(found))
-    return found
+    return cached_search(
+        "evaluate/static",
+        STATIC_FORMAT,
+        payload,
+        StaticClocks,
+        lambda: search_static_clocks(trace, placement, predictor, sim),
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        seed=seed_static,
+    )
 
 
 def system_sim_config(scenario: Scenario, system: str) -> SimConfig:
