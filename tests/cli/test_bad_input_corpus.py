@@ -723,6 +723,32 @@ CASES = [
         "rates_rps is empty",
     ),
     case(
+        "evaluate-scenario-ecofreq-unknown-option",
+        "evaluate --config {scenario_ecofreq_option} --out {dir}/ev",
+        "{scenario_ecofreq_option}",
+        "controller_options.ecofreq",
+        "unknown option(s) warp (allowed: clocks_mhz,",
+    ),
+    case(
+        "evaluate-scenario-ecofreq-margin",
+        "evaluate --config {scenario_ecofreq_margin} --out {dir}/ev",
+        "{scenario_ecofreq_margin}",
+        "slo_margin must be > -1, got -2.0",
+    ),
+    case(
+        "evaluate-scenario-decode-router",
+        "evaluate --config {scenario_decode_router} --out {dir}/ev",
+        "{scenario_decode_router}",
+        "sim.decode_router",
+        "unknown decode router 'teleport' (choices: most-free-kv, state-space)",
+    ),
+    case(
+        "evaluate-unknown-peer-system",
+        "evaluate --systems voltana,voltana-rout --out {dir}/ev",
+        "field '--systems'",
+        "unknown system(s) voltana-rout (known:",
+    ),
+    case(
         "evaluate-scenario-sweep-not-a-number",
         "evaluate --config {scenario_sweep_word} --out {dir}/ev",
         "{scenario_sweep_word}",

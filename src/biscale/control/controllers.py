@@ -15,6 +15,7 @@ them through it); a new one registers where it is defined with ``@CONTROLLERS.re
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -74,10 +75,22 @@ class ControllerContext:
             serves = " and ".join(sorted(phases))
             raise InputError(f"controller '{name}' serves {serves} instances, not {self.phase}", field="controller")
 
-    def build(self, name: str, factory: Callable[..., ClockController]) -> ClockController:
-        """``factory(**options)``; unknown or missing options are an :class:`InputError` naming the controller."""
+    def build(self, name: str, factory: Callable[..., ClockController], *args: Any, **fixed: Any) -> ClockController:
+        """``factory(*args, **fixed, **options)``: an option ``factory`` does not take, or a missing one, is an
+        :class:`InputError` naming the controller (and the options it takes)."""
+        params = list(inspect.signature(factory).parameters.values())
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            allowed = [p.name for p in params[len(args) :] if p.kind in named and p.name not in fixed]
+            unknown = sorted(set(self.options) - set(allowed))
+            if unknown:
+                raise InputError(
+                    f"controller '{name}': unknown option(s) {', '.join(unknown)} "
+                    f"(allowed: {', '.join(allowed) or 'none'})",
+                    field="controller",
+                )
         try:
-            return factory(**self.options)
+            return factory(*args, **fixed, **self.options)
         except TypeError as err:
             raise InputError(f"controller '{name}': {err}", field="controller") from None
 
@@ -171,12 +184,12 @@ def _max(ctx: ControllerContext) -> ClockController:
 
 @CONTROLLERS.register("max-idlelow", "top clock while busy, the lowest clock while idle")
 def _max_idlelow(ctx: ControllerContext) -> ClockController:
-    return ctx.build("max-idlelow", lambda **o: MaxClock(idle_lowest=True, **o))
+    return ctx.build("max-idlelow", MaxClock, idle_lowest=True)
 
 
 @CONTROLLERS.register("baseline-idlelow", "each instance's baseline clock while busy, the lowest clock while idle")
 def _baseline_idlelow(ctx: ControllerContext) -> ClockController:
-    return ctx.build("baseline-idlelow", lambda **o: BaselineClock(idle_lowest=True, **o))
+    return ctx.build("baseline-idlelow", BaselineClock, idle_lowest=True)
 
 
 @CONTROLLERS.register("default", "leave clocks unlocked: the GPU's default governor")

@@ -25,21 +25,21 @@ CONTEXT_KEYS = ("gpu", "model", "slo", "trace", "truth", "placement", "sim_confi
 def _mpc(ctx: ControllerContext) -> ClockController:
     ctx.only_for("mpc", "prefill")
     predictor = ctx.load_predictor()
-    return ctx.build("mpc", lambda **o: PrefillMpc(predictor, **o))
+    return ctx.build("mpc", PrefillMpc, predictor)
 
 
 @CONTROLLERS.register("mpc-greedy", "prefill MPC with the paper's greedy descent")
 def _mpc_greedy(ctx: ControllerContext) -> ClockController:
     ctx.only_for("mpc-greedy", "prefill")
     predictor = ctx.load_predictor()
-    return ctx.build("mpc-greedy", lambda **o: PrefillMpc(predictor, **{**o, "solver": "greedy"}))
+    return ctx.build("mpc-greedy", PrefillMpc, predictor, solver="greedy")
 
 
 @CONTROLLERS.register("slack", "decode: lowest clock keeping every request on its TPOT")
 def _slack(ctx: ControllerContext) -> ClockController:
     ctx.only_for("slack", "decode")
     predictor = ctx.load_predictor()
-    return ctx.build("slack", lambda **o: DecodeSlack(predictor, **o))
+    return ctx.build("slack", DecodeSlack, predictor)
 
 
 @CONTROLLERS.register("ecofreq", "VoltanaLLM's EcoFreq: lowest listed clock whose EcoPred latency meets the SLO")
@@ -48,7 +48,7 @@ def _ecofreq(ctx: ControllerContext) -> ClockController:
     from biscale.predict.ecopred import default_ecopred
 
     ecopred = default_ecopred(ctx.gpu, ctx.model)
-    return ctx.build("ecofreq", lambda **o: EcoFreq(ecopred, ctx.phase, **o))
+    return ctx.build("ecofreq", EcoFreq, ecopred, ctx.phase)
 
 
 @CONTROLLERS.register("oracle", "clairvoyant heuristic (not a bound): future arrivals, true costs (needs the trace)")
@@ -56,8 +56,7 @@ def _oracle(ctx: ControllerContext) -> ClockController:
     from biscale.control.oracle import make_oracle
 
     return ctx.build(
-        "oracle",
-        lambda **o: make_oracle(ctx.phase, trace=ctx.trace, cost_model=ctx.truth, gpu=ctx.gpu, model=ctx.model, **o),
+        "oracle", make_oracle, ctx.phase, trace=ctx.trace, cost_model=ctx.truth, gpu=ctx.gpu, model=ctx.model
     )
 
 

@@ -394,9 +394,8 @@ class Scenario(BaseModel):
         constructors (it needs the run's trace to be built)."""
         import inspect
 
-        from biscale.control.mpc import PrefillMpc
+        from biscale.control.factory import make_controller
         from biscale.control.oracle import OracleDecode, OraclePrefill
-        from biscale.control.slack import DecodeSlack
         from biscale.predict.predictor import default_predictor
 
         for name, opts in self.controller_options.items():
@@ -409,26 +408,14 @@ class Scenario(BaseModel):
                     if unknown:
                         raise ValueError(f"controller_options.oracle: unknown {phase} option(s) {unknown}")
                 continue
-            if name == "ecofreq":
-                from biscale.control.voltana import EcoFreq
-                from biscale.predict.ecopred import default_ecopred
-
-                for phase in ("prefill", "decode"):
-                    try:
-                        EcoFreq(default_ecopred(self.gpu, self.model), phase, **{**common, **per_phase.get(phase, {})})
-                    except TypeError as err:
-                        raise ValueError(f"controller_options.ecofreq: {err}") from err
-                    except InputError as err:
-                        raise ValueError(f"controller_options.ecofreq: {err.reason}") from err
-                continue
-            cls_, phase = (DecodeSlack, "decode") if name == "slack" else (PrefillMpc, "prefill")
-            options = {**common, **per_phase.get(phase, {}), **({"solver": "greedy"} if name == "mpc-greedy" else {})}
-            try:
-                cls_(default_predictor(self.gpu, self.model), **options)
-            except TypeError as err:
-                raise ValueError(f"controller_options.{name}: {err}") from err
-            except InputError as err:
-                raise ValueError(f"controller_options.{name}: {err.reason}") from err
+            phases = ("prefill", "decode") if name == "ecofreq" else ("decode",) if name == "slack" else ("prefill",)
+            for phase in phases:  # built as a run builds it (the registry's factory), on the bundled predictors
+                try:
+                    options = {**common, **per_phase.get(phase, {})}
+                    predictor = default_predictor(self.gpu, self.model)
+                    make_controller(name, phase, predictor=predictor, options=options, gpu=self.gpu, model=self.model)
+                except InputError as err:
+                    raise ValueError(f"controller_options.{name}: {err.reason}") from err
 
     # ------------------------------------------------------------------ derived settings
     def truth(self) -> HardwareModel:
